@@ -1,0 +1,259 @@
+"""Builds: one run of an image's pipeline for one architecture, and its stages.
+
+A build is claimed by a worker with a lease (claimed_by + heartbeat_at). Another worker may
+take over a build whose heartbeat stopped, and resumes it at the first stage not done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from builds.choices import (
+    ACTIVE_STATES,
+    RUNNING_STATES,
+    STAGE_TO_STATE,
+    TERMINAL_STATES,
+    BuildState,
+    StageName,
+    StageState,
+    Trigger,
+)
+from catalog.choices import Arch
+from catalog.models import Image, ImageVersion
+
+
+class BuildQuerySet(models.QuerySet["Build"]):
+    def active(self) -> BuildQuerySet:
+        return self.filter(state__in=ACTIVE_STATES)
+
+    def stale_claims(self, now: dt.datetime | None = None) -> BuildQuerySet:
+        now = now or timezone.now()
+        limit = now - dt.timedelta(seconds=settings.BUILD_LEASE_SECONDS)
+        return self.filter(state__in=RUNNING_STATES).filter(
+            Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True)
+        )
+
+
+class Build(models.Model):
+    """One run of the pipeline that turns an image's upstream source and recipe into a version."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="builds")
+    arch = models.CharField(max_length=16, choices=Arch.choices, default=Arch.X86_64)
+    trigger = models.CharField(max_length=32, choices=Trigger.choices, default=Trigger.MANUAL)
+    reason = models.TextField(blank=True, help_text="Why this build ran, in plain words.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    state = models.CharField(
+        max_length=16, choices=BuildState.choices, default=BuildState.QUEUED, db_index=True
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    failure_stage = models.CharField(max_length=16, blank=True)
+    failure_reason = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    claimed_by = models.CharField(max_length=128, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # What the build found upstream and what it produced.
+    upstream_url = models.URLField(max_length=500, blank=True)
+    upstream_serial = models.CharField(max_length=64, blank=True)
+    upstream_checksum = models.CharField(max_length=200, blank=True)
+    artefact_path = models.CharField(max_length=500, blank=True)
+    artefact_size = models.BigIntegerField(null=True, blank=True)
+    artefact_sha256 = models.CharField(max_length=64, blank=True)
+    version = models.OneToOneField(
+        ImageVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="build"
+    )
+
+    objects = BuildQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("run_builds", "Can start, cancel and retry builds and test runs")]
+        constraints = [
+            # At most one queued or running build per image and architecture: a second click
+            # cannot start a duplicate, even from two web servers at once.
+            models.UniqueConstraint(
+                fields=["image", "arch"],
+                condition=Q(
+                    state__in=[
+                        "queued", "fetching", "customizing", "finalizing", "publishing", "testing"
+                    ]
+                ),
+                name="one_active_build_per_image_arch",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Build #{self.pk} of {self.image.label} ({self.arch})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("builds:detail", args=[self.pk])
+
+    # --- state -------------------------------------------------------------------------------
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    def ensure_stages(self) -> None:
+        for position, name in enumerate(StageName.values):
+            Stage.objects.get_or_create(build=self, name=name, defaults={"position": position})
+
+    def claim(self, worker: str, now: dt.datetime | None = None) -> bool:
+        """Take the build for `worker`: a queued build, or a running one whose lease expired.
+
+        Returns False when another worker holds a live claim, or the build has ended.
+        """
+        now = now or timezone.now()
+        limit = now - dt.timedelta(seconds=settings.BUILD_LEASE_SECONDS)
+        claimable = Q(state=BuildState.QUEUED) | Q(state__in=RUNNING_STATES) & (
+            Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True) | Q(claimed_by=worker)
+        )
+        updated = Build.objects.filter(claimable, pk=self.pk, cancel_requested=False).update(
+            claimed_by=worker,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            started_at=models.functions.Coalesce(F("started_at"), models.Value(now)),
+        )
+        if updated:
+            self.refresh_from_db()
+        return updated == 1
+
+    def heartbeat(self, worker: str) -> bool:
+        """Refresh the lease; False when the claim was lost (taken over or build ended)."""
+        return (
+            Build.objects.filter(pk=self.pk, claimed_by=worker, state__in=ACTIVE_STATES).update(
+                heartbeat_at=timezone.now()
+            )
+            == 1
+        )
+
+    def enter_stage(self, stage: str) -> None:
+        Build.objects.filter(pk=self.pk, state__in=ACTIVE_STATES).update(
+            state=STAGE_TO_STATE[stage]
+        )
+        self.refresh_from_db(fields=["state"])
+
+    def cancel_is_requested(self) -> bool:
+        return Build.objects.filter(pk=self.pk, cancel_requested=True).exists()
+
+    def request_cancel(self) -> bool:
+        """Ask a build to stop. A queued build is cancelled at once; a running one stops
+        at its next check (within seconds: stages poll the flag)."""
+        with transaction.atomic():
+            if Build.objects.filter(pk=self.pk, state=BuildState.QUEUED).update(
+                state=BuildState.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+            ):
+                self.refresh_from_db()
+                return True
+            updated = Build.objects.filter(pk=self.pk, state__in=RUNNING_STATES).update(
+                cancel_requested=True
+            )
+        self.refresh_from_db()
+        return updated == 1
+
+    def finish(self, state: str, *, stage: str = "", reason: str = "") -> bool:
+        """Move the build to a terminal state; refuses if it already ended."""
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"{state} is not a terminal state")
+        updated = Build.objects.filter(pk=self.pk, state__in=ACTIVE_STATES).update(
+            state=state,
+            finished_at=timezone.now(),
+            failure_stage=stage if state == BuildState.FAILED else "",
+            failure_reason=reason if state != BuildState.DONE else "",
+            claimed_by="",
+        )
+        self.refresh_from_db()
+        return updated == 1
+
+    def can_retry(self) -> bool:
+        return self.state in (BuildState.FAILED, BuildState.CANCELLED)
+
+    def reset_for_retry(self) -> bool:
+        """Queue a failed build again; its successful stages keep their outputs."""
+        with transaction.atomic():
+            updated = Build.objects.filter(
+                pk=self.pk, state__in=[BuildState.FAILED, BuildState.CANCELLED]
+            ).update(
+                state=BuildState.QUEUED,
+                finished_at=None,
+                failure_stage="",
+                failure_reason="",
+                cancel_requested=False,
+                claimed_by="",
+                heartbeat_at=None,
+                attempts=0,
+            )
+            if updated:
+                self.stages.exclude(state=StageState.DONE).update(
+                    state=StageState.PENDING, error="", finished_at=None
+                )
+        self.refresh_from_db()
+        return updated == 1
+
+
+class Stage(models.Model):
+    """One stage of a build: its state, times, progress, outputs and error."""
+
+    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="stages")
+    name = models.CharField(max_length=16, choices=StageName.choices)
+    position = models.PositiveSmallIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=StageState.choices, default=StageState.PENDING)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_unit = models.CharField(max_length=16, blank=True)  # "bytes" or "steps"
+    outputs = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["build", "position"]
+        constraints = [models.UniqueConstraint(fields=["build", "name"], name="one_stage_per_name")]
+
+    def __str__(self) -> str:
+        return f"{self.build} {self.name}"
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    @property
+    def percent(self) -> int | None:
+        if not self.progress_total:
+            return None
+        return max(0, min(100, int(self.progress_done * 100 / self.progress_total)))
+
+
+class StageLogLine(models.Model):
+    """A line a stage wrote to its log; the build page polls the tail."""
+
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="log_lines")
+    created_at = models.DateTimeField(default=timezone.now)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.text[:80]

@@ -1,0 +1,182 @@
+"""The parameters each recipe step type takes, their validation and a one-line summary.
+
+Steps are stored structured (a type plus parameters). Validation returns errors per parameter
+so that the recipe editor can show each next to its field. Secrets are never stored: a step
+refers to one by name as `${secret:NAME}` and the build resolves it from the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from catalog.choices import StepType
+
+PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:@-]*$")
+UNIT_NAME = re.compile(r"^[A-Za-z0-9@._:-]+\.(service|timer|socket|path|target|mount)$")
+SECRET_REF = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MODE = re.compile(r"^0?[0-7]{3,4}$")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a step type."""
+
+    name: str
+    kind: str  # "str", "text", "packages", "path", "url", "sha256", "mode", "int", "unit"
+    required: bool = True
+    help: str = ""
+
+
+STEP_PARAMS: dict[str, tuple[Param, ...]] = {
+    StepType.UPDATE_PACKAGES: (),
+    StepType.INSTALL_PACKAGES: (Param("packages", "packages", help="Space-separated names."),),
+    StepType.REMOVE_PACKAGES: (Param("packages", "packages", help="Space-separated names."),),
+    StepType.UPLOAD_FILE: (
+        Param("source", "str", help="File in the factory's files folder."),
+        Param("destination", "path", help="Absolute path in the image."),
+        Param("mode", "mode", required=False, help="Octal, e.g. 0644."),
+    ),
+    StepType.WRITE_FILE: (
+        Param("path", "path", help="Absolute path in the image."),
+        Param("content", "text"),
+        Param("mode", "mode", required=False, help="Octal, e.g. 0644."),
+    ),
+    StepType.DOWNLOAD_FILE: (
+        Param("url", "url", help="http(s) URL on an allowed host."),
+        Param("sha256", "sha256", help="Expected SHA-256 of the file."),
+        Param("destination", "path", help="Absolute path in the image."),
+        Param("mode", "mode", required=False),
+    ),
+    StepType.RUN_COMMAND: (
+        Param("command", "text", help="Run with /bin/sh in the image."),
+        Param("timeout", "int", required=False, help="Seconds; the build's default otherwise."),
+    ),
+    StepType.ENABLE_UNIT: (Param("unit", "unit", help="e.g. nginx.service"),),
+    StepType.KERNEL_UPGRADE: (
+        Param("package", "str", required=False, help="Kernel package; the distribution's default."),
+    ),
+    StepType.CLOUD_INIT_UPGRADE: (),
+    StepType.ECOSYSTEM_PACKAGE: (
+        Param("package", "str", help="e.g. scaleway-ecosystem"),
+        Param("repository", "str", required=False, help="apt line or yum baseurl."),
+        Param("file", "str", required=False, help="A .deb or .rpm in the factory's files folder."),
+    ),
+    StepType.UEFI_ENABLEMENT: (),
+    StepType.FIRSTBOOT_SCRIPT: (Param("script", "text", help="Runs once, at the first boot."),),
+}
+
+
+def params_of(step_type: str) -> tuple[Param, ...]:
+    return STEP_PARAMS.get(step_type, ())
+
+
+def _check(param: Param, value: object) -> tuple[object, str | None]:
+    """Return the normalized value and an error message (or None)."""
+    if param.kind == "packages":
+        names = value.split() if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return value, "Give package names separated by spaces."
+        bad = [n for n in names if not PACKAGE_NAME.match(n)]
+        if bad:
+            return names, f"Not a valid package name: {', '.join(bad)}."
+        if not names:
+            return names, "Give at least one package."
+        return names, None
+    if param.kind == "int":
+        try:
+            number = int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return value, "Give a whole number of seconds."
+        if number <= 0:
+            return number, "Must be above zero."
+        return number, None
+    if not isinstance(value, str):
+        return value, "Expected text."
+    if param.kind == "path":
+        if not value.startswith("/") or "\x00" in value or "/../" in f"{value}/":
+            return value, "Give an absolute path inside the image, without '..'."
+    elif param.kind == "url":
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            return value, "Give an http:// or https:// URL."
+    elif param.kind == "sha256":
+        value = value.strip().lower()
+        if not SHA256.match(value):
+            return value, "A SHA-256 is 64 hexadecimal characters."
+    elif param.kind == "mode":
+        if not MODE.match(value):
+            return value, "Give an octal mode such as 0644."
+    elif param.kind == "unit":
+        if not UNIT_NAME.match(value):
+            return value, "Give a unit name such as nginx.service."
+    elif param.kind == "str" and ("\n" in value):
+        return value, "One line only."
+    return value, None
+
+
+def clean_params(step_type: str, raw: dict) -> tuple[dict, dict[str, str]]:
+    """Validate and normalize parameters; return (params, errors by parameter name)."""
+    errors: dict[str, str] = {}
+    if step_type not in STEP_PARAMS:
+        return {}, {"type": f"Unknown step type {step_type!r}."}
+    if not isinstance(raw, dict):
+        return {}, {"params": "Parameters must be an object."}
+    known = {p.name for p in STEP_PARAMS[step_type]}
+    for extra in sorted(set(raw) - known):
+        errors[extra] = "Not a parameter of this step type."
+    cleaned: dict = {}
+    for param in STEP_PARAMS[step_type]:
+        value = raw.get(param.name)
+        if value in (None, "", []):
+            if param.required:
+                errors[param.name] = "This parameter is required."
+            continue
+        value, error = _check(param, value)
+        if error:
+            errors[param.name] = error
+        cleaned[param.name] = value
+    if step_type == StepType.ECOSYSTEM_PACKAGE and raw.get("repository") and raw.get("file"):
+        errors["file"] = "Give a repository or a file, not both."
+    return cleaned, errors
+
+
+def validate_params(step_type: str, params: dict) -> dict[str, str]:
+    return clean_params(step_type, params)[1]
+
+
+def secret_names(params: dict) -> set[str]:
+    """Names of the secrets a step refers to as ${secret:NAME}."""
+    found: set[str] = set()
+    for value in params.values():
+        if isinstance(value, str):
+            found.update(SECRET_REF.findall(value))
+    return found
+
+
+def summarize(step_type: str, params: dict) -> str:
+    p = params or {}
+    match step_type:
+        case StepType.INSTALL_PACKAGES | StepType.REMOVE_PACKAGES:
+            return " ".join(p.get("packages", []))
+        case StepType.UPLOAD_FILE:
+            return f"{p.get('source', '')} → {p.get('destination', '')}"
+        case StepType.WRITE_FILE:
+            return p.get("path", "")
+        case StepType.DOWNLOAD_FILE:
+            return f"{p.get('url', '')} → {p.get('destination', '')}"
+        case StepType.RUN_COMMAND:
+            first = (p.get("command") or "").strip().splitlines()
+            return first[0][:80] if first else ""
+        case StepType.ENABLE_UNIT:
+            return p.get("unit", "")
+        case StepType.KERNEL_UPGRADE:
+            return p.get("package", "distribution kernel")
+        case StepType.ECOSYSTEM_PACKAGE:
+            return p.get("package", "")
+        case StepType.FIRSTBOOT_SCRIPT:
+            first = (p.get("script") or "").strip().splitlines()
+            return first[0][:80] if first else ""
+    return ""

@@ -1,0 +1,29 @@
+"""Login is required on every page, not only on the views that remember to ask."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.shortcuts import resolve_url
+from django.http import HttpRequest, HttpResponse
+
+# Paths reachable without a session: the login page itself and the static files.
+PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz")
+
+
+class LoginRequiredEverywhere:
+    """Sends anonymous visitors to the login page, whatever view they asked for."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.is_authenticated and not request.path.startswith(PUBLIC_PREFIXES):
+            if request.headers.get("HX-Request"):
+                response = HttpResponse(status=401)
+                response["HX-Redirect"] = resolve_url(settings.LOGIN_URL)
+                return response
+            return redirect_to_login(request.get_full_path())
+        return self.get_response(request)

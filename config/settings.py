@@ -1,0 +1,219 @@
+"""Settings of the image factory control plane, all read from the environment.
+
+`.env.example` documents every variable. SQLite is the default database; set
+`DATABASE_URL` for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_int, env_list, env_path, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = env_path("FACTORY_VAR_DIR", BASE_DIR / "var")
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    # pytest sets PYTEST_VERSION; a test run needs no secret.
+    if DEBUG or env_bool("FACTORY_INSECURE_DEV_KEY", False) or os.environ.get("PYTEST_VERSION"):
+        SECRET_KEY = "insecure-development-key-never-use-in-production"
+    else:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set; `make run` generates one."
+        )
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "django_q",
+    "catalog",
+    "builds",
+    "lifecycle",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.middleware.LoginRequiredEverywhere",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "config.context_processors.roles",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "config.wsgi.application"
+
+# --- Database -------------------------------------------------------------------------------
+# SQLite is tuned for one web server and several workers writing to the same file: WAL lets
+# readers run beside a writer, IMMEDIATE transactions take the write lock at BEGIN (so a
+# transaction never has to upgrade its lock and fail with "database is locked"), and the busy
+# timeout makes a second writer wait instead of failing.
+SQLITE_PATH = env_path("SQLITE_PATH", VAR_DIR / "factory.sqlite3")
+SQLITE_BUSY_TIMEOUT = env_int("SQLITE_BUSY_TIMEOUT", 30, minimum=1)
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    except Exception as exc:  # dj_database_url raises several types on a bad URL
+        raise ImproperlyConfigured(f"DATABASE_URL cannot be read: {exc}") from exc
+else:
+    SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": SQLITE_PATH,
+            "OPTIONS": {
+                "timeout": SQLITE_BUSY_TIMEOUT,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;"
+                    "PRAGMA synchronous=NORMAL;"
+                    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000};"
+                ),
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "catalog:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if env_bool("DJANGO_SECURE_COOKIES", not DEBUG and not env_bool("FACTORY_LOCAL", False)):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# --- Background work -----------------------------------------------------------------------
+# Two clusters share the ORM broker: `default` for short work (imports, schedules, notices)
+# and `long` for builds and test runs, so that a build never delays a short task.
+# `timeout` is below `retry`, so a task is never redelivered while its first run is alive.
+LONG_TASK_TIMEOUT = env_int("LONG_TASK_TIMEOUT", 4 * 3600, minimum=60)
+Q_CLUSTER = {
+    "name": "default",
+    "orm": "default",
+    "workers": env_int("Q_DEFAULT_WORKERS", 2, minimum=1),
+    "timeout": 300,
+    "retry": 360,
+    "max_attempts": 3,
+    "catch_up": False,
+    "save_limit": 500,
+    "poll": 0.5,
+    "ALT_CLUSTERS": {
+        "long": {
+            "workers": env_int("BUILD_CONCURRENCY", 1, minimum=1),
+            "timeout": LONG_TASK_TIMEOUT,
+            "retry": LONG_TASK_TIMEOUT + 600,
+            "max_attempts": 3,
+            "recycle": 20,
+        },
+    },
+}
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER.pop("orm")
+
+# --- The catalogue and upstream data --------------------------------------------------------
+EOL_API_BASE_URL = env_str("EOL_API_BASE_URL", "https://endoflife.date").rstrip("/")
+EOL_API_TIMEOUT = env_int("EOL_API_TIMEOUT", 20, minimum=1)
+UPSTREAM_ALLOWED_HOSTS = env_list(
+    "UPSTREAM_ALLOWED_HOSTS",
+    [
+        "cloud-images.ubuntu.com",
+        "cloud.debian.org",
+        "dl.rockylinux.org",
+        "download.rockylinux.org",
+        "repo.almalinux.org",
+        "cloud.centos.org",
+        "download.fedoraproject.org",
+        "dl.fedoraproject.org",
+        "geo.mirror.pkgbuild.com",
+        "wordpress.org",
+    ],
+)
+STALE_AFTER_DAYS = env_int("STALE_AFTER_DAYS", 90, minimum=1)
+EOL_WARNING_DAYS = env_int("EOL_WARNING_DAYS", 90, minimum=1)
+DEPRECATION_GRACE_DAYS = env_int("DEPRECATION_GRACE_DAYS", 90, minimum=0)
+
+# --- Builds ----------------------------------------------------------------------------------
+ARTEFACT_DIR = env_path("ARTEFACT_DIR", VAR_DIR / "artefacts")
+DOWNLOAD_CACHE_DIR = env_path("DOWNLOAD_CACHE_DIR", VAR_DIR / "cache")
+DOWNLOAD_CACHE_MAX_BYTES = env_int("DOWNLOAD_CACHE_MAX_BYTES", 20 * 1024**3, minimum=0)
+WORKER_ARCHITECTURES = env_list("WORKER_ARCHITECTURES", ["x86_64"])
+BUILD_HEARTBEAT_SECONDS = env_int("BUILD_HEARTBEAT_SECONDS", 10, minimum=1)
+BUILD_LEASE_SECONDS = env_int("BUILD_LEASE_SECONDS", 60, minimum=5)
+STEP_TIMEOUT_SECONDS = env_int("STEP_TIMEOUT_SECONDS", 1800, minimum=1)
+GUESTFS_MEMSIZE_MB = env_int("GUESTFS_MEMSIZE_MB", 2048, minimum=512)
+
+# --- Email -----------------------------------------------------------------------------------
+EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = env_int("EMAIL_PORT", 1025, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "image-factory@localhost")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,35 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from catalog import roles
+
+
+def _user(username: str, role: str | None, **extra: object) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username, **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def viewer(db) -> User:
+    return _user("viola", roles.VIEWER)
+
+
+@pytest.fixture
+def manager(db) -> User:
+    return _user("manon", roles.CATALOGUE_MANAGER)
+
+
+@pytest.fixture
+def release_manager(db) -> User:
+    return _user("remi", roles.RELEASE_MANAGER)
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return _user("ada", None, is_superuser=True, is_staff=True)
