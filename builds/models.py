@@ -85,7 +85,12 @@ class Build(models.Model):
                 fields=["image", "arch"],
                 condition=Q(
                     state__in=[
-                        "queued", "fetching", "customizing", "finalizing", "publishing", "testing"
+                        "queued",
+                        "fetching",
+                        "customizing",
+                        "finalizing",
+                        "publishing",
+                        "testing",
                     ]
                 ),
                 name="one_active_build_per_image_arch",

@@ -1,4 +1,16 @@
 from __future__ import annotations
 
+from django.urls import path
+
+from builds import views
+
 app_name = "builds"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.build_list, name="list"),
+    path("<int:build_id>/", views.build_detail, name="detail"),
+    path("<int:build_id>/live/", views.build_live, name="live"),
+    path("<int:build_id>/cancel/", views.build_cancel, name="cancel"),
+    path("<int:build_id>/retry/", views.build_retry, name="retry"),
+    path("image/<slug:label>/", views.image_builds, name="for_image"),
+    path("image/<slug:label>/rebuild/", views.rebuild, name="rebuild"),
+]

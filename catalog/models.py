@@ -108,7 +108,9 @@ class Image(models.Model):
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="images")
     architectures = models.JSONField(default=list, validators=[validate_architectures])
     commercial_types = models.JSONField(
-        default=list, blank=True, validators=[validate_string_list],
+        default=list,
+        blank=True,
+        validators=[validate_string_list],
         help_text="Compatible commercial types, e.g. DEV1-S, PRO2-XS.",
     )
     # OS images
@@ -118,7 +120,11 @@ class Image(models.Model):
     boot_mode = models.CharField(max_length=16, choices=BootMode.choices, blank=True)
     # InstantApps
     base_image = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="instantapps",
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="instantapps",
         limit_choices_to={"kind": ImageKind.OS},
     )
     # Lifecycle state (changed by the lifecycle app's processes)
@@ -200,7 +206,8 @@ class UpstreamSource(models.Model):
     signature_file = models.CharField(max_length=200, blank=True)
     signing_key = models.TextField(blank=True, help_text="ASCII-armoured OpenPGP public key.")
     serial_pattern = models.CharField(
-        max_length=200, blank=True,
+        max_length=200,
+        blank=True,
         help_text="Optional regular expression with a (?P<serial>...) group, searched in the "
         "checksum file when the file name carries no serial (e.g. Debian's latest/).",
     )
@@ -263,7 +270,7 @@ class UpstreamLifecycle(models.Model):
         max_length=16, choices=DeprecationBasis.choices, default=DeprecationBasis.SECURITY
     )
     last_checked_at = models.DateTimeField(null=True, blank=True)
-    last_import_ok = models.BooleanField(null=True)
+    last_import_ok = models.BooleanField(null=True, blank=True)
     last_import_message = models.TextField(blank=True)
 
     DATE_FIELDS = (
@@ -332,7 +339,9 @@ class ImageVersion(models.Model):
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="versions")
     arch = models.CharField(max_length=16, choices=Arch.choices, default=Arch.X86_64)
     name = models.CharField(max_length=64, validators=[version_name_validator])
-    state = models.CharField(max_length=32, choices=VersionState.choices, default=VersionState.BUILT)
+    state = models.CharField(
+        max_length=32, choices=VersionState.choices, default=VersionState.BUILT
+    )
     created_at = models.DateTimeField(default=timezone.now)
     released_at = models.DateTimeField(null=True, blank=True)
     base_version = models.ForeignKey(
@@ -382,7 +391,9 @@ class ImageVersion(models.Model):
 
     def previous(self) -> ImageVersion | None:
         return (
-            ImageVersion.objects.filter(image=self.image, arch=self.arch, created_at__lt=self.created_at)
+            ImageVersion.objects.filter(
+                image=self.image, arch=self.arch, created_at__lt=self.created_at
+            )
             .order_by("-created_at", "-id")
             .first()
         )

@@ -1,8 +1,323 @@
+"""Catalogue pages: overview, image page, recipe editor, upstream dates, zones, audit log.
+
+Views stay thin: reading goes through catalog.overview, changes through model methods and
+catalog.audit. Every view that changes state requires POST and a permission, checked here
+on the server whatever the page showed.
+"""
+
 from __future__ import annotations
 
+import logging
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Max
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from catalog import audit, overview, roles
+from catalog.choices import DateSource, ImageKind, StepType
+from catalog.forms import LifecycleDateForm, StepForm
+from catalog.manifests import diff_manifests
+from catalog.models import AuditEntry, Image, ImageVersion, RecipeStep, UpstreamLifecycle, Zone
+from catalog.timeline import timeline_for
+
+log = logging.getLogger(__name__)
 
 
-def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "catalog/overview.html", {})
+def _partial_request(request: HttpRequest) -> bool:
+    return bool(request.htmx) and not request.htmx.boosted
+
+
+@require_GET
+def overview_page(request: HttpRequest) -> HttpResponse:
+    filters = overview.OverviewFilters.from_query(request.GET)
+    context = {
+        "filters": filters,
+        "rows": overview.rows(filters),
+        "badges": overview.BADGES,
+        "kinds": ImageKind.choices,
+        "sorts": [
+            ("label", "Label"),
+            ("name", "Name"),
+            ("eol", "EOL, soonest first"),
+            ("-eol", "EOL, latest first"),
+            ("age", "Oldest version first"),
+            ("kind", "Kind"),
+        ],
+        "last_import": UpstreamLifecycle.objects.aggregate(at=Max("last_checked_at"))["at"],
+        "import_errors": UpstreamLifecycle.objects.filter(last_import_ok=False)
+        .select_related("image")
+        .order_by("image__label"),
+    }
+    template = (
+        "catalog/overview.html#table" if _partial_request(request) else "catalog/overview.html"
+    )
+    return render(request, template, context)
+
+
+def _image_or_404(label: str) -> Image:
+    return get_object_or_404(
+        Image.objects.select_related("category", "upstream", "base_image", "replacement"),
+        label=label,
+    )
+
+
+@require_GET
+def image_page(request: HttpRequest, label: str) -> HttpResponse:
+    image = _image_or_404(label)
+    lifecycle = getattr(image, "upstream", None)
+    context = {
+        "image": image,
+        "lifecycle": lifecycle,
+        "sources": image.sources.all(),
+        "steps": image.steps.all(),
+        "versions": image.versions.all()[:50],
+        "audit_entries": image.audit_entries.select_related("actor")[:20],
+        "timeline": timeline_for(image),
+        "date_form": LifecycleDateForm(),
+        "step_types": StepType.choices,
+    }
+    return render(request, "catalog/image.html", context)
+
+
+# --- recipe editor ---------------------------------------------------------------------------
+
+
+def _steps_response(request: HttpRequest, image: Image) -> HttpResponse:
+    if _partial_request(request):
+        return render(
+            request, "catalog/image.html#recipe", {"image": image, "steps": image.steps.all()}
+        )
+    return redirect(image.get_absolute_url() + "#recipe")
+
+
+def _recipe_snapshot(image: Image) -> list[dict]:
+    return [step.as_dict() for step in image.steps.all()]
+
+
+@require_GET
+@permission_required(roles.EDIT_CATALOG, raise_exception=True)
+def step_form(request: HttpRequest, label: str, step_id: int | None = None) -> HttpResponse:
+    """The add/edit form of a step; asked again by htmx when the type changes."""
+    image = _image_or_404(label)
+    step = get_object_or_404(RecipeStep, pk=step_id, image=image) if step_id else None
+    step_type = request.GET.get("type") or (step.type if step else StepType.INSTALL_PACKAGES)
+    if step and step_type == step.type:
+        initial = StepForm.initial_for(step.type, step.params, step.enabled)
+    else:
+        initial = {"type": step_type, "enabled": True}
+    form = StepForm(initial=initial, step_type=step_type)
+    return render(request, "catalog/step_form.html", {"image": image, "step": step, "form": form})
+
+
+@require_POST
+@permission_required(roles.EDIT_CATALOG, raise_exception=True)
+def step_save(request: HttpRequest, label: str, step_id: int | None = None) -> HttpResponse:
+    image = _image_or_404(label)
+    step = get_object_or_404(RecipeStep, pk=step_id, image=image) if step_id else None
+    form = StepForm(request.POST)
+    if not form.is_valid():
+        response = render(
+            request, "catalog/step_form.html", {"image": image, "step": step, "form": form}
+        )
+        if _partial_request(request):
+            # The form was posted to replace the recipe; show it again, with its errors,
+            # where it was instead.
+            response["HX-Retarget"] = "#step-editor"
+            response["HX-Reswap"] = "innerHTML"
+        else:
+            response.status_code = 422
+        return response
+    with transaction.atomic():
+        before = _recipe_snapshot(image)
+        if step is None:
+            position = (image.steps.aggregate(m=Max("position"))["m"] or 0) + 1
+            step = RecipeStep.objects.create(
+                image=image,
+                position=position,
+                type=form.step_type,
+                params=form.cleaned_data["params"],
+                enabled=form.cleaned_data["enabled"],
+            )
+            action = "recipe.step_added"
+        else:
+            step.type = form.step_type
+            step.params = form.cleaned_data["params"]
+            step.enabled = form.cleaned_data["enabled"]
+            step.save()
+            action = "recipe.step_changed"
+        audit.record(
+            action,
+            actor=request.user,
+            image=image,
+            target=step,
+            before={"recipe": before},
+            after={"recipe": _recipe_snapshot(image)},
+        )
+    return _steps_response(request, image)
+
+
+@require_POST
+@permission_required(roles.EDIT_CATALOG, raise_exception=True)
+def step_delete(request: HttpRequest, label: str, step_id: int) -> HttpResponse:
+    image = _image_or_404(label)
+    step = get_object_or_404(RecipeStep, pk=step_id, image=image)
+    with transaction.atomic():
+        before = _recipe_snapshot(image)
+        step.delete()
+        audit.record(
+            "recipe.step_removed",
+            actor=request.user,
+            image=image,
+            before={"recipe": before},
+            after={"recipe": _recipe_snapshot(image)},
+        )
+    return _steps_response(request, image)
+
+
+@require_POST
+@permission_required(roles.EDIT_CATALOG, raise_exception=True)
+def step_move(request: HttpRequest, label: str, step_id: int) -> HttpResponse:
+    """Move a step one place up or down; positions are renumbered 1..n."""
+    image = _image_or_404(label)
+    get_object_or_404(RecipeStep, pk=step_id, image=image)
+    direction = request.POST.get("direction")
+    with transaction.atomic():
+        before = _recipe_snapshot(image)
+        steps = list(image.steps.select_for_update())
+        index = next(i for i, s in enumerate(steps) if s.pk == step_id)
+        other = index - 1 if direction == "up" else index + 1
+        if 0 <= other < len(steps):
+            steps[index], steps[other] = steps[other], steps[index]
+            for position, step in enumerate(steps, start=1):
+                if step.position != position:
+                    step.position = position
+                    step.save(update_fields=["position"])
+            audit.record(
+                "recipe.step_moved",
+                actor=request.user,
+                image=image,
+                before={"recipe": before},
+                after={"recipe": _recipe_snapshot(image)},
+            )
+    return _steps_response(request, image)
+
+
+# --- upstream dates ---------------------------------------------------------------------------
+
+
+@require_POST
+@permission_required(roles.EDIT_CATALOG, raise_exception=True)
+def set_lifecycle_date(request: HttpRequest, label: str) -> HttpResponse:
+    image = _image_or_404(label)
+    if not image.is_os:
+        messages.error(request, "InstantApps follow their base image's upstream dates.")
+        return redirect(image.get_absolute_url())
+    form = LifecycleDateForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        messages.error(request, f"The date was not changed: {errors}")
+        return redirect(image.get_absolute_url() + "#lifecycle")
+    name = form.cleaned_data["field"]
+    with transaction.atomic():
+        lifecycle, _ = UpstreamLifecycle.objects.select_for_update().get_or_create(image=image)
+        before = {name: getattr(lifecycle, name), f"{name}_source": lifecycle.source_of(name)}
+        setattr(lifecycle, name, form.cleaned_data["value"])
+        setattr(lifecycle, f"{name}_source", DateSource.MANAGER)
+        lifecycle.save()
+        audit.record(
+            "lifecycle.date_set",
+            actor=request.user,
+            image=image,
+            target=lifecycle,
+            before=before,
+            after={name: form.cleaned_data["value"], f"{name}_source": DateSource.MANAGER},
+            message=form.cleaned_data["reason"],
+        )
+    messages.success(request, "Date saved. Imports will keep it.")
+    return redirect(image.get_absolute_url() + "#lifecycle")
+
+
+@require_POST
+@permission_required(roles.IMPORT_EOL, raise_exception=True)
+def import_eol(request: HttpRequest) -> HttpResponse:
+    """Queue the endoflife.date import on the short-work cluster."""
+    from django_q.tasks import async_task
+
+    def enqueue() -> None:
+        async_task("catalog.tasks.import_eol_task", task_name="import_eol (dashboard)")
+
+    transaction.on_commit(enqueue)
+    audit.record("eol.import_requested", actor=request.user)
+    messages.success(request, "EOL import queued; results appear here when it has run.")
+    return redirect(reverse("catalog:overview"))
+
+
+# --- zones and audit ----------------------------------------------------------------------------
+
+
+@require_GET
+def zones_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "catalog/zones.html", {"zones": Zone.objects.all()})
+
+
+@require_POST
+@permission_required(roles.MANAGE_ZONES, raise_exception=True)
+def zone_toggle(request: HttpRequest, code: str) -> HttpResponse:
+    with transaction.atomic():
+        zone = get_object_or_404(Zone.objects.select_for_update(), code=code)
+        before = {"enabled": zone.enabled}
+        zone.enabled = not zone.enabled
+        zone.save(update_fields=["enabled"])
+        audit.record(
+            "zone.enabled" if zone.enabled else "zone.disabled",
+            actor=request.user,
+            target=zone,
+            before=before,
+            after={"enabled": zone.enabled},
+        )
+    if _partial_request(request):
+        return render(request, "catalog/zones.html#zone-row", {"zone": zone})
+    return redirect("catalog:zones")
+
+
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    entries = AuditEntry.objects.select_related("actor", "image")
+    action = request.GET.get("action", "").strip()
+    label = request.GET.get("image", "").strip()
+    if action:
+        entries = entries.filter(action__startswith=action)
+    if label:
+        entries = entries.filter(image__label=label)
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "catalog/audit.html",
+        {"page": page, "action": action, "image_label": label, "now": timezone.now()},
+    )
+
+
+@require_GET
+def version_page(request: HttpRequest, label: str, arch: str, name: str) -> HttpResponse:
+    version = get_object_or_404(
+        ImageVersion.objects.select_related("image", "base_version__image"),
+        image__label=label,
+        arch=arch,
+        name=name,
+    )
+    previous = version.previous()
+    context = {
+        "image": version.image,
+        "version": version,
+        "previous": previous,
+        "diff": diff_manifests(previous.manifest, version.manifest) if previous else None,
+        "local_images": version.local_images.select_related("zone"),
+    }
+    return render(request, "catalog/version.html", context)

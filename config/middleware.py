@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.shortcuts import resolve_url
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import resolve_url
 
 # Paths reachable without a session: the login page itself and the static files.
 PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz")

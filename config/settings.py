@@ -126,6 +126,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Serve straight from static/ too, so a fresh checkout works before collectstatic.
+WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -162,8 +165,17 @@ Q_CLUSTER = {
             "max_attempts": 3,
             "recycle": 20,
         },
+        # Builds of arm64 images wait here for a worker on an arm64 machine.
+        "long-arm64": {
+            "workers": env_int("BUILD_CONCURRENCY", 1, minimum=1),
+            "timeout": LONG_TASK_TIMEOUT,
+            "retry": LONG_TASK_TIMEOUT + 600,
+            "max_attempts": 3,
+            "recycle": 20,
+        },
     },
 }
+BUILD_QUEUES = {"x86_64": "long", "arm64": "long-arm64"}
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
@@ -196,6 +208,7 @@ ARTEFACT_DIR = env_path("ARTEFACT_DIR", VAR_DIR / "artefacts")
 DOWNLOAD_CACHE_DIR = env_path("DOWNLOAD_CACHE_DIR", VAR_DIR / "cache")
 DOWNLOAD_CACHE_MAX_BYTES = env_int("DOWNLOAD_CACHE_MAX_BYTES", 20 * 1024**3, minimum=0)
 WORKER_ARCHITECTURES = env_list("WORKER_ARCHITECTURES", ["x86_64"])
+FILES_DIR = env_path("FACTORY_FILES_DIR", BASE_DIR / "files")
 BUILD_HEARTBEAT_SECONDS = env_int("BUILD_HEARTBEAT_SECONDS", 10, minimum=1)
 BUILD_LEASE_SECONDS = env_int("BUILD_LEASE_SECONDS", 60, minimum=5)
 STEP_TIMEOUT_SECONDS = env_int("STEP_TIMEOUT_SECONDS", 1800, minimum=1)

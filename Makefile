@@ -1,0 +1,77 @@
+# The two commands of the README: `make run` and `make test`. Both install what is missing
+# on a Debian 12 machine first (apt packages, the virtualenv, the pinned Python packages).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := python3-venv python3-dev python3-guestfs libguestfs-tools qemu-utils \
+	qemu-system-x86 debootstrap linux-image-amd64 chromium gnupg openssl gdisk curl \
+	netcat-openbsd ca-certificates
+export PYTEST_ADDOPTS ?=
+export FIXTURE_CACHE_DIR ?= /var/cache/image-factory-fixtures
+# Local development: plain HTTP cookies and a generated secret key (see .env.example).
+export FACTORY_LOCAL ?= 1
+
+.PHONY: run test lint setup apt venv migrate demo test-fast test-browser test-guestfs clean
+
+# --- set-up ---------------------------------------------------------------------------------
+setup: apt venv var/secret_key
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@$(PIP) install -q --upgrade pip >/dev/null
+	$(PIP) install -q -r requirements.lock
+	@$(PY) -c "import guestfs" || { echo "python3-guestfs is not importable from the virtualenv"; exit 1; }
+	@touch $@
+
+var/secret_key:
+	@mkdir -p var && umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+migrate: setup
+	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py migrate --noinput
+
+demo: migrate
+	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py loaddemo
+	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py register_schedules
+	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py ensure_admin
+
+# --- the two commands -----------------------------------------------------------------------
+run: demo
+	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py collectstatic --noinput -v 0
+	DJANGO_SECRET_KEY_FILE=var/secret_key bin/run-all
+
+test: setup
+	@status=0; \
+	for tier in test-fast test-browser test-guestfs; do \
+	  start=$$(date +%s); $(MAKE) --no-print-directory $$tier || status=1; \
+	  echo "== $$tier took $$(( $$(date +%s) - start )) s"; \
+	done; exit $$status
+
+test-fast:
+	$(PY) -m pytest -m "not guestfs and not vm and not browser" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+
+test-browser:
+	$(PY) -m pytest -m browser -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+
+test-guestfs:
+	$(PY) -m pytest -m "guestfs or vm" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf var/artefacts var/cache var/staticfiles

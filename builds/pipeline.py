@@ -1,0 +1,191 @@
+"""Running a build: its stages in order, each resumable, with live log, progress and cancel.
+
+Each stage is a function of the build that reads what earlier stages recorded (their
+`outputs`) and records its own. A stage already done is skipped, so that Retry resumes at
+the stage that failed and a worker taking over a dead worker's build continues it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from builds.choices import BuildState, StageName, StageState
+from builds.models import Build, Stage, StageLogLine
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """The build was cancelled, or this worker lost its claim on it."""
+
+
+class StageFailed(Exception):
+    """A stage failed; the message is shown at the top of the build page."""
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: its build and stage rows, and ways to report."""
+
+    build: Build
+    stage: Stage
+    worker: str
+    secrets: dict[str, str] = field(default_factory=dict)
+    _last_progress: float = 0.0
+    _last_cancel_check: float = 0.0
+    _cancelled: bool = False
+    lost_claim: threading.Event = field(default_factory=threading.Event)
+
+    def mask(self, text: str) -> str:
+        for value in self.secrets.values():
+            if value:
+                text = text.replace(value, "****")
+        return text
+
+    def log(self, line: str) -> None:
+        text = self.mask(str(line).rstrip("\n"))
+        StageLogLine.objects.create(stage=self.stage, text=text[:10000])
+        log.info("build %s %s: %s", self.build.pk, self.stage.name, text[:300])
+
+    def progress(self, done: int, total: int | None, unit: str = "bytes") -> None:
+        # Writes are throttled: a download reports every MiB, the page polls every second.
+        now = time.monotonic()
+        if now - self._last_progress < 0.5 and (total is None or done < total):
+            return
+        self._last_progress = now
+        Stage.objects.filter(pk=self.stage.pk).update(
+            progress_done=done, progress_total=total, progress_unit=unit
+        )
+
+    def cancelled(self) -> bool:
+        if self._cancelled or self.lost_claim.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= 1.0:
+            self._last_cancel_check = now
+            self._cancelled = self.build.cancel_is_requested()
+        return self._cancelled
+
+    def outputs_of(self, name: str) -> dict:
+        return Stage.objects.get(build=self.build, name=name).outputs
+
+
+StageFunction = Callable[[StageContext], dict]
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the build's lease while a stage runs; notices when the claim is lost."""
+
+    def __init__(self, build: Build, worker: str, lost: threading.Event) -> None:
+        super().__init__(name=f"heartbeat-{build.pk}", daemon=True)
+        self.build, self.worker, self.lost = build, worker, lost
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(settings.BUILD_HEARTBEAT_SECONDS):
+                if not self.build.heartbeat(self.worker):
+                    self.lost.set()
+                    return
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def _stage_functions() -> dict[str, StageFunction]:
+    from builds import stages
+
+    return {
+        StageName.FETCH: stages.fetch_stage,
+        StageName.CUSTOMIZE: stages.customize_stage,
+        StageName.FINALIZE: stages.finalize_stage,
+    }
+
+
+def _start_stage(stage: Stage) -> None:
+    Stage.objects.filter(pk=stage.pk).update(
+        state=StageState.RUNNING, started_at=timezone.now(), finished_at=None, error=""
+    )
+    stage.refresh_from_db()
+
+
+def _end_stage(stage: Stage, state: str, *, outputs: dict | None = None, error: str = "") -> None:
+    values: dict = {"state": state, "finished_at": timezone.now(), "error": error}
+    if outputs is not None:
+        values["outputs"] = outputs
+    Stage.objects.filter(pk=stage.pk).update(**values)
+
+
+def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str:
+    """Run the build's remaining stages; return its final state.
+
+    The caller has claimed the build. Nothing here raises: every outcome is recorded on
+    the build and its stages.
+    """
+    build.ensure_stages()
+    lost = threading.Event()
+    heartbeat = Heartbeat(build, worker, lost)
+    heartbeat.start()
+    functions = _stage_functions()
+    try:
+        for stage in build.stages.order_by("position"):
+            if stage.state == StageState.DONE and _outputs_still_valid(stage):
+                continue
+            ctx = StageContext(build, stage, worker, dict(secrets or {}), lost_claim=lost)
+            if ctx.cancelled():
+                raise Cancelled("cancelled")
+            build.enter_stage(stage.name)
+            _start_stage(stage)
+            ctx.log(f"{stage.get_name_display()} started on {worker}")
+            try:
+                outputs = functions[stage.name](ctx)
+            except Cancelled:
+                _end_stage(stage, StageState.CANCELLED, error="Cancelled.")
+                raise
+            except StageFailed as exc:
+                message = ctx.mask(str(exc))
+                ctx.log(f"FAILED: {message}")
+                _end_stage(stage, StageState.FAILED, error=message)
+                build.finish(BuildState.FAILED, stage=stage.name, reason=message)
+                return build.state
+            except Exception as exc:  # an unexpected error still ends the stage cleanly
+                log.exception("build %s stage %s crashed", build.pk, stage.name)
+                message = ctx.mask(f"Unexpected error in {stage.name}: {exc}")
+                ctx.log(f"FAILED: {message}")
+                _end_stage(stage, StageState.FAILED, error=message)
+                build.finish(BuildState.FAILED, stage=stage.name, reason=message)
+                return build.state
+            _end_stage(stage, StageState.DONE, outputs=outputs)
+            ctx.log(f"{stage.get_name_display()} done")
+        build.finish(BuildState.DONE)
+    except Cancelled:
+        if lost.is_set() and not build.cancel_is_requested():
+            # Another worker took the build over; it is theirs to finish.
+            log.warning("build %s: claim lost to another worker", build.pk)
+            return build.state
+        from builds.stages import discard_work
+
+        discard_work(build)
+        build.finish(BuildState.CANCELLED, reason="Cancelled by a user.")
+    finally:
+        heartbeat.stop()
+        close_old_connections()
+    return build.state
+
+
+def _outputs_still_valid(stage: Stage) -> bool:
+    """A done stage is reused only while the files it produced still exist."""
+    from builds.stages import outputs_exist
+
+    return outputs_exist(stage.name, stage.outputs)

@@ -1,0 +1,253 @@
+"""The stages of a build as functions of its StageContext: fetch, customize, finalize.
+
+Each one reads the outputs recorded by the stages before it and returns its own outputs;
+the heavy lifting is in builds.fetch, builds.customize and builds.finalize.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from builds.choices import StageName
+from builds.models import Build
+from builds.pipeline import Cancelled, StageContext, StageFailed
+from catalog import recipes
+from catalog.choices import VersionState
+from catalog.models import ImageVersion
+
+
+def work_dir(build: Build) -> Path:
+    return Path(settings.ARTEFACT_DIR) / "work" / f"build-{build.pk}"
+
+
+def artefact_path(build: Build) -> Path:
+    return Path(settings.ARTEFACT_DIR) / build.image.label / build.arch / f"build-{build.pk}.qcow2"
+
+
+def outputs_exist(stage: str, outputs: dict) -> bool:
+    key = {"fetch": "path", "customize": "work_path", "finalize": "path"}.get(stage)
+    return bool(outputs and key and outputs.get(key) and Path(outputs[key]).exists())
+
+
+def discard_work(build: Build) -> None:
+    """Remove what a cancelled or abandoned build left: its work folder, and an artefact no
+    version points at."""
+    shutil.rmtree(work_dir(build), ignore_errors=True)
+    path = artefact_path(build)
+    if path.exists() and not ImageVersion.objects.filter(artefact_path=str(path)).exists():
+        path.unlink(missing_ok=True)
+
+
+def _download_cache():
+    from builds.cache import DownloadCache
+
+    return DownloadCache(
+        Path(settings.DOWNLOAD_CACHE_DIR), max_bytes=settings.DOWNLOAD_CACHE_MAX_BYTES
+    )
+
+
+# --- fetch ------------------------------------------------------------------------------------
+
+
+def fetch_stage(ctx: StageContext) -> dict:
+    image = ctx.build.image
+    if not image.is_os:
+        return _fetch_base_version(ctx)
+    from builds import download, fetch, upstream
+
+    source = image.sources.filter(arch=ctx.build.arch).first()
+    if source is None:
+        raise StageFailed(f"{image.label} has no upstream source for {ctx.build.arch}.")
+    spec = upstream.SourceSpec.from_model(source)
+    ctx.log(f"Resolving channel {source.channel_url}")
+    try:
+        result = fetch.fetch(
+            spec,
+            cache=_download_cache(),
+            allowed_hosts=settings.UPSTREAM_ALLOWED_HOSTS,
+            log=ctx.log,
+            progress=lambda done, total: ctx.progress(done, total, "bytes"),
+            cancelled=ctx.cancelled,
+        )
+    except download.Cancelled as exc:
+        raise Cancelled(str(exc)) from exc
+    except fetch.FetchError as exc:
+        raise StageFailed(str(exc)) from exc
+    Build.objects.filter(pk=ctx.build.pk).update(
+        upstream_url=result.url,
+        upstream_serial=result.serial,
+        upstream_checksum=f"{result.checksum_algorithm}:{result.checksum}",
+    )
+    ctx.log(
+        f"{'Reused cached' if result.from_cache else 'Downloaded'} {result.filename} "
+        f"(serial {result.serial}, {result.size} bytes, sha256 {result.sha256})"
+    )
+    return {
+        "path": str(result.path),
+        "url": result.url,
+        "serial": result.serial,
+        "sha256": result.sha256,
+        "size": result.size,
+        "checksum": f"{result.checksum_algorithm}:{result.checksum}",
+    }
+
+
+def _fetch_base_version(ctx: StageContext) -> dict:
+    """InstantApps start from their base image's latest released version (before the base
+    has a release: its latest built version), never from upstream."""
+    base = ctx.build.image.base_image
+    versions = ImageVersion.objects.filter(image=base, arch=ctx.build.arch).exclude(
+        artefact_path=""
+    )
+    chosen = (
+        versions.filter(released_at__isnull=False).order_by("-released_at").first()
+        or versions.order_by("-created_at", "-id").first()
+    )
+    if chosen is None:
+        raise StageFailed(
+            f"The base image {base.label} has no {ctx.build.arch} version yet: build it first."
+        )
+    if not Path(chosen.artefact_path).exists():
+        raise StageFailed(f"The artefact of {chosen} is missing at {chosen.artefact_path}.")
+    ctx.log(f"Starting from base version {chosen} ({chosen.get_state_display().lower()})")
+    return {
+        "path": chosen.artefact_path,
+        "sha256": chosen.artefact_sha256,
+        "base_version_id": chosen.pk,
+        "serial": chosen.upstream_serial,
+        "url": chosen.upstream_url,
+    }
+
+
+# --- customize --------------------------------------------------------------------------------
+
+
+def _secrets_for(steps: list[dict]) -> dict[str, str]:
+    names: set[str] = set()
+    for step in steps:
+        names |= recipes.secret_names(step.get("params") or {})
+    missing = sorted(n for n in names if n not in os.environ)
+    if missing:
+        raise StageFailed(
+            "The recipe needs secret(s) not set in the worker's environment: " + ", ".join(missing)
+        )
+    return {name: os.environ[name] for name in names}
+
+
+def customize_stage(ctx: StageContext) -> dict:
+    from builds import customize
+
+    source = Path(ctx.outputs_of(StageName.FETCH)["path"])
+    steps = [s.as_dict() for s in ctx.build.image.steps.filter(enabled=True)]
+    secrets = _secrets_for(steps)
+    ctx.secrets.update(secrets)
+    folder = work_dir(ctx.build)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    disk = folder / "disk.qcow2"
+    # A copy-on-write overlay: the cached upstream file stays pristine, and a retry starts
+    # again from it.
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(source), str(disk)],
+        check=True,
+        capture_output=True,
+    )
+    ctx.log(f"Customizing with {len(steps)} step(s) in one appliance session")
+    try:
+        result = customize.customize(
+            disk,
+            steps,
+            log=ctx.log,
+            progress=lambda done, total: ctx.progress(done, total, "steps"),
+            cancelled=ctx.cancelled,
+            secrets=secrets,
+            files_dir=Path(settings.FILES_DIR),
+            allowed_hosts=settings.UPSTREAM_ALLOWED_HOSTS,
+            step_timeout=settings.STEP_TIMEOUT_SECONDS,
+            memsize_mb=settings.GUESTFS_MEMSIZE_MB,
+        )
+    except customize.Cancelled as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise Cancelled(str(exc)) from exc
+    except customize.CustomizeError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise StageFailed(str(exc)) from exc
+    return {
+        "work_path": str(disk),
+        "manifest": result.manifest,
+        "os_info": result.os_info,
+        "recipe": steps,
+    }
+
+
+# --- finalize ---------------------------------------------------------------------------------
+
+
+def finalize_stage(ctx: StageContext) -> dict:
+    from builds import finalize
+
+    build = ctx.build
+    fetched = ctx.outputs_of(StageName.FETCH)
+    customized = ctx.outputs_of(StageName.CUSTOMIZE)
+    dest = artefact_path(build)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ctx.log("Converting to a compressed QCOW2 without backing file")
+    try:
+        result = finalize.finalize(
+            Path(customized["work_path"]), dest, log=ctx.log, cancelled=ctx.cancelled
+        )
+    except finalize.Cancelled as exc:
+        raise Cancelled(str(exc)) from exc
+    except finalize.FinalizeError as exc:
+        raise StageFailed(str(exc)) from exc
+    version = _create_version(build, fetched, customized, dest, result.size, result.sha256)
+    shutil.rmtree(work_dir(build), ignore_errors=True)
+    ctx.log(f"Version {version.name} created ({result.size} bytes, sha256 {result.sha256})")
+    return {
+        "path": str(dest),
+        "size": result.size,
+        "sha256": result.sha256,
+        "version_id": version.pk,
+    }
+
+
+def _create_version(
+    build: Build, fetched: dict, customized: dict, path: Path, size: int, sha256: str
+) -> ImageVersion:
+    if build.version_id:
+        return build.version  # type: ignore[return-value]
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                version = ImageVersion.objects.create(
+                    image=build.image,
+                    arch=build.arch,
+                    name=ImageVersion.next_name(build.image, build.arch),
+                    state=VersionState.BUILT,
+                    base_version_id=fetched.get("base_version_id"),
+                    upstream_url=fetched.get("url", ""),
+                    upstream_serial=fetched.get("serial", ""),
+                    upstream_checksum=fetched.get("checksum", ""),
+                    artefact_path=str(path),
+                    artefact_size=size,
+                    artefact_sha256=sha256,
+                    manifest=customized.get("manifest", []),
+                    recipe=customized.get("recipe", []),
+                )
+                Build.objects.filter(pk=build.pk).update(
+                    version=version,
+                    artefact_path=str(path),
+                    artefact_size=size,
+                    artefact_sha256=sha256,
+                )
+            build.refresh_from_db()
+            return version
+        except IntegrityError:
+            continue  # another build of the same day took the name first
+    raise StageFailed("Could not name the new version (too many builds at once).")

@@ -1,0 +1,84 @@
+"""Django admin for the raw data.
+
+Models that carry state are read-only here, so that every change goes through the
+dashboard's checks and the audit log.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from catalog.models import (
+    AuditEntry,
+    Category,
+    Image,
+    ImageVersion,
+    LocalImage,
+    RecipeStep,
+    UpstreamLifecycle,
+    UpstreamSource,
+    Zone,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shows rows; changes none."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ["name", "description"]
+
+
+@admin.register(Zone)
+class ZoneAdmin(ReadOnlyAdmin):
+    list_display = ["code", "region", "enabled", "added_at"]
+
+
+@admin.register(Image)
+class ImageAdmin(ReadOnlyAdmin):
+    list_display = ["label", "name", "kind", "state", "deprecation_date"]
+    list_filter = ["kind", "state", "category"]
+    search_fields = ["label", "name"]
+
+
+@admin.register(UpstreamSource)
+class UpstreamSourceAdmin(ReadOnlyAdmin):
+    list_display = ["image", "arch", "channel_url", "checksum_format"]
+
+
+@admin.register(UpstreamLifecycle)
+class UpstreamLifecycleAdmin(ReadOnlyAdmin):
+    list_display = ["image", "eol_product", "eol_cycle", "security_support_end", "last_checked_at"]
+
+
+@admin.register(RecipeStep)
+class RecipeStepAdmin(ReadOnlyAdmin):
+    list_display = ["image", "position", "type", "enabled"]
+
+
+@admin.register(ImageVersion)
+class ImageVersionAdmin(ReadOnlyAdmin):
+    list_display = ["image", "arch", "name", "state", "created_at", "released_at"]
+    list_filter = ["state", "arch"]
+
+
+@admin.register(LocalImage)
+class LocalImageAdmin(ReadOnlyAdmin):
+    list_display = ["version", "zone", "provider_image_id", "state"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "actor_name", "action", "image", "target_repr"]
+    list_filter = ["action"]

@@ -1,0 +1,110 @@
+"""The catalogue overview: badges, filters kept in the URL, constant query count."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from catalog.choices import ImageState
+from catalog.models import ImageVersion
+from tests.catalog.factories import instantapp, os_image
+
+TODAY = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def frozen():
+    with time_machine.travel(TODAY, tick=False):
+        yield
+
+
+def _labels_with_badge(response, badge: str) -> set[str]:
+    return {row.image.label for row in response.context["rows"] if badge in row.badges}
+
+
+def test_it_badges_past_eol_soon_and_stale_images(client, viewer, frozen) -> None:
+    os_image("ubuntu_focal", eol=dt.date(2025, 5, 31))
+    os_image("fedora_43", eol=dt.date(2026, 12, 9))
+    noble = os_image("ubuntu_noble", eol=dt.date(2029, 5, 31))
+    ImageVersion.objects.create(
+        image=noble, name="2026-07-01", released_at=timezone.now() - dt.timedelta(days=120)
+    )
+    client.force_login(viewer)
+    response = client.get("/")
+    assert _labels_with_badge(response, "past_eol") == {"ubuntu_focal"}
+    assert _labels_with_badge(response, "eol_soon") == {"fedora_43"}
+    assert _labels_with_badge(response, "stale") == {"ubuntu_noble"}
+    assert b"13 days" in response.content  # fedora_43's countdown
+
+
+def test_an_instantapp_shows_its_base_images_eol(client, viewer, frozen) -> None:
+    focal = os_image("ubuntu_focal", eol=dt.date(2025, 5, 31))
+    instantapp("wordpress", focal)
+    client.force_login(viewer)
+    response = client.get("/")
+    assert _labels_with_badge(response, "past_eol") == {"ubuntu_focal", "wordpress"}
+
+
+def test_a_deprecated_image_gets_the_deprecated_badge(client, viewer, frozen) -> None:
+    image = os_image("debian_buster", eol=dt.date(2024, 6, 30))
+    image.state = ImageState.DEPRECATED
+    image.save()
+    client.force_login(viewer)
+    response = client.get("/?badge=deprecated")
+    assert [row.image.label for row in response.context["rows"]] == ["debian_buster"]
+
+
+def test_filters_and_sort_come_from_the_url(client, viewer, frozen) -> None:
+    os_image("ubuntu_focal", eol=dt.date(2025, 5, 31))
+    os_image("ubuntu_noble", eol=dt.date(2029, 5, 31))
+    os_image("debian_trixie", eol=dt.date(2028, 8, 9))
+    client.force_login(viewer)
+    response = client.get("/?q=ubuntu&sort=-eol")
+    assert [row.image.label for row in response.context["rows"]] == ["ubuntu_noble", "ubuntu_focal"]
+    assert response.context["filters"].q == "ubuntu"
+    response = client.get("/?badge=past_eol")
+    assert [row.image.label for row in response.context["rows"]] == ["ubuntu_focal"]
+
+
+def test_an_htmx_request_gets_only_the_table(client, viewer, frozen) -> None:
+    os_image("ubuntu_noble", eol=dt.date(2029, 5, 31))
+    client.force_login(viewer)
+    response = client.get("/?q=noble", HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    assert 'id="catalogue-table"' in body
+    assert "<html" not in body
+
+
+def test_unknown_filter_values_are_ignored(client, viewer) -> None:
+    client.force_login(viewer)
+    response = client.get("/?kind=spaceship&badge=nope&sort=drop+table")
+    assert response.status_code == 200
+    assert response.context["filters"].sort == "label"
+
+
+def test_the_overview_costs_the_same_queries_for_ten_or_three_hundred_images(
+    client, viewer, frozen
+) -> None:
+    client.force_login(viewer)
+    base = os_image("ubuntu_noble", eol=dt.date(2029, 5, 31))
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get("/").status_code == 200
+        return len(ctx.captured_queries)
+
+    for i in range(10):
+        os_image(f"os_{i}", eol=dt.date(2027, 1, 1))
+    small = count()
+    for i in range(10, 300):
+        image = os_image(f"os_{i}", eol=dt.date(2027, 1, 1))
+        ImageVersion.objects.create(image=image, name="2026-11-01")
+        if i % 3 == 0:
+            instantapp(f"app_{i}", base)
+    assert count() == small
