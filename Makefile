@@ -13,6 +13,8 @@ export PYTEST_ADDOPTS ?=
 export FIXTURE_CACHE_DIR ?= /var/cache/image-factory-fixtures
 # Local development: plain HTTP cookies and a generated secret key (see .env.example).
 export FACTORY_LOCAL ?= 1
+export DEMO_UPSTREAM_PORT ?= 8081
+export DEMO_UPSTREAM_URL ?= http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/debian-12/
 
 .PHONY: run test lint setup apt venv migrate demo test-fast test-browser test-guestfs clean
 

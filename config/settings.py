@@ -199,6 +199,8 @@ UPSTREAM_ALLOWED_HOSTS = env_list(
         "wordpress.org",
     ],
 )
+# Added to the list above, e.g. 127.0.0.1 for `make run`'s local demo upstream.
+UPSTREAM_ALLOWED_HOSTS += env_list("UPSTREAM_EXTRA_ALLOWED_HOSTS", [])
 STALE_AFTER_DAYS = env_int("STALE_AFTER_DAYS", 90, minimum=1)
 EOL_WARNING_DAYS = env_int("EOL_WARNING_DAYS", 90, minimum=1)
 DEPRECATION_GRACE_DAYS = env_int("DEPRECATION_GRACE_DAYS", 90, minimum=0)
