@@ -8,3 +8,17 @@ class BuildsConfig(AppConfig):
 
     name = "builds"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django_q.models import Schedule
+
+        from catalog.schedules import SCHEDULES, ScheduleDefinition
+
+        stale = ScheduleDefinition(
+            name="builds.requeue_stale_builds",
+            func="builds.tasks.requeue_stale_builds",
+            schedule_type=Schedule.MINUTES,
+            minutes=1,
+        )
+        if stale not in SCHEDULES:
+            SCHEDULES.append(stale)

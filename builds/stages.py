@@ -204,8 +204,8 @@ def finalize_stage(ctx: StageContext) -> dict:
         )
     except finalize.Cancelled as exc:
         raise Cancelled(str(exc)) from exc
-    except finalize.FinalizeError as exc:
-        raise StageFailed(str(exc)) from exc
+    except (RuntimeError, OSError) as exc:
+        raise StageFailed(f"Final conversion failed: {exc}") from exc
     version = _create_version(build, fetched, customized, dest, result.size, result.sha256)
     shutil.rmtree(work_dir(build), ignore_errors=True)
     ctx.log(f"Version {version.name} created ({result.size} bytes, sha256 {result.sha256})")
