@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from builds.choices import BuildState, Trigger
 from builds.models import Build, StageLogLine
@@ -23,6 +24,7 @@ def _partial_request(request: HttpRequest) -> bool:
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 def build_list(request: HttpRequest) -> HttpResponse:
     builds = Build.objects.select_related("image", "requested_by", "version")
     state = request.GET.get("state", "")

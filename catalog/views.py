@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from catalog import audit, overview, roles
 from catalog.choices import DateSource, ImageKind, StepType
@@ -35,6 +36,7 @@ def _partial_request(request: HttpRequest) -> bool:
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 def overview_page(request: HttpRequest) -> HttpResponse:
     filters = overview.OverviewFilters.from_query(request.GET)
     context = {
