@@ -13,6 +13,7 @@ export PYTEST_ADDOPTS ?=
 export FIXTURE_CACHE_DIR ?= /var/cache/image-factory-fixtures
 # Local development: plain HTTP cookies and a generated secret key (see .env.example).
 export FACTORY_LOCAL ?= 1
+export DJANGO_SECRET_KEY_FILE ?= $(CURDIR)/var/secret_key
 export DEMO_UPSTREAM_PORT ?= 8081
 export DEMO_UPSTREAM_URL ?= http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/debian-12/
 
@@ -41,17 +42,17 @@ var/secret_key:
 	@mkdir -p var && umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
 migrate: setup
-	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py migrate --noinput
+	$(PY) manage.py migrate --noinput
 
 demo: migrate
-	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py loaddemo
-	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py register_schedules
-	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py ensure_admin
+	$(PY) manage.py loaddemo
+	$(PY) manage.py register_schedules
+	$(PY) manage.py ensure_admin
 
 # --- the two commands -----------------------------------------------------------------------
 run: demo
-	DJANGO_SECRET_KEY_FILE=var/secret_key $(PY) manage.py collectstatic --noinput -v 0
-	DJANGO_SECRET_KEY_FILE=var/secret_key bin/run-all
+	$(PY) manage.py collectstatic --noinput -v 0
+	bin/run-all
 
 test: setup
 	@status=0; \

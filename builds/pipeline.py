@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from builds.choices import BuildState, StageName, StageState
@@ -92,7 +92,13 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(settings.BUILD_HEARTBEAT_SECONDS):
-                if not self.build.heartbeat(self.worker):
+                try:
+                    alive = self.build.heartbeat(self.worker)
+                except DatabaseError as exc:
+                    # One missed beat is harmless: the lease is several beats long.
+                    log.warning("build %s: heartbeat not recorded: %s", self.build.pk, exc)
+                    continue
+                if not alive:
                     self.lost.set()
                     return
         finally:

@@ -319,7 +319,9 @@ def version_page(request: HttpRequest, label: str, arch: str, name: str) -> Http
         "image": version.image,
         "version": version,
         "previous": previous,
-        "diff": diff_manifests(previous.manifest, version.manifest) if previous else None,
+        "diff": diff_manifests(previous.manifest or [], version.manifest or [])
+        if previous
+        else None,
         "local_images": version.local_images.select_related("zone"),
     }
     return render(request, "catalog/version.html", context)

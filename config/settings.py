@@ -229,6 +229,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Under pytest, records go to its own capture (caplog) instead of a stream it closes.
+    "root": {
+        "handlers": [] if os.environ.get("PYTEST_VERSION") else ["console"],
+        "level": env_str("LOG_LEVEL", "INFO"),
+    },
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
