@@ -243,6 +243,16 @@ def file_in_files_dir(files_dir: Path, source: str) -> Path:
     return path
 
 
+def check_download_host(url: str, allowed_hosts: Sequence[str] | set[str]) -> None:
+    """Raise ValueError unless ``url`` is http(s) on one of ``allowed_hosts``."""
+    parsed = urlparse(url)
+    host = (parsed.hostname or "").lower()
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"only http and https downloads are allowed, not '{parsed.scheme}'")
+    if host not in {h.lower() for h in allowed_hosts}:
+        raise ValueError(f"host '{host}' is not in the allowed download hosts")
+
+
 def _package_list(value: object) -> list[str]:
     return value.split() if isinstance(value, str) else [str(v) for v in value or []]
 
@@ -445,9 +455,7 @@ class _Session:
             self._place(local, str(params["destination"]), _mode(params.get("mode"), 0o644))
 
     def _check_host(self, url: str) -> None:
-        host = (urlparse(url).hostname or "").lower()
-        if host not in self.allowed_hosts:
-            raise _StepFailure(f"host '{host}' is not in the allowed download hosts")
+        check_download_host(url, self.allowed_hosts)
 
     def _download(self, url: str, local: Path) -> str:
         """Stream ``url`` to ``local`` on the host; return its SHA-256."""
@@ -469,6 +477,9 @@ class _Session:
                         f.write(chunk)
         except requests.RequestException as exc:
             raise _StepFailure(f"download of {url} failed: {exc}") from exc
+        except ValueError as exc:
+            # A redirect to a host outside the allowed list.
+            raise _StepFailure(str(exc)) from exc
         return digest.hexdigest()
 
     def step_run_command(self, params: dict, *, echo: str | None = None) -> None:

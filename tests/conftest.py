@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth.models import Group, User
 
 from catalog import roles
+from tests.fixtures.images import debian_fixture_image
 
 
 def _user(username: str, role: str | None, **extra: object) -> User:
@@ -33,3 +36,9 @@ def release_manager(db) -> User:
 @pytest.fixture
 def admin_user(db) -> User:
     return _user("ada", None, is_superuser=True, is_staff=True)
+
+
+@pytest.fixture(scope="session")
+def debian_qcow2() -> Path:
+    """The cached small Debian bookworm image (read-only: copy or overlay it before writing)."""
+    return debian_fixture_image()

@@ -8,14 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.images import debian_fixture_image
-
-
-@pytest.fixture(scope="session")
-def debian_qcow2() -> Path:
-    """The cached Debian bookworm fixture image (read-only: copy it before writing)."""
-    return debian_fixture_image()
-
 
 @pytest.fixture
 def work_copy(debian_qcow2: Path, tmp_path: Path) -> Path:

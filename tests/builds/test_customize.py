@@ -18,12 +18,16 @@ from builds.customize import (
     CustomizeResult,
     _explain_failure,
     _Masker,
+    check_download_host,
     customize,
     file_in_files_dir,
 )
 from builds.guestfs_launch import Appliance
 
 SECRET = "s3cr3t-Value-42"
+# An immutable file in Debian's pool (the only outside host the test machines reach).
+HELLO_DEB_URL = "http://deb.debian.org/debian/pool/main/h/hello/hello_2.10-3_amd64.deb"
+HELLO_DEB_SHA256 = "2e6e2f1a0007dc43bc91c273fd36e91e40a4f1c2765a03eca68b70a42103878a"
 
 
 def run(disk: Path, steps: list[dict], tmp_path: Path, **overrides: object) -> CustomizeResult:
@@ -90,6 +94,14 @@ def test_upload_sources_cannot_escape_the_files_folder(tmp_path: Path) -> None:
         file_in_files_dir(tmp_path / "files", "missing.txt")
 
 
+def test_downloads_are_limited_to_the_allowed_hosts() -> None:
+    check_download_host("https://Deb.Debian.org/debian/x.deb", ["deb.debian.org"])
+    with pytest.raises(ValueError, match=r"host 'evil\.example' is not in the allowed"):
+        check_download_host("https://evil.example/x", ["deb.debian.org"])
+    with pytest.raises(ValueError, match="only http and https"):
+        check_download_host("file:///etc/shadow", ["deb.debian.org"])
+
+
 def test_failures_are_explained_in_plain_words() -> None:
     assert _explain_failure("x", 100, ["E: Unable to locate package nosuch"]).startswith(
         "package 'nosuch' not found"
@@ -140,6 +152,7 @@ def read_back(disk: Path) -> dict:
             "fixture_log_size": g.filesize("/var/log/fixture.log"),
             "log_dir_kept": g.is_dir("/var/log/apt"),
             "work_dir": g.exists("/tmp/.image-factory"),
+            "downloaded_size": g.filesize("/opt/hello_2.10-3_amd64.deb"),
         }
 
 
@@ -157,10 +170,18 @@ def test_it_installs_a_real_package_from_debian_applies_every_step_and_cleans_up
         step("enable_unit", unit="systemd-networkd.service"),
         step("run_command", command="echo using ${secret:TOKEN}; hello > /root/hello.out"),
         step("firstboot_script", script="#!/bin/sh\necho first boot\n"),
+        step("download_file", url=HELLO_DEB_URL, sha256=HELLO_DEB_SHA256, destination="/opt/"),
     ]
     lines: list[str] = []
     progress: list[tuple[int, int]] = []
-    result = run(work_copy, steps, tmp_path, lines=lines, progress_calls=progress)
+    result = run(
+        work_copy,
+        steps,
+        tmp_path,
+        lines=lines,
+        progress_calls=progress,
+        allowed_hosts=["deb.debian.org"],
+    )
 
     assert result.os_info["distro"] == "debian"
     assert result.os_info["major"] == 12
@@ -168,7 +189,7 @@ def test_it_installs_a_real_package_from_debian_applies_every_step_and_cleans_up
     names = [p["name"] for p in result.manifest]
     assert names == sorted(names)
     assert {"name": "hello", "version": "2.10-3", "arch": "amd64"} in result.manifest
-    assert progress[0] == (0, 6) and progress[-1] == (6, 6)
+    assert progress[0] == (0, 7) and progress[-1] == (7, 7)
     assert any("hello" in line and "Unpacking" in line for line in lines)
     assert any(line == "using ***" for line in lines)
     assert not any(SECRET in line for line in lines)
@@ -193,6 +214,7 @@ def test_it_installs_a_real_package_from_debian_applies_every_step_and_cleans_up
     assert image["fixture_log_size"] == 0
     assert image["log_dir_kept"]
     assert not image["work_dir"]
+    assert image["downloaded_size"] == 53080
 
 
 @pytest.mark.guestfs
