@@ -1,0 +1,82 @@
+"""Operator endpoints under /localcloud/v1/ (not part of Scaleway's public API): reset,
+inventory, fault injection, the clock offset and the S3 endpoints. Marketplace publishing
+(the provider's internal business on Scaleway) lives in localcloud.api.marketplace."""
+
+from __future__ import annotations
+
+from localcloud.faults import Fault
+from localcloud.http import Request, Response, invalid_argument, ok
+
+PREFIX = "/localcloud/v1"
+
+
+def reset(cloud, request: Request) -> Response:
+    cloud.faults.clear()
+    on_reset = getattr(cloud, "on_reset", None)
+    if on_reset:
+        on_reset()
+    cloud.store.reset()
+    return ok({"reset": True})
+
+
+def inventory(cloud, request: Request) -> Response:
+    """Every resource of every project, by kind (what a usage source or a test counts)."""
+    return ok({kind: cloud.store.all(kind) for kind in sorted(cloud.store.kinds())})
+
+
+def list_faults(cloud, request: Request) -> Response:
+    return ok({"faults": cloud.faults.describe()})
+
+
+def add_fault(cloud, request: Request) -> Response:
+    data = request.json()
+    if not data.get("operation"):
+        raise invalid_argument(
+            "operation", help_message='e.g. "POST /instance/v1/zones/{zone}/snapshots" or "*"'
+        )
+    try:
+        fault = Fault(
+            operation=data["operation"],
+            count=int(data.get("count", 1)),
+            status=int(data.get("status", 503)),
+            retry_after=data.get("retry_after"),
+            delay=float(data.get("delay", 0)),
+            message=str(data.get("message", "injected fault")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument("fault", "invalid", str(exc)) from exc
+    cloud.faults.arm(fault)
+    return ok({"faults": cloud.faults.describe()})
+
+
+def clear_faults(cloud, request: Request) -> Response:
+    cloud.faults.clear()
+    return ok({"faults": []})
+
+
+def get_clock(cloud, request: Request) -> Response:
+    return ok({"offset_seconds": cloud.clock.offset, "now": cloud.clock.iso()})
+
+
+def set_clock(cloud, request: Request) -> Response:
+    data = request.json()
+    try:
+        cloud.clock.set_offset(float(data.get("offset_seconds", 0)))
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument("offset_seconds", "invalid", str(exc)) from exc
+    return get_clock(cloud, request)
+
+
+def endpoints(cloud, request: Request) -> Response:
+    return ok({"s3": cloud.s3_endpoints})
+
+
+def register(router) -> None:
+    router.add("POST", f"{PREFIX}/reset", reset)
+    router.add("GET", f"{PREFIX}/inventory", inventory)
+    router.add("GET", f"{PREFIX}/faults", list_faults)
+    router.add("POST", f"{PREFIX}/faults", add_fault)
+    router.add("DELETE", f"{PREFIX}/faults", clear_faults)
+    router.add("GET", f"{PREFIX}/clock", get_clock)
+    router.add("PUT", f"{PREFIX}/clock", set_clock)
+    router.add("GET", f"{PREFIX}/endpoints", endpoints)
