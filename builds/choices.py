@@ -32,6 +32,7 @@ class StageName(models.TextChoices):
     FETCH = "fetch", "Fetch"
     CUSTOMIZE = "customize", "Customize"
     FINALIZE = "finalize", "Finalize"
+    PUBLISH = "publish", "Publish"
 
 
 class StageState(models.TextChoices):
@@ -55,4 +56,5 @@ STAGE_TO_STATE = {
     StageName.FETCH: BuildState.FETCHING,
     StageName.CUSTOMIZE: BuildState.CUSTOMIZING,
     StageName.FINALIZE: BuildState.FINALIZING,
+    StageName.PUBLISH: BuildState.PUBLISHING,
 }

@@ -262,3 +262,26 @@ class StageLogLine(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+
+class JanitorRun(models.Model):
+    """One pass of the janitor over everything the factory tagged in the cloud."""
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    dry_run = models.BooleanField(default=False)
+    findings = models.JSONField(
+        default=list, blank=True, help_text="Tagged resources seen, with why each is an orphan."
+    )
+    removed = models.JSONField(default=list, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        permissions = [("run_janitor", "Can delete orphaned cloud resources")]
+
+    def __str__(self) -> str:
+        return f"Janitor run {self.started_at:%Y-%m-%d %H:%M}"

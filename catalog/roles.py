@@ -26,6 +26,7 @@ RELEASE = "catalog.release_image"
 MANAGE_DEPRECATION = "catalog.manage_deprecation"
 CONTACT_CUSTOMERS = "catalog.contact_customers"
 MANAGE_ZONES = "catalog.manage_zones"
+RUN_JANITOR = "builds.run_janitor"
 
 _VIEW = [
     "catalog.view_zone",
@@ -46,7 +47,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     VIEWER: _VIEW,
     CATALOGUE_MANAGER: _MANAGE,
     RELEASE_MANAGER: _RELEASE,
-    ADMINISTRATOR: [*_RELEASE, MANAGE_ZONES],
+    ADMINISTRATOR: [*_RELEASE, MANAGE_ZONES, RUN_JANITOR],
 }
 
 
