@@ -99,8 +99,9 @@ def _steps_response(request: HttpRequest, image: Image) -> HttpResponse:
     return redirect(image.get_absolute_url() + "#recipe")
 
 
-def _recipe_snapshot(image: Image) -> list[dict]:
-    return [step.as_dict() for step in image.steps.all()]
+def _recipe_order(image: Image) -> list[str]:
+    """The recipe as one line per step, for the audit of a reordering."""
+    return [f"{s.get_type_display()}: {s.summary()}".rstrip(": ") for s in image.steps.all()]
 
 
 @require_GET
@@ -137,7 +138,6 @@ def step_save(request: HttpRequest, label: str, step_id: int | None = None) -> H
             response.status_code = 422
         return response
     with transaction.atomic():
-        before = _recipe_snapshot(image)
         if step is None:
             position = (image.steps.aggregate(m=Max("position"))["m"] or 0) + 1
             step = RecipeStep.objects.create(
@@ -147,8 +147,9 @@ def step_save(request: HttpRequest, label: str, step_id: int | None = None) -> H
                 params=form.cleaned_data["params"],
                 enabled=form.cleaned_data["enabled"],
             )
-            action = "recipe.step_added"
+            action, before = "recipe.step_added", None
         else:
+            before = step.as_dict()
             step.type = form.step_type
             step.params = form.cleaned_data["params"]
             step.enabled = form.cleaned_data["enabled"]
@@ -159,8 +160,8 @@ def step_save(request: HttpRequest, label: str, step_id: int | None = None) -> H
             actor=request.user,
             image=image,
             target=step,
-            before={"recipe": before},
-            after={"recipe": _recipe_snapshot(image)},
+            before=before,
+            after=step.as_dict(),
         )
     return _steps_response(request, image)
 
@@ -171,15 +172,14 @@ def step_delete(request: HttpRequest, label: str, step_id: int) -> HttpResponse:
     image = _image_or_404(label)
     step = get_object_or_404(RecipeStep, pk=step_id, image=image)
     with transaction.atomic():
-        before = _recipe_snapshot(image)
-        step.delete()
         audit.record(
             "recipe.step_removed",
             actor=request.user,
             image=image,
-            before={"recipe": before},
-            after={"recipe": _recipe_snapshot(image)},
+            target=step,
+            before=step.as_dict(),
         )
+        step.delete()
     return _steps_response(request, image)
 
 
@@ -191,7 +191,7 @@ def step_move(request: HttpRequest, label: str, step_id: int) -> HttpResponse:
     get_object_or_404(RecipeStep, pk=step_id, image=image)
     direction = request.POST.get("direction")
     with transaction.atomic():
-        before = _recipe_snapshot(image)
+        before = _recipe_order(image)
         steps = list(image.steps.select_for_update())
         index = next(i for i, s in enumerate(steps) if s.pk == step_id)
         other = index - 1 if direction == "up" else index + 1
@@ -205,8 +205,8 @@ def step_move(request: HttpRequest, label: str, step_id: int) -> HttpResponse:
                 "recipe.step_moved",
                 actor=request.user,
                 image=image,
-                before={"recipe": before},
-                after={"recipe": _recipe_snapshot(image)},
+                before={"order": before},
+                after={"order": _recipe_order(image)},
             )
     return _steps_response(request, image)
 
