@@ -10,12 +10,15 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from localcloud.clock import Clock
 from localcloud.faults import Faults
 from localcloud.http import ApiError, Request, Response, Router, is_uuid
+from localcloud.machines.timer import default_transition_seconds
 from localcloud.store import Store
 
 log = logging.getLogger("localcloud")
@@ -42,6 +45,12 @@ class LocalCloud:
         self.router = Router()
         self.s3_endpoints = dict(s3_endpoints or {})
         self.lock = threading.RLock()
+        # How long each server/snapshot/NIC transition takes (LOCALCLOUD_TRANSITION_SECONDS).
+        self.transition_seconds = default_transition_seconds()
+        # Cross-module hooks by name (e.g. "block_volume_attached"): modules that define
+        # `install(cloud)` fill them, so that API modules call each other without imports.
+        self.hooks: dict[str, Callable[..., Any]] = {}
+        modules = []
         for name in API_MODULES:
             try:
                 module = importlib.import_module(name)
@@ -50,6 +59,16 @@ class LocalCloud:
                     raise
                 continue  # an API not written yet
             module.register(self.router)
+            modules.append(module)
+        for module in modules:
+            install = getattr(module, "install", None)
+            if install is not None:
+                install(self)
+
+    def add_hook(self, name: str, fn: Callable[..., Any]) -> None:
+        """Publish a hook both as `cloud.hooks[name]` and as the attribute `cloud.<name>`."""
+        self.hooks[name] = fn
+        setattr(self, name, fn)
 
     def handle(self, request: Request) -> Response:
         try:

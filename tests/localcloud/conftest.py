@@ -1,0 +1,256 @@
+"""localcloud as a real subprocess, the real SDK and boto3 pointed at it, a reset between
+tests, and QCOW2 files made with qemu-img."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from scaleway import Client
+from scaleway.instance.v1.custom_api import InstanceUtilsV1API
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = "11111111-1111-1111-1111-111111111111"
+SECRET = "11111111-1111-1111-1111-111111111111"
+STEP = 0.2  # LOCALCLOUD_TRANSITION_SECONDS of the test process
+
+
+def _free_port(count: int = 1) -> int:
+    """A port with `count` free consecutive ports after it (the API plus 3 S3 regions)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + count >= 65535:
+            continue
+        try:
+            for extra in range(1, count + 1):
+                with socket.socket() as other:
+                    other.bind(("127.0.0.1", port + extra))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port range")
+
+
+@dataclass
+class LocalCloudProcess:
+    """A running `python -m localcloud`, restartable on the same state directory."""
+
+    state_dir: Path
+    port: int
+    proc: subprocess.Popen | None = None
+    s3: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**os.environ, "LOCALCLOUD_TRANSITION_SECONDS": str(STEP)}
+        log = open(self.state_dir.parent / "localcloud.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "localcloud",
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"localcloud exited with {self.proc.returncode}")
+            try:
+                answer = requests.get(f"{self.url}/localcloud/v1/endpoints", timeout=1)
+                if answer.ok:
+                    self.s3 = answer.json()["s3"]
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("localcloud did not answer within 30 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def operator(self, method: str, path: str, **json: object) -> dict:
+        answer = requests.request(method, f"{self.url}/localcloud/v1/{path}", json=json or None)
+        answer.raise_for_status()
+        return answer.json()
+
+
+@pytest.fixture(scope="session")
+def localcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudProcess]:
+    root = tmp_path_factory.mktemp("localcloud")
+    cloud = LocalCloudProcess(state_dir=root / "state", port=_free_port(3))
+    cloud.start()
+    yield cloud
+    cloud.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset(request: pytest.FixtureRequest) -> None:
+    """An operator reset before each test that uses localcloud (a clean, unshifted cloud),
+    and moto's own reset of every S3 endpoint (buckets are not localcloud's state)."""
+    if "localcloud" in request.fixturenames:
+        cloud = request.getfixturevalue("localcloud")
+        cloud.operator("POST", "reset")
+        for endpoint in cloud.s3.values():
+            requests.post(f"{endpoint}/moto-api/reset", timeout=5).raise_for_status()
+
+
+@pytest.fixture
+def contract_checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every Instance response the SDK receives in the test is validated against the
+    OpenAPI spec (tests/localcloud/contract.py); the test fails on any disagreement."""
+    from tests.localcloud import contract
+
+    if not contract.available():
+        yield []
+        return
+    import scaleway_core.api
+
+    found: list[str] = []
+    real_request = scaleway_core.api.requests.request
+
+    def checked(method: str, url: str, **kwargs: object) -> requests.Response:
+        response = real_request(method, url, **kwargs)
+        if "/instance/v1/" in url and response.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            found.extend(contract.problems(method, url, response.status_code, response.json()))
+        return response
+
+    monkeypatch.setattr(scaleway_core.api.requests, "request", checked)
+    yield found
+    assert not found, "responses disagree with the Instance OpenAPI spec:\n" + "\n".join(found)
+
+
+@pytest.fixture
+def client(localcloud: LocalCloudProcess, contract_checked: list[str]) -> Client:
+    return Client(
+        access_key="SCWXXXXXXXXXXXXXXXXX",
+        secret_key=SECRET,
+        api_url=localcloud.url,
+        default_project_id=PROJECT,
+        default_zone="fr-par-1",
+        default_region="fr-par",
+    )
+
+
+@pytest.fixture
+def api(client: Client) -> InstanceUtilsV1API:
+    """InstanceUtilsV1API: every InstanceV1API call plus create_server and user data."""
+    return InstanceUtilsV1API(client)
+
+
+@pytest.fixture
+def s3(localcloud: LocalCloudProcess):
+    """boto3 S3 on fr-par's moto endpoint."""
+    return boto3.client(
+        "s3",
+        endpoint_url=localcloud.s3["fr-par"],
+        region_name="fr-par",
+        aws_access_key_id="SCWXXXXXXXXXXXXXXXXX",
+        aws_secret_access_key=SECRET,
+    )
+
+
+class Qcow2Files:
+    """QCOW2 files made with qemu-img. The LUKS-encrypted one takes seconds of CPU (key
+    derivation), so it is made in the background and waited for only when asked."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths: dict[str, Path] = {}
+        self.pending: dict[str, subprocess.Popen] = {}
+
+    def make(self, name: str, *args: str, background: bool = False) -> None:
+        command = ["qemu-img", "create", "-q", "-f", "qcow2", *args]
+        if background:
+            self.pending[name] = subprocess.Popen(command, cwd=self.root)
+        else:
+            subprocess.run(command, check=True, cwd=self.root)
+        self.paths[name] = self.root / f"{name}.qcow2"
+
+    def __getitem__(self, name: str) -> Path:
+        proc = self.pending.pop(name, None)
+        if proc is not None:
+            assert proc.wait(timeout=120) == 0, f"qemu-img failed for {name}"
+        return self.paths[name]
+
+
+@pytest.fixture(scope="session")
+def qcow2_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Qcow2Files]:
+    """Small QCOW2 files: valid, zstd, backing chain, encrypted, too small, not QCOW2."""
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img is not installed")
+    files = Qcow2Files(tmp_path_factory.mktemp("qcow2"))
+    files.make(
+        "encrypted",
+        "--object",
+        "secret,id=s0,data=pw",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+        "encrypted.qcow2",
+        "1G",
+        background=True,
+    )
+    files.make("valid", "valid.qcow2", "1G")
+    files.make("zstd", "-o", "compression_type=zstd", "zstd.qcow2", "1G")
+    files.make("backing", "-b", "valid.qcow2", "-F", "qcow2", "backing.qcow2")
+    files.make("small", "small.qcow2", "64M")
+    raw = files.root / "raw.qcow2"
+    raw.write_bytes(b"\0" * 4096)
+    files.paths["raw"] = raw
+    yield files
+    for proc in files.pending.values():
+        proc.wait()
+
+
+def make_bucket(s3, name: str) -> str:
+    """Create a bucket in the S3 client's region."""
+    s3.create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": s3.meta.region_name}
+    )
+    return name
+
+
+def wait_for(fetch: Callable[[], object], done: Callable[[object], bool], timeout: float = 10):
+    """Poll `fetch` until `done(result)`; the last result (fails the test on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if done(result) or time.monotonic() > deadline:
+            assert done(result), f"timed out waiting; last: {result!r}"
+            return result
+        time.sleep(0.05)
