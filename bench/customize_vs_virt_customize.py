@@ -44,12 +44,12 @@ def overlay(base: Path, folder: Path, name: str) -> Path:
 def time_ours(disk: Path, files_dir: Path) -> float:
     """Seconds our customize() takes on ``disk``."""
     steps = [
-        {"type": "install_packages", "params": {"packages": ["curl", "hello"]}, "enabled": True},
+        {"type": "install_packages", "params": {"packages": ["hello", "sl"]}, "enabled": True},
         {"type": "write_file", "params": {"path": "/etc/bench", "content": "bench\n"}},
         {"type": "upload_file", "params": {"source": "upload.txt", "destination": "/etc/up"}},
         {"type": "run_command", "params": {"command": "echo bench > /root/bench.out"}},
         {"type": "enable_unit", "params": {"unit": "systemd-networkd.service"}},
-        {"type": "remove_packages", "params": {"packages": ["hello"]}},
+        {"type": "remove_packages", "params": {"packages": ["sl"]}},
     ]
     started = time.monotonic()
     customize(
@@ -73,14 +73,14 @@ def time_virt_customize(disk: Path, files_dir: Path) -> float:
     if guestfs_launch.backend_settings():
         env["LIBGUESTFS_BACKEND_SETTINGS"] = ",".join(guestfs_launch.backend_settings() or [])
     cmd = [
-        "virt-customize", "-q", "-a", str(disk), "--format", "qcow2",
+        "virt-customize", "-q", "--format", "qcow2", "-a", str(disk),
         "--memsize", str(MEMSIZE_MB), "--smp", "2",
-        "--install", "curl,hello",
+        "--install", "hello,sl",
         "--write", "/etc/bench:bench",
         "--upload", f"{files_dir / 'upload.txt'}:/etc/up",
         "--run-command", "echo bench > /root/bench.out",
         "--run-command", "systemctl enable systemd-networkd.service",
-        "--uninstall", "hello",
+        "--uninstall", "sl",
     ]  # fmt: skip
     started = time.monotonic()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -115,7 +115,7 @@ def main() -> None:
                 else:
                     seconds = time_virt_customize(disk, folder)
                     theirs_total += seconds
-                print(f"round {round_number}: {who} {seconds:.1f} s")
+                print(f"round {round_number}: {who} {seconds:.1f} s", flush=True)
                 disk.unlink()
     ours, theirs = ours_total / args.rounds, theirs_total / args.rounds
     print(f"customize: ours {ours:.1f} s, virt-customize {theirs:.1f} s, ratio {ours / theirs:.2f}")

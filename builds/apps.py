@@ -20,5 +20,11 @@ class BuildsConfig(AppConfig):
             schedule_type=Schedule.MINUTES,
             minutes=1,
         )
-        if stale not in SCHEDULES:
-            SCHEDULES.append(stale)
+        janitor = ScheduleDefinition(
+            name="builds.janitor",
+            func="builds.janitor.janitor_task",
+            schedule_type=Schedule.DAILY,
+        )
+        for definition in (stale, janitor):
+            if definition not in SCHEDULES:
+                SCHEDULES.append(definition)

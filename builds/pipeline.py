@@ -110,12 +110,13 @@ class Heartbeat(threading.Thread):
 
 
 def _stage_functions() -> dict[str, StageFunction]:
-    from builds import stages
+    from builds import publish, stages
 
     return {
         StageName.FETCH: stages.fetch_stage,
         StageName.CUSTOMIZE: stages.customize_stage,
         StageName.FINALIZE: stages.finalize_stage,
+        StageName.PUBLISH: publish.publish_stage,
     }
 
 
@@ -180,14 +181,27 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
             # Another worker took the build over; it is theirs to finish.
             log.warning("build %s: claim lost to another worker", build.pk)
             return build.state
-        from builds.stages import discard_work
-
-        discard_work(build)
+        _discard_cancelled(build)
         build.finish(BuildState.CANCELLED, reason="Cancelled by a user.")
     finally:
         heartbeat.stop()
         close_old_connections()
     return build.state
+
+
+def _discard_cancelled(build: Build) -> None:
+    """A cancelled build leaves nothing: work files, artefact, and what it published."""
+    from builds.publish import discard
+    from builds.stages import discard_work
+    from cloud.retries import CloudError
+
+    discard_work(build)
+    if build.stages.filter(name=StageName.PUBLISH).exclude(started_at=None).exists():
+        try:
+            discard(build.pk)
+        except CloudError as exc:
+            # The janitor removes what is left once it is old enough.
+            log.warning("build %s: cloud clean-up incomplete: %s", build.pk, exc)
 
 
 def _outputs_still_valid(stage: Stage) -> bool:

@@ -31,6 +31,9 @@ def artefact_path(build: Build) -> Path:
 
 
 def outputs_exist(stage: str, outputs: dict) -> bool:
+    """Whether a done stage's outputs can still be used by the stages after it."""
+    if stage == StageName.PUBLISH:
+        return bool(outputs)  # what it created lives in the cloud, recorded as LocalImages
     key = {"fetch": "path", "customize": "work_path", "finalize": "path"}.get(stage)
     return bool(outputs and key and outputs.get(key) and Path(outputs[key]).exists())
 

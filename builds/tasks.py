@@ -54,3 +54,28 @@ def requeue_stale_builds() -> int:
         enqueue(build)
         count += 1
     return count
+
+
+def retry_publish_zone(build_id: int, zone_code: str) -> str:
+    """Publish a build's version in one zone again (the build page's per-zone Retry)."""
+    from builds.choices import StageName
+    from builds.models import Stage, StageLogLine
+    from builds.publish import PublishError, retry_zone
+    from catalog.models import Zone
+
+    build = Build.objects.select_related("version", "image").filter(pk=build_id).first()
+    zone = Zone.objects.filter(code=zone_code).first()
+    if build is None or build.version is None or zone is None:
+        return "nothing to publish"
+    stage = Stage.objects.get(build=build, name=StageName.PUBLISH)
+
+    def log_line(text: str) -> None:
+        StageLogLine.objects.create(stage=stage, text=f"[{zone_code}] {text}"[:10000])
+
+    try:
+        retry_zone(build.pk, build.version, zone, log=log_line)
+    except PublishError as exc:
+        log_line(f"FAILED: {exc}")
+        return f"failed: {exc}"
+    log_line("published")
+    return "published"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from builds import views
+from builds import janitor_views, views
 
 app_name = "builds"
 urlpatterns = [
@@ -13,4 +13,7 @@ urlpatterns = [
     path("<int:build_id>/retry/", views.build_retry, name="retry"),
     path("image/<slug:label>/", views.image_builds, name="for_image"),
     path("image/<slug:label>/rebuild/", views.rebuild, name="rebuild"),
+    path("<int:build_id>/zones/<str:zone>/retry/", views.retry_zone, name="retry_zone"),
+    path("janitor/", janitor_views.janitor_page, name="janitor"),
+    path("janitor/run/", janitor_views.janitor_run, name="janitor_run"),
 ]

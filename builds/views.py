@@ -51,13 +51,16 @@ def build_list(request: HttpRequest) -> HttpResponse:
 
 def _live_context(build: Build) -> dict:
     stages = list(build.stages.all())
+    local_images = (
+        list(build.version.local_images.select_related("zone")) if build.version_id else []
+    )
     tail = list(
         StageLogLine.objects.filter(stage__build=build)
         .select_related("stage")
         .order_by("-id")[:LOG_TAIL]
     )
     tail.reverse()
-    return {"build": build, "stages": stages, "log_lines": tail}
+    return {"build": build, "stages": stages, "log_lines": tail, "local_images": local_images}
 
 
 @require_GET
@@ -153,4 +156,31 @@ def build_retry(request: HttpRequest, build_id: int) -> HttpResponse:
         messages.error(
             request, f"Build #{build.pk} cannot be retried ({build.get_state_display()})."
         )
+    return redirect(build.get_absolute_url())
+
+
+@require_POST
+@permission_required(roles.RUN_BUILDS, raise_exception=True)
+def retry_zone(request: HttpRequest, build_id: int, zone: str) -> HttpResponse:
+    """Publish the build's version in one zone again, without touching the others."""
+    from django.db import transaction
+    from django_q.tasks import async_task
+
+    from builds.queue import queue_for
+    from catalog.models import LocalImage
+
+    build = get_object_or_404(Build, pk=build_id)
+    local = LocalImage.objects.filter(version_id=build.version_id, zone__code=zone).first()
+    if build.is_active or local is None or local.state != "error":
+        messages.error(request, f"Nothing to retry in {zone}.")
+        return redirect(build.get_absolute_url())
+
+    def send() -> None:
+        async_task("builds.tasks.retry_publish_zone", build.pk, zone, cluster=queue_for(build.arch))
+
+    transaction.on_commit(send)
+    audit.record(
+        "build.zone_retried", actor=request.user, image=build.image, target=build, message=zone
+    )
+    messages.success(request, f"Publishing again in {zone}.")
     return redirect(build.get_absolute_url())

@@ -216,6 +216,15 @@ BUILD_LEASE_SECONDS = env_int("BUILD_LEASE_SECONDS", 60, minimum=5)
 STEP_TIMEOUT_SECONDS = env_int("STEP_TIMEOUT_SECONDS", 1800, minimum=1)
 GUESTFS_MEMSIZE_MB = env_int("GUESTFS_MEMSIZE_MB", 2048, minimum=512)
 
+# --- Publishing and the cloud (credentials: SCW_* in the environment, read by cloud/) ------
+PUBLISH_BUCKET = env_str("PUBLISH_BUCKET", "image-factory-artefacts")
+PUBLISH_ZONE_CONCURRENCY = env_int("PUBLISH_ZONE_CONCURRENCY", 8, minimum=1)
+PUBLISH_IMPORT_TIMEOUT_SECONDS = env_int("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600, minimum=10)
+CLOUD_REQUEST_TIMEOUT_SECONDS = env_int("CLOUD_REQUEST_TIMEOUT_SECONDS", 60, minimum=1)
+CLOUD_RETRY_ATTEMPTS = env_int("CLOUD_RETRY_ATTEMPTS", 5, minimum=1)
+JANITOR_OLDER_THAN_HOURS = env_int("JANITOR_OLDER_THAN_HOURS", 24, minimum=0)
+JANITOR_DRY_RUN = env_bool("JANITOR_DRY_RUN", False)
+
 # --- Email -----------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
 EMAIL_PORT = env_int("EMAIL_PORT", 1025, minimum=1)

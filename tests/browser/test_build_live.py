@@ -19,13 +19,15 @@ from playwright.sync_api import Page, expect
 from builds import tasks
 from builds.models import Build
 from catalog.choices import ChecksumFormat
-from catalog.models import ImageVersion, RecipeStep, UpstreamSource
+from catalog.models import ImageVersion, RecipeStep, UpstreamSource, Zone
 from tests.browser.conftest import login
 from tests.builds import upstream_server
 from tests.builds.upstream_server import UpstreamServer, sha256_file
 from tests.catalog.factories import os_image
+from tests.cloud import conftest as cloud_fixtures
 
 upstream = upstream_server.upstream
+cloud = cloud_fixtures.cloud
 
 
 pytestmark = [pytest.mark.browser, pytest.mark.guestfs, pytest.mark.django_db(transaction=True)]
@@ -33,7 +35,9 @@ FILE = "debian-12-local-amd64.qcow2"
 
 
 @pytest.fixture
-def demo_image(settings: Any, tmp_path, upstream: UpstreamServer, debian_qcow2):
+def demo_image(settings: Any, tmp_path, upstream: UpstreamServer, debian_qcow2, cloud):
+    Zone.objects.create(code="fr-par-1", enabled=True)
+    settings.PUBLISH_IMPORT_TIMEOUT_SECONDS = 300
     settings.ARTEFACT_DIR = tmp_path / "artefacts"
     settings.DOWNLOAD_CACHE_DIR = tmp_path / "cache"
     settings.UPSTREAM_ALLOWED_HOSTS = ["127.0.0.1"]
@@ -86,6 +90,9 @@ def test_a_manager_rebuilds_and_follows_the_build_to_its_new_version(
     worker.join(timeout=30)
     expect(page.locator("tr[data-stage=fetch] .progress")).to_be_visible()
     expect(page.get_by_test_id("log")).to_contain_text("Version")
+    expect(page.get_by_test_id("zones").locator("tr[data-zone=fr-par-1]")).to_contain_text(
+        "Available"
+    )
 
     page.get_by_test_id("version").get_by_role("link").click()
     expect(page).to_have_url(re.compile(r"/versions/x86_64/\d{4}-\d\d-\d\d/"))

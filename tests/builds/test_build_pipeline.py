@@ -15,18 +15,25 @@ from builds.choices import BuildState, StageName, StageState
 from builds.queue import request_build
 from builds.stages import work_dir
 from catalog.choices import ChecksumFormat, VersionState
-from catalog.models import RecipeStep, UpstreamSource
+from catalog.models import LocalImage, RecipeStep, UpstreamSource, Zone
 from tests.builds import upstream_server
 from tests.builds.upstream_server import UpstreamServer, sha256_file
 from tests.catalog.factories import os_image
+from tests.cloud import conftest as cloud_fixtures
 
 upstream = upstream_server.upstream
+cloud = cloud_fixtures.cloud
 pytestmark = [pytest.mark.guestfs, pytest.mark.django_db(transaction=True)]
 FILE = "debian-12-local-amd64.qcow2"
 
 
 @pytest.fixture
-def factory_dirs(settings, tmp_path):
+def factory_dirs(settings, tmp_path, cloud):
+    """Work folders in tmp_path, the local upstream allowed, and localcloud with three
+    enabled zones over two regions to publish to."""
+    for code in cloud_fixtures.ZONES:
+        Zone.objects.create(code=code, enabled=True)
+    settings.PUBLISH_IMPORT_TIMEOUT_SECONDS = 300
     settings.ARTEFACT_DIR = tmp_path / "artefacts"
     settings.DOWNLOAD_CACHE_DIR = tmp_path / "cache"
     settings.UPSTREAM_ALLOWED_HOSTS = ["127.0.0.1"]
@@ -67,13 +74,25 @@ def _guestfs_cat(path, file: str) -> str:
 
 
 def test_a_build_produces_a_version_and_a_second_one_shows_what_changed(
-    client, viewer, factory_dirs, upstream, demo_image
+    client, viewer, factory_dirs, cloud, upstream, demo_image
 ) -> None:
     first = request_build(demo_image, "x86_64").build
     assert tasks.run_build(first.pk) == BuildState.DONE, first.failure_reason
     first.refresh_from_db()
     version = first.version
-    assert version is not None and version.state == VersionState.BUILT
+    assert version is not None and version.state == VersionState.PUBLISHED
+    # Published as an image in every enabled zone, seen through the real SDK.
+    from cloud import clients
+
+    local = {li.zone.code: li for li in LocalImage.objects.filter(version=version)}
+    assert set(local) == set(cloud_fixtures.ZONES)
+    for code, li in local.items():
+        assert li.state == "available"
+        image = clients.instance_api().get_image(zone=code, image_id=li.provider_image_id).image
+        assert image.state == "available"
+    # One upload per region (moto's endpoints share one store: tell them apart by key).
+    keys = cloud.objects("fr-par")
+    assert sorted(k.split("/")[2] for k in keys) == ["fr-par", "nl-ams"], keys
     assert version.upstream_serial == "20261126-1"
     assert {p["name"] for p in version.manifest} >= {"openssh-server", "systemd"}
     info = subprocess.run(
@@ -106,7 +125,7 @@ def test_a_build_produces_a_version_and_a_second_one_shows_what_changed(
 
 
 def test_cancel_stops_the_appliance_within_seconds_and_leaves_nothing(
-    factory_dirs, demo_image, our_qemu_pids
+    factory_dirs, cloud, demo_image, our_qemu_pids
 ) -> None:
     RecipeStep.objects.create(
         image=demo_image, position=2, type="run_command", params={"command": "sleep 600"}
@@ -134,3 +153,4 @@ def test_cancel_stops_the_appliance_within_seconds_and_leaves_nothing(
     assert not work_dir(build).exists()
     assert not list((factory_dirs / "artefacts").rglob("*.qcow2"))
     assert our_qemu_pids() == set()
+    assert cloud.factory_resources() == []

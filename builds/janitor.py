@@ -1,0 +1,411 @@
+"""The janitor: finds what the factory left in the cloud and no longer needs, and deletes it.
+
+It lists everything tagged "image-factory" in every zone (instance images, snapshots,
+volumes and servers; Block Storage volumes and snapshots) and every object under the
+factory's prefix in each region's bucket, and decides for each one:
+
+- kept: its build is still running, or (build done) a LocalImage still references it;
+- orphan: no build tag, its build no longer exists, its build failed or was cancelled, or
+  its build is done and no LocalImage references it (a duplicate, a test server left
+  behind, the upload an import has finished with).
+
+An orphan is deleted only when older than the threshold (by its creation date), so that
+work in progress is never touched; with `dry_run` nothing is deleted. Every finding,
+deletion and error is recorded on a JanitorRun row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from builds.choices import ACTIVE_STATES, BuildState
+from builds.models import Build, JanitorRun
+from catalog.choices import LocalImageState
+from catalog.models import LocalImage, Zone
+from cloud import clients, objectstorage, tags, waiters
+from cloud.retries import CloudError, call
+
+log = logging.getLogger(__name__)
+
+# Deletion order: what holds something goes before what it holds.
+KIND_ORDER = (
+    "server",
+    "image",
+    "snapshot",
+    "volume",
+    "block_volume",
+    "block_snapshot",
+    "object",
+)
+
+
+@dataclass
+class Finding:
+    """One tagged resource the janitor saw, and what it decided."""
+
+    kind: str
+    where: str  # zone, or region/bucket for objects
+    id: str
+    name: str
+    build: int | None
+    created: str
+    orphan: bool
+    reason: str
+    action: str = "kept"  # kept | deleted | would delete | too recent | error
+    state: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.id} in {self.where}"
+
+
+# --- listing ----------------------------------------------------------------------------------
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime) else ""
+
+
+def _list_zone(zone: str, errors: list[str]) -> list[Finding]:
+    """Everything tagged by the factory in one zone (a listing that fails is an error, not
+    an empty zone)."""
+    instance = clients.instance_api()
+    block = clients.block_api()
+    found: list[Finding] = []
+
+    def collect(kind: str, fetch: Callable[[], list[Any]], created: str, state: str) -> None:
+        try:
+            items = fetch()
+        except CloudError as exc:
+            errors.append(f"listing {kind}s in {zone}: {exc}")
+            return
+        for item in items:
+            item_tags = getattr(item, "tags", None) or []
+            if not tags.is_factory(item_tags):
+                continue
+            found.append(
+                Finding(
+                    kind=kind,
+                    where=zone,
+                    id=item.id,
+                    name=getattr(item, "name", "") or "",
+                    build=tags.build_id_of(item_tags),
+                    created=_iso(getattr(item, created, None)),
+                    orphan=False,
+                    reason="",
+                    state=str(getattr(item, state, "") or ""),
+                )
+            )
+
+    def listing(method: Callable[..., list[Any]], what: str, **kwargs: Any) -> Callable:
+        return lambda: call(method, zone=zone, what=f"list {what} in {zone}", **kwargs)
+
+    factory = tags.FACTORY_TAG
+    collect(
+        "server",
+        listing(instance.list_servers_all, "servers", tags=[factory]),
+        "creation_date",
+        "state",
+    )
+    collect(
+        "image", listing(instance.list_images_all, "images", tags=factory), "creation_date", "state"
+    )
+    collect(
+        "snapshot",
+        listing(instance.list_snapshots_all, "snapshots", tags=factory),
+        "creation_date",
+        "state",
+    )
+    collect(
+        "volume",
+        listing(instance.list_volumes_all, "volumes", tags=[factory]),
+        "creation_date",
+        "state",
+    )
+    collect(
+        "block_volume",
+        listing(block.list_volumes_all, "block volumes", tags=[factory], include_deleted=False),
+        "created_at",
+        "status",
+    )
+    collect(
+        "block_snapshot",
+        listing(
+            block.list_snapshots_all,
+            "block snapshots",
+            tags=[factory],
+            include_deleted=False,
+        ),
+        "created_at",
+        "status",
+    )
+    return found
+
+
+def _list_region(region: str, errors: list[str]) -> list[Finding]:
+    bucket = objectstorage.bucket_name(region)
+    try:
+        objects = objectstorage.list_objects(
+            clients.s3_client(region), region, bucket, tags.OBJECT_PREFIX
+        )
+    except CloudError as exc:
+        errors.append(f"listing objects in {region}: {exc}")
+        return []
+    return [
+        Finding(
+            kind="object",
+            where=f"{region}/{bucket}",
+            id=obj.key,
+            name=obj.key.rsplit("/", 1)[-1],
+            build=tags.build_id_of_key(obj.key),
+            created=_iso(obj.last_modified),
+            orphan=False,
+            reason="",
+        )
+        for obj in objects
+    ]
+
+
+# --- deciding ---------------------------------------------------------------------------------
+
+
+def _decide(finding: Finding, builds: dict[int, Build], referenced: set[str]) -> None:
+    """Set `orphan` and `reason` (see the module docstring)."""
+    if finding.build is None:
+        finding.orphan, finding.reason = True, "tagged by the factory but with no build tag"
+        return
+    build = builds.get(finding.build)
+    if build is None:
+        finding.orphan, finding.reason = True, f"build #{finding.build} no longer exists"
+    elif build.state in ACTIVE_STATES:
+        finding.orphan, finding.reason = False, f"build #{build.pk} is still running"
+    elif build.state in (BuildState.FAILED, BuildState.CANCELLED):
+        finding.orphan = True
+        finding.reason = f"build #{build.pk} {build.get_state_display().lower()}"
+    elif finding.kind == "object":
+        finding.orphan = True
+        finding.reason = f"build #{build.pk} is done: its imports no longer need the upload"
+    elif finding.id in referenced:
+        finding.orphan, finding.reason = False, f"in use by build #{build.pk}'s published images"
+    else:
+        finding.orphan = True
+        finding.reason = f"build #{build.pk} is done and no published image references it"
+
+
+def _old_enough(finding: Finding, limit: dt.datetime) -> bool:
+    if not finding.created:
+        return True  # no creation date to go by: the tag and the build decide alone
+    try:
+        created = dt.datetime.fromisoformat(finding.created)
+    except ValueError:
+        return True
+    if timezone.is_naive(created):
+        created = timezone.make_aware(created, dt.UTC)
+    return created <= limit
+
+
+# --- deleting ---------------------------------------------------------------------------------
+
+
+def _delete(finding: Finding) -> None:
+    """Delete one orphan; an already-gone resource counts as deleted."""
+    zone = finding.where
+    timeout = float(getattr(settings, "JANITOR_WAIT_SECONDS", 600))
+    try:
+        if finding.kind == "object":
+            region, bucket = finding.where.split("/", 1)
+            s3 = clients.s3_client(region)
+            objectstorage.delete_object(s3, bucket, finding.id)
+            return
+        instance = clients.instance_api()
+        if finding.kind == "server":
+            _delete_server(instance, zone, finding.id, timeout)
+        elif finding.kind == "image":
+            call(
+                instance.delete_image,
+                image_id=finding.id,
+                zone=zone,
+                what=f"delete image in {zone}",
+            )
+        elif finding.kind == "snapshot":
+            call(
+                instance.delete_snapshot,
+                snapshot_id=finding.id,
+                zone=zone,
+                what=f"delete snapshot in {zone}",
+            )
+        elif finding.kind == "volume":
+            call(
+                instance.delete_volume,
+                volume_id=finding.id,
+                zone=zone,
+                what=f"delete volume in {zone}",
+            )
+        elif finding.kind == "block_volume":
+            call(
+                clients.block_api().delete_volume,
+                volume_id=finding.id,
+                zone=zone,
+                what=f"delete block volume in {zone}",
+            )
+        elif finding.kind == "block_snapshot":
+            call(
+                clients.block_api().delete_snapshot,
+                snapshot_id=finding.id,
+                zone=zone,
+                what=f"delete block snapshot in {zone}",
+            )
+    except CloudError as exc:
+        if not exc.not_found:
+            raise
+
+
+def _delete_server(api: Any, zone: str, server_id: str, timeout: float) -> None:
+    """A stopped server is deleted with its local volumes; a running one is terminated
+    (which deletes its local volumes); one in transition is waited for first."""
+    server = call(api.get_server, server_id=server_id, zone=zone, what=f"get server in {zone}")
+    server = server.server
+    if server.state in ("starting", "stopping"):
+        server = waiters.wait_for_server(
+            api,
+            zone,
+            server_id,
+            until=("running", "stopped", "stopped in place"),
+            timeout=timeout,
+        )
+    if server.state == "stopped":
+        local = [
+            v.id
+            for v in (server.volumes or {}).values()
+            if getattr(v, "volume_type", "") in ("l_ssd", "scratch")
+        ]
+        call(api.delete_server, server_id=server_id, zone=zone, what=f"delete server in {zone}")
+        for volume_id in local:
+            try:
+                call(
+                    api.delete_volume,
+                    volume_id=volume_id,
+                    zone=zone,
+                    what=f"delete volume in {zone}",
+                )
+            except CloudError as exc:
+                if not exc.not_found:
+                    raise
+        return
+    call(
+        api.server_action,
+        server_id=server_id,
+        zone=zone,
+        action="terminate",
+        what=f"terminate server in {zone}",
+    )
+    waiters.wait_until_gone(
+        lambda: call(api.get_server, server_id=server_id, zone=zone, what="get server"),
+        what=f"server {server_id} in {zone}",
+        timeout=timeout,
+    )
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def run_janitor(*, older_than: dt.timedelta, dry_run: bool, user: Any = None) -> JanitorRun:
+    """One pass over every zone and region; returns the recorded JanitorRun."""
+    run = JanitorRun.objects.create(
+        dry_run=dry_run,
+        requested_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    errors: list[str] = []
+    removed: list[dict] = []
+    zones = sorted(Zone.objects.values_list("code", flat=True))
+    findings: list[Finding] = []
+    try:
+        clients.client()  # a misconfigured cloud is one clear error, not one per listing
+    except CloudError as exc:
+        errors.append(str(exc))
+        zones = []
+    for zone in zones:
+        findings.extend(_list_zone(zone, errors))
+    for region in sorted({code.rsplit("-", 1)[0] for code in zones}):
+        findings.extend(_list_region(region, errors))
+
+    build_ids = {f.build for f in findings if f.build is not None}
+    builds = {b.pk: b for b in Build.objects.filter(pk__in=build_ids)}
+    referenced: set[str] = set()
+    for image_id, snapshot_id in (
+        LocalImage.objects.filter(version__build__pk__in=build_ids)
+        .exclude(state=LocalImageState.DELETED)
+        .values_list("provider_image_id", "snapshot_id")
+    ):
+        referenced.update(x for x in (image_id, snapshot_id) if x)
+    limit = timezone.now() - older_than
+    for finding in findings:
+        _decide(finding, builds, referenced)
+        if finding.orphan and not _old_enough(finding, limit):
+            finding.action = "too recent"
+
+    findings.sort(key=lambda f: (KIND_ORDER.index(f.kind), f.where, f.id))
+    for finding in findings:
+        if not finding.orphan or finding.action == "too recent":
+            continue
+        if dry_run:
+            finding.action = "would delete"
+            continue
+        try:
+            _delete(finding)
+        except CloudError as exc:
+            finding.action = "error"
+            errors.append(f"deleting {finding.label}: {exc}")
+            continue
+        finding.action = "deleted"
+        removed.append({"kind": finding.kind, "where": finding.where, "id": finding.id})
+        if finding.kind == "image":
+            LocalImage.objects.filter(provider_image_id=finding.id).update(
+                state=LocalImageState.DELETED
+            )
+
+    run.findings = [asdict(f) for f in findings]
+    run.removed = removed
+    run.errors = errors
+    run.finished_at = timezone.now()
+    run.save(update_fields=["findings", "removed", "errors", "finished_at"])
+    log.info(
+        "janitor run %s: %d finding(s), %d removed, %d error(s)%s",
+        run.pk,
+        len(findings),
+        len(removed),
+        len(errors),
+        " (dry run)" if dry_run else "",
+    )
+    return run
+
+
+def janitor_task(older_than_hours: float | None = None, dry_run: bool | None = None) -> str:
+    """The django-q2 task of the daily schedule (and of "Run janitor now")."""
+    hours = float(
+        older_than_hours
+        if older_than_hours is not None
+        else getattr(settings, "JANITOR_OLDER_THAN_HOURS", 24)
+    )
+    dry = bool(dry_run if dry_run is not None else getattr(settings, "JANITOR_DRY_RUN", False))
+    run = run_janitor(older_than=dt.timedelta(hours=hours), dry_run=dry)
+    return (
+        f"janitor run {run.pk}: {len(run.findings)} finding(s), {len(run.removed)} removed, "
+        f"{len(run.errors)} error(s)"
+    )
+
+
+def janitor_task_for(user_id: int | None, older_than_hours: float, dry_run: bool) -> str:
+    """The task behind the page's "Run janitor now": records who asked."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    run = run_janitor(older_than=dt.timedelta(hours=older_than_hours), dry_run=dry_run, user=user)
+    return f"janitor run {run.pk}: {len(run.removed)} removed, {len(run.errors)} error(s)"

@@ -1,0 +1,635 @@
+"""Publishing a version: its QCOW2 becomes an instance image in every enabled zone.
+
+Per region: one streamed multipart upload of the artefact to the region's bucket (a snapshot
+import reads a bucket of its own region). Then, in every zone of that region in parallel:
+import the object as an l_ssd snapshot, wait until it is available, create an image from
+it, wait until that is available, and record a LocalImage.
+
+Idempotent and resumable: everything created carries the build's tags (cloud.tags), and
+each step first looks for what an earlier run (or a create call whose answer was lost)
+made, and reuses it. A zone that fails is recorded with the API's message and the others
+carry on; the stage then fails with "published in X of Y zones; <zone>: <reason>", and
+`retry_zone` republishes one zone alone.
+
+Threads: the zone workers only talk to the cloud. Every database write (LocalImage rows,
+log lines, progress) happens on the calling thread, which also polls `cancelled()` and
+tells the workers to stop through an Event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.db import connection
+
+from builds.pipeline import Cancelled, StageContext, StageFailed
+from catalog.choices import LocalImageState, VersionState
+from catalog.models import ImageVersion, LocalImage, Zone
+from cloud import clients, objectstorage, tags, waiters
+from cloud.retries import CloudCancelled, CloudError, CloudTimeout, call, setting
+
+log = logging.getLogger(__name__)
+
+Log = Callable[[str], None]
+Progress = Callable[..., None]
+Check = Callable[[], bool]
+
+SNAPSHOT_USABLE = ("available", "importing", "snapshotting")
+IMAGE_USABLE = ("available", "creating")
+# Instance states in which a delete is refused until the resource settles.
+SNAPSHOT_TRANSIENT = ("importing", "snapshotting", "exporting")
+
+
+class PublishError(Exception):
+    """Publishing failed in at least one zone; the message says where and why."""
+
+
+@dataclass
+class ZoneResult:
+    """What a zone worker hands back to the calling thread."""
+
+    zone: str
+    image_id: str = ""
+    snapshot_id: str = ""
+    error: str = ""
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Everything a zone worker needs, with no database row in it (workers never query)."""
+
+    build_id: int
+    zone: str
+    bucket: str
+    key: str
+    arch: str
+    snapshot_name: str
+    image_name: str
+    known_image_id: str
+
+
+# --- names and keys ---------------------------------------------------------------------------
+
+
+def image_name(version: ImageVersion) -> str:
+    """A name Scaleway accepts for an image: letters, digits and dashes only."""
+    raw = f"{version.image.label}-{version.name}-{version.arch}"
+    return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]+", "-", raw)).strip("-")[:100]
+
+
+def snapshot_name(version: ImageVersion) -> str:
+    return f"{version.name}-{version.arch}"
+
+
+def object_key(build_id: int, version: ImageVersion, region: str) -> str:
+    """The artefact's key in a region's bucket. The region is part of the key so that one
+    bucket name shared by several regions (an emulator, a multi-region bucket) still holds
+    one object per region."""
+    return f"{tags.object_prefix(build_id)}{region}/{version.name}-{version.arch}.qcow2"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(4 * 1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- the calling thread -----------------------------------------------------------------------
+
+
+class _Coordinator:
+    """Relays workers' log lines to `log` on the calling thread, and cancel to the workers."""
+
+    def __init__(self, log_fn: Log, cancelled: Check) -> None:
+        self.log_fn = log_fn
+        self.cancelled_fn = cancelled
+        self.stop = threading.Event()
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def say(self, line: str) -> None:
+        """Called from workers: queue a log line."""
+        self.lines.put(line)
+
+    def drain(self) -> None:
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            self.log_fn(line)
+
+    def check_cancel(self) -> bool:
+        if not self.stop.is_set() and self.cancelled_fn():
+            self.stop.set()
+        return self.stop.is_set()
+
+
+def _upload_region(
+    s3: Any,
+    region: str,
+    bucket: str,
+    key: str,
+    artefact: Path,
+    sha256: str,
+    *,
+    coordinator: _Coordinator,
+    report: Callable[[int], None],
+) -> None:
+    """Make sure the region's bucket holds the artefact: upload it unless the same bytes
+    (by size and recorded sha256) are there already."""
+    objectstorage.ensure_bucket(s3, bucket, region)
+    size = artefact.stat().st_size
+    existing = objectstorage.head(s3, bucket, key)
+    if (
+        existing
+        and int(existing.get("ContentLength", -1)) == size
+        and (existing.get("Metadata") or {}).get("sha256") == sha256
+    ):
+        coordinator.log_fn(f"{region}: {bucket}/{key} already holds this artefact; not uploading")
+        report(size)
+        return
+    coordinator.log_fn(f"{region}: uploading {size} bytes to {bucket}/{key}")
+
+    def on_progress(done: int) -> None:
+        coordinator.drain()
+        report(done)
+
+    objectstorage.upload(
+        s3,
+        bucket,
+        key,
+        artefact,
+        metadata={"sha256": sha256},
+        on_progress=on_progress,
+        cancelled=coordinator.check_cancel,
+    )
+    coordinator.log_fn(f"{region}: upload done")
+
+
+def _record_start(version: ImageVersion, zone: Zone) -> LocalImage:
+    row, _ = LocalImage.objects.get_or_create(version=version, zone=zone)
+    if row.state != LocalImageState.AVAILABLE:
+        row.state, row.error = LocalImageState.CREATING, ""
+        row.save(update_fields=["state", "error", "updated_at"])
+    return row
+
+
+def _record_result(row: LocalImage, result: ZoneResult) -> None:
+    if result.error:
+        row.state, row.error = LocalImageState.ERROR, result.error[:2000]
+    else:
+        row.state, row.error = LocalImageState.AVAILABLE, ""
+        row.provider_image_id, row.snapshot_id = result.image_id, result.snapshot_id
+    row.save(update_fields=["state", "error", "provider_image_id", "snapshot_id", "updated_at"])
+
+
+def _publish_zones(
+    *,
+    build_id: int,
+    version: ImageVersion,
+    artefact: Path,
+    zones: list[Zone],
+    log: Log,
+    progress: Progress,
+    cancelled: Check,
+) -> tuple[list[LocalImage], list[tuple[str, str]]]:
+    """Publish in `zones`; return the available LocalImages and the (zone, error) failures."""
+    if not artefact.is_file():
+        raise PublishError(f"The artefact {artefact} is missing; build the version again.")
+    try:
+        api = clients.instance_api()
+    except CloudError as exc:
+        raise PublishError(str(exc)) from exc
+    coordinator = _Coordinator(log, cancelled)
+    rows = {zone.code: _record_start(version, zone) for zone in zones}
+    regions: dict[str, list[Zone]] = {}
+    for zone in zones:
+        regions.setdefault(zone.region, []).append(zone)
+    size = artefact.stat().st_size
+    total = size * len(regions)
+    uploaded: dict[str, int] = {}
+
+    def report(region: str, done: int) -> None:
+        uploaded[region] = done
+        progress(sum(uploaded.values()), total, "bytes")
+
+    sha256 = version.artefact_sha256 or _sha256(artefact)
+    failures: list[tuple[str, str]] = []
+    futures: dict[Future[ZoneResult], str] = {}
+    workers = max(1, min(len(zones), int(setting("PUBLISH_ZONE_CONCURRENCY", 8))))
+    log(f"Publishing {version} to {len(zones)} zone(s) in {len(regions)} region(s)")
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publish") as pool:
+        try:
+            # Uploads run here, one region after the other, while the zones of the regions
+            # already uploaded import in the background.
+            for region, region_zones in sorted(regions.items()):
+                bucket = objectstorage.bucket_name(region)
+                key = object_key(build_id, version, region)
+                try:
+                    s3 = clients.s3_client(region)
+                    _upload_region(
+                        s3,
+                        region,
+                        bucket,
+                        key,
+                        artefact,
+                        sha256,
+                        coordinator=coordinator,
+                        report=lambda done, region=region: report(region, done),
+                    )
+                except CloudError as exc:
+                    for zone in region_zones:
+                        failures.append((zone.code, f"upload to {region} failed: {exc}"))
+                        _record_result(rows[zone.code], ZoneResult(zone.code, error=str(exc)))
+                    log(f"{region}: upload failed: {exc}")
+                    continue
+                for zone in region_zones:
+                    target = _Target(
+                        build_id=build_id,
+                        zone=zone.code,
+                        bucket=bucket,
+                        key=key,
+                        arch=version.arch,
+                        snapshot_name=snapshot_name(version),
+                        image_name=image_name(version),
+                        known_image_id=rows[zone.code].provider_image_id,
+                    )
+                    futures[pool.submit(_zone_worker, api, target, coordinator)] = zone.code
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                coordinator.drain()
+                coordinator.check_cancel()
+                for future in done:
+                    result = future.result()
+                    _record_result(rows[result.zone], result)
+                    if result.error:
+                        failures.append((result.zone, result.error))
+                        log(f"{result.zone}: FAILED: {result.error}")
+                    else:
+                        log(
+                            f"{result.zone}: image {result.image_id} available "
+                            f"(snapshot {result.snapshot_id}"
+                            f"{', reused' if result.reused else ''})"
+                        )
+        except CloudCancelled:
+            coordinator.stop.set()
+        finally:
+            if coordinator.stop.is_set():
+                pool.shutdown(wait=True, cancel_futures=True)
+            coordinator.drain()
+    if coordinator.stop.is_set():
+        for row in rows.values():
+            row.refresh_from_db()
+            if row.state == LocalImageState.CREATING:
+                _record_result(row, ZoneResult(row.zone.code, error="Publishing was cancelled."))
+        raise Cancelled("Publishing was cancelled.")
+    available = [rows[z.code] for z in zones if rows[z.code].state == LocalImageState.AVAILABLE]
+    return available, sorted(failures)
+
+
+def publish(
+    *,
+    build_id: int,
+    version: ImageVersion,
+    artefact: Path,
+    zones: Iterable[Zone],
+    log: Log,
+    progress: Progress,
+    cancelled: Check,
+) -> list[LocalImage]:
+    """Publish `version` (its QCOW2 at `artefact`) in every enabled zone of `zones`.
+
+    Returns the LocalImages (all available). Raises PublishError when any zone failed (the
+    others are recorded as published), builds.pipeline.Cancelled on cancel.
+    """
+    targets = sorted((z for z in zones if z.enabled), key=lambda z: z.code)
+    if not targets:
+        raise PublishError("No zone is enabled: enable at least one zone to publish to.")
+    available, failures = _publish_zones(
+        build_id=build_id,
+        version=version,
+        artefact=Path(artefact),
+        zones=targets,
+        log=log,
+        progress=progress,
+        cancelled=cancelled,
+    )
+    if failures:
+        reasons = "; ".join(f"{zone}: {message}" for zone, message in failures)
+        raise PublishError(f"published in {len(available)} of {len(targets)} zones; {reasons}")
+    log(f"Published in {len(available)} zone(s)")
+    return available
+
+
+def retry_zone(
+    build_id: int,
+    version: ImageVersion,
+    zone: Zone,
+    *,
+    artefact: Path | None = None,
+    log: Log | None = None,
+    progress: Progress | None = None,
+    cancelled: Check | None = None,
+) -> LocalImage:
+    """Publish `version` in one zone again (uploading the artefact again if its object is
+    gone); reuses whatever of that zone already exists. Raises PublishError on failure."""
+    available, failures = _publish_zones(
+        build_id=build_id,
+        version=version,
+        artefact=Path(artefact or version.artefact_path),
+        zones=[zone],
+        log=log or (lambda line: _log_line(build_id, line)),
+        progress=progress or (lambda *args: None),
+        cancelled=cancelled or (lambda: False),
+    )
+    if failures:
+        raise PublishError(f"{zone.code}: {failures[0][1]}")
+    return available[0]
+
+
+def _log_line(build_id: int, line: str) -> None:
+    """Where retry_zone logs when the caller gives no log (a view, a task)."""
+    log.info("build %s publish: %s", build_id, line)
+
+
+# --- the zone workers -------------------------------------------------------------------------
+
+
+def _zone_worker(api: Any, target: _Target, coordinator: _Coordinator) -> ZoneResult:
+    """Publish in one zone; never raises (the result carries the error)."""
+    try:
+        return _publish_zone(api, target, coordinator.say, coordinator.stop.is_set)
+    except CloudCancelled:
+        return ZoneResult(target.zone, error="Publishing was cancelled.")
+    except CloudError as exc:
+        return ZoneResult(target.zone, error=str(exc))
+    except Exception as exc:  # a bug must fail this zone, not hang the stage
+        log.exception("publishing in %s failed", target.zone)
+        return ZoneResult(target.zone, error=f"unexpected error: {type(exc).__name__}: {exc}")
+    finally:
+        connection.close()  # workers do not query, but never leak a connection if one did
+
+
+def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResult:
+    zone, build_id = target.zone, target.build_id
+    import_timeout = float(setting("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600))
+    image_timeout = float(setting("PUBLISH_IMAGE_TIMEOUT_SECONDS", 900))
+
+    # 1. An image of this build already in the zone (an earlier run): reuse it.
+    image = _existing_image(api, target, say, stop)
+    if image is not None:
+        image = waiters.wait_for_image(api, zone, image.id, timeout=image_timeout, cancelled=stop)
+        return ZoneResult(zone, image.id, _root_id(image), reused=True)
+
+    # 2. The snapshot: reuse one of this build, else import the object.
+    snapshot = _existing_snapshot(api, target, say, stop)
+    if snapshot is None:
+        say(f"{zone}: importing {target.bucket}/{target.key} as a snapshot")
+
+        def find_snapshot() -> Any:
+            found = [
+                s
+                for s in tags.find_snapshots(api, zone, build_id, cancelled=stop)
+                if s.state in SNAPSHOT_USABLE
+            ]
+            return found[0] if found else None
+
+        snapshot = call(
+            _create_snapshot,
+            api,
+            target,
+            what=f"import snapshot in {zone}",
+            cancelled=stop,
+            recover=find_snapshot,
+        )
+    try:
+        snapshot = waiters.wait_for_snapshot(
+            api, zone, snapshot.id, timeout=import_timeout, cancelled=stop
+        )
+    except CloudTimeout:
+        raise  # left in place: a later run finds it by tag and waits again
+    except CloudError as exc:
+        # A refused import is of no use to anyone: delete it now, nothing is left behind.
+        _delete_snapshot(api, zone, snapshot.id, stop)
+        raise CloudError(f"import refused: {exc}") from exc
+    say(f"{zone}: snapshot {snapshot.id} available")
+
+    # 3. The image.
+    def find_image() -> Any:
+        found = [
+            i
+            for i in tags.find_images(api, zone, build_id, cancelled=stop)
+            if i.state in IMAGE_USABLE
+        ]
+        return found[0] if found else None
+
+    created = call(
+        _create_image,
+        api,
+        target,
+        snapshot.id,
+        what=f"create image in {zone}",
+        cancelled=stop,
+        recover=find_image,
+    )
+    try:
+        image = waiters.wait_for_image(api, zone, created.id, timeout=image_timeout, cancelled=stop)
+    except CloudTimeout:
+        raise  # left in place, as above
+    except CloudError:
+        call(api.delete_image, image_id=created.id, zone=zone, what=f"delete image in {zone}")
+        raise
+    return ZoneResult(zone, image.id, snapshot.id)
+
+
+def _root_id(image: Any) -> str:
+    root = getattr(image, "root_volume", None)
+    return getattr(root, "id", "") or ""
+
+
+def _create_snapshot(api: Any, target: _Target) -> Any:
+    return api.create_snapshot(
+        zone=target.zone,
+        name=target.snapshot_name,
+        volume_type="l_ssd",
+        bucket=target.bucket,
+        key=target.key,
+        tags=tags.tags_for(target.build_id),
+    ).snapshot
+
+
+def _create_image(api: Any, target: _Target, snapshot_id: str) -> Any:
+    return api.create_image(
+        zone=target.zone,
+        root_volume=snapshot_id,
+        arch=target.arch,
+        name=target.image_name,
+        tags=tags.tags_for(target.build_id),
+    ).image
+
+
+def _existing_image(api: Any, target: _Target, say: Log, stop: Check) -> Any:
+    """The build's usable image in the zone, after deleting broken ones and duplicates."""
+    images = tags.find_images(api, target.zone, target.build_id, cancelled=stop)
+    usable = [i for i in images if i.state in IMAGE_USABLE]
+    # Prefer the one already recorded, then an available one.
+    usable.sort(key=lambda i: (i.id != target.known_image_id, i.state != "available"))
+    keep = usable[0] if usable else None
+    for image in images:
+        if image is not keep:
+            say(f"{target.zone}: deleting {image.state} duplicate image {image.id}")
+            _delete_image(api, target.zone, image.id, stop)
+    if keep is not None:
+        say(f"{target.zone}: reusing image {keep.id} ({keep.state})")
+    return keep
+
+
+def _existing_snapshot(api: Any, target: _Target, say: Log, stop: Check) -> Any:
+    """The build's usable snapshot in the zone, after deleting failed ones and duplicates."""
+    snapshots = tags.find_snapshots(api, target.zone, target.build_id, cancelled=stop)
+    usable = [s for s in snapshots if s.state in SNAPSHOT_USABLE]
+    usable.sort(key=lambda s: s.state != "available")
+    keep = usable[0] if usable else None
+    for snapshot in snapshots:
+        if snapshot is not keep:
+            say(f"{target.zone}: deleting {snapshot.state} snapshot {snapshot.id}")
+            _delete_snapshot(api, target.zone, snapshot.id, stop)
+    if keep is not None:
+        say(f"{target.zone}: reusing snapshot {keep.id} ({keep.state})")
+    return keep
+
+
+# --- deleting ---------------------------------------------------------------------------------
+
+
+def _delete_image(api: Any, zone: str, image_id: str, stop: Check | None = None) -> bool:
+    """Delete an image; False when it was already gone."""
+    try:
+        call(
+            api.delete_image,
+            image_id=image_id,
+            zone=zone,
+            what=f"delete image in {zone}",
+            cancelled=stop,
+        )
+    except CloudError as exc:
+        if exc.not_found:
+            return False
+        raise
+    return True
+
+
+def _delete_snapshot(api: Any, zone: str, snapshot_id: str, stop: Check | None = None) -> bool:
+    """Delete a snapshot, waiting first for an import in progress to end (a transient
+    snapshot cannot be deleted); False when it was already gone."""
+    what = f"delete snapshot {snapshot_id} in {zone}"
+    for _attempt in range(2):
+        try:
+            call(api.delete_snapshot, snapshot_id=snapshot_id, zone=zone, what=what, cancelled=stop)
+            return True
+        except CloudError as exc:
+            if exc.not_found:
+                return False
+            if exc.status != 409:
+                raise
+        waiters.wait_for_snapshot(
+            api,
+            zone,
+            snapshot_id,
+            until=("available", "error", "invalid_data"),
+            timeout=float(setting("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600)),
+            cancelled=stop,
+        )
+    raise CloudError(f"{what}: still in a transient state")
+
+
+def discard(build_id: int, *, log: Log | None = None) -> dict[str, list[str]]:
+    """Delete everything a build put in the cloud: images, then snapshots (an image holds
+    its snapshot), in every known zone, then its objects in every region's bucket. Marks
+    the build's LocalImages deleted. Raises CloudError listing what could not be deleted
+    (after trying everything else)."""
+    say = log or (lambda line: _log_line(build_id, line))
+    api = clients.instance_api()
+    zone_codes = sorted(
+        set(Zone.objects.values_list("code", flat=True))
+        | set(
+            LocalImage.objects.filter(version__build__pk=build_id).values_list(
+                "zone__code", flat=True
+            )
+        )
+    )
+    removed: dict[str, list[str]] = {"images": [], "snapshots": [], "objects": []}
+    errors: list[str] = []
+    for zone in zone_codes:
+        try:
+            for image in tags.find_images(api, zone, build_id):
+                if _delete_image(api, zone, image.id):
+                    removed["images"].append(f"{zone}/{image.id}")
+            for snapshot in tags.find_snapshots(api, zone, build_id):
+                if _delete_snapshot(api, zone, snapshot.id):
+                    removed["snapshots"].append(f"{zone}/{snapshot.id}")
+        except CloudError as exc:
+            errors.append(f"{zone}: {exc}")
+    for region in sorted({code.rsplit("-", 1)[0] for code in zone_codes}):
+        try:
+            s3 = clients.s3_client(region)
+            bucket = objectstorage.bucket_name(region)
+            keys = objectstorage.delete_prefix(s3, region, bucket, tags.object_prefix(build_id))
+            removed["objects"].extend(f"{region}/{bucket}/{key}" for key in keys)
+        except CloudError as exc:
+            errors.append(f"{region}: {exc}")
+    LocalImage.objects.filter(version__build__pk=build_id).exclude(
+        state=LocalImageState.DELETED
+    ).update(state=LocalImageState.DELETED)
+    say(
+        f"Discarded build {build_id}'s cloud resources: {len(removed['images'])} image(s), "
+        f"{len(removed['snapshots'])} snapshot(s), {len(removed['objects'])} object(s)"
+    )
+    if errors:
+        raise CloudError("Could not discard everything: " + "; ".join(errors))
+    return removed
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+
+def publish_stage(ctx: StageContext) -> dict:
+    """The pipeline's publish stage: publish the version finalize created in every enabled
+    zone, mark it published, and record where."""
+    finalized = ctx.outputs_of("finalize")
+    version = ImageVersion.objects.select_related("image").get(pk=finalized["version_id"])
+    try:
+        images = publish(
+            build_id=ctx.build.pk,
+            version=version,
+            artefact=Path(finalized["path"]),
+            zones=Zone.objects.filter(enabled=True),
+            log=ctx.log,
+            progress=ctx.progress,
+            cancelled=ctx.cancelled,
+        )
+    except PublishError as exc:
+        raise StageFailed(str(exc)) from exc
+    ImageVersion.objects.filter(pk=version.pk, state=VersionState.BUILT).update(
+        state=VersionState.PUBLISHED
+    )
+    return {
+        "version_id": version.pk,
+        "zones": {
+            li.zone.code: {"image_id": li.provider_image_id, "snapshot_id": li.snapshot_id}
+            for li in images
+        },
+    }

@@ -1,0 +1,95 @@
+"""The marks the factory leaves on what it creates, and lookups by them.
+
+Every resource the factory creates carries the tags ["image-factory", "build:<id>"], and
+every object it uploads sits under "image-factory/build-<id>/". That is what makes a
+publish resumable (after a timeout, a lookup by tag finds what the lost call created instead
+of creating a duplicate), a cancel clean (discard finds everything of a build), and the
+janitor possible (it finds everything of the factory).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cloud.retries import call
+
+FACTORY_TAG = "image-factory"
+OBJECT_PREFIX = "image-factory/"
+_BUILD_TAG = re.compile(r"^build:(\d+)$")
+_BUILD_KEY = re.compile(r"^image-factory/build-(\d+)/")
+
+
+def build_tag(build_id: int) -> str:
+    return f"build:{build_id}"
+
+
+def tags_for(build_id: int) -> list[str]:
+    """The tags of every resource a build creates."""
+    return [FACTORY_TAG, build_tag(build_id)]
+
+
+def object_prefix(build_id: int) -> str:
+    """The key prefix of a build's objects in the artefact bucket."""
+    return f"{OBJECT_PREFIX}build-{build_id}/"
+
+
+def build_id_of(tags: Iterable[str] | None) -> int | None:
+    """The build id in a resource's tags, or None when it carries none."""
+    for tag in tags or ():
+        found = _BUILD_TAG.match(tag)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def build_id_of_key(key: str) -> int | None:
+    """The build id in an object key under the factory's prefix."""
+    found = _BUILD_KEY.match(key)
+    return int(found.group(1)) if found else None
+
+
+def is_factory(tags: Iterable[str] | None) -> bool:
+    return FACTORY_TAG in (tags or ())
+
+
+def is_of_build(tags: Iterable[str] | None, build_id: int) -> bool:
+    """True when the tags are exactly what `tags_for(build_id)` put there (both of them)."""
+    present = set(tags or ())
+    return set(tags_for(build_id)) <= present
+
+
+def _tagged(items: Iterable[Any], build_id: int) -> list[Any]:
+    # The tag filter of list calls is applied again here: its exact semantics (one tag,
+    # all of several, prefix) differ between APIs, and a wrong match would reuse a resource
+    # of another build.
+    return [item for item in items if is_of_build(getattr(item, "tags", None), build_id)]
+
+
+def find_snapshots(
+    api: Any, zone: str, build_id: int, *, cancelled: Callable[[], bool] | None = None
+) -> list[Any]:
+    """The instance snapshots of a build in a zone."""
+    found = call(
+        api.list_snapshots_all,
+        zone=zone,
+        tags=build_tag(build_id),
+        what=f"list snapshots in {zone}",
+        cancelled=cancelled,
+    )
+    return _tagged(found, build_id)
+
+
+def find_images(
+    api: Any, zone: str, build_id: int, *, cancelled: Callable[[], bool] | None = None
+) -> list[Any]:
+    """The instance images of a build in a zone."""
+    found = call(
+        api.list_images_all,
+        zone=zone,
+        tags=build_tag(build_id),
+        what=f"list images in {zone}",
+        cancelled=cancelled,
+    )
+    return _tagged(found, build_id)

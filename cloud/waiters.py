@@ -1,0 +1,170 @@
+"""Waiting for instance v1 resources to reach a state.
+
+Instance v1 has no waiters in the Python SDK (and `wait_instance_server` gives up after
+half a second), so these poll get_snapshot / get_image / get_server with a growing interval
+(CLOUD_POLL_SECONDS up to CLOUD_POLL_MAX_SECONDS), until a deadline, and stop as soon as
+`cancelled()` is true. Every poll goes through cloud.retries.call, so a throttled or
+unavailable API does not end a wait.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from cloud.retries import CloudError, CloudTimeout, call, setting, sleep
+
+# Terminal states that mean failure (the rest of the non-target states are transient).
+SNAPSHOT_FAILED = frozenset({"error", "invalid_data"})
+IMAGE_FAILED = frozenset({"error"})
+SERVER_FAILED = frozenset({"locked"})
+
+
+def wait_for(
+    fetch: Callable[[], Any],
+    *,
+    state_of: Callable[[Any], str],
+    until: Collection[str],
+    failed: Collection[str] = (),
+    what: str,
+    timeout: float,
+    cancelled: Callable[[], bool] | None = None,
+    reason_of: Callable[[Any], str] | None = None,
+) -> Any:
+    """Poll `fetch()` until `state_of(result)` is in `until`; return that result.
+
+    Raises CloudError when the state is in `failed` (with `reason_of(result)` when the API
+    gave one), CloudTimeout past `timeout` seconds, CloudCancelled on cancel.
+    """
+    interval = max(0.01, float(setting("CLOUD_POLL_SECONDS", 2.0)))
+    ceiling = max(interval, float(setting("CLOUD_POLL_MAX_SECONDS", 15.0)))
+    deadline = time.monotonic() + timeout
+    while True:
+        resource = fetch()
+        state = str(state_of(resource))
+        if state in until:
+            return resource
+        if state in failed:
+            reason = (reason_of(resource) if reason_of else "") or ""
+            raise CloudError(f"{what}: ended in state {state}" + (f": {reason}" if reason else ""))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CloudTimeout(f"{what}: still {state} after {timeout:g} s")
+        sleep(min(interval, remaining), cancelled)
+        interval = min(ceiling, interval * 1.5)
+
+
+def wait_for_snapshot(
+    api: Any,
+    zone: str,
+    snapshot_id: str,
+    *,
+    timeout: float,
+    until: Collection[str] = ("available",),
+    cancelled: Callable[[], bool] | None = None,
+) -> Any:
+    """Wait for an instance snapshot (an import: importing -> available)."""
+    what = f"snapshot {snapshot_id} in {zone}"
+    return wait_for(
+        lambda: (
+            call(
+                api.get_snapshot,
+                snapshot_id=snapshot_id,
+                zone=zone,
+                what=f"get {what}",
+                cancelled=cancelled,
+            ).snapshot
+        ),
+        state_of=lambda s: s.state,
+        until=until,
+        failed=SNAPSHOT_FAILED - set(until),
+        what=what,
+        timeout=timeout,
+        cancelled=cancelled,
+        reason_of=lambda s: getattr(s, "error_reason", None) or "",
+    )
+
+
+def wait_for_image(
+    api: Any,
+    zone: str,
+    image_id: str,
+    *,
+    timeout: float,
+    cancelled: Callable[[], bool] | None = None,
+) -> Any:
+    """Wait for an instance image to be available."""
+    what = f"image {image_id} in {zone}"
+    return wait_for(
+        lambda: (
+            call(
+                api.get_image, image_id=image_id, zone=zone, what=f"get {what}", cancelled=cancelled
+            ).image
+        ),
+        state_of=lambda i: i.state,
+        until=("available",),
+        failed=IMAGE_FAILED,
+        what=what,
+        timeout=timeout,
+        cancelled=cancelled,
+    )
+
+
+def wait_for_server(
+    api: Any,
+    zone: str,
+    server_id: str,
+    *,
+    until: Collection[str],
+    timeout: float,
+    cancelled: Callable[[], bool] | None = None,
+) -> Any:
+    """Wait for a server to reach one of `until` ("running", "stopped", ...).
+
+    The real API says "stopped in place" where the SDK's enum says "stopped_in_place": both
+    spellings are accepted for either.
+    """
+    wanted = set(until)
+    if wanted & {"stopped in place", "stopped_in_place"}:
+        wanted |= {"stopped in place", "stopped_in_place"}
+    what = f"server {server_id} in {zone}"
+    return wait_for(
+        lambda: (
+            call(
+                api.get_server,
+                server_id=server_id,
+                zone=zone,
+                what=f"get {what}",
+                cancelled=cancelled,
+            ).server
+        ),
+        state_of=lambda s: s.state,
+        until=wanted,
+        failed=SERVER_FAILED - wanted,
+        what=what,
+        timeout=timeout,
+        cancelled=cancelled,
+    )
+
+
+def wait_until_gone(
+    fetch: Callable[[], Any],
+    *,
+    what: str,
+    timeout: float,
+    cancelled: Callable[[], bool] | None = None,
+) -> None:
+    """Poll `fetch()` (which calls the API through `call`) until it raises not found."""
+    interval = max(0.01, float(setting("CLOUD_POLL_SECONDS", 2.0)))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fetch()
+        except CloudError as exc:
+            if exc.not_found:
+                return
+            raise
+        if time.monotonic() >= deadline:
+            raise CloudTimeout(f"{what}: still there after {timeout:g} s")
+        sleep(interval, cancelled)
