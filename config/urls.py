@@ -18,5 +18,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("builds/", include("builds.urls")),
+    path("lifecycle/", include("lifecycle.urls")),
     path("", include("catalog.urls")),
 ]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib
+
 from django.apps import AppConfig
 
 
@@ -8,3 +10,16 @@ class LifecycleConfig(AppConfig):
 
     name = "lifecycle"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from catalog.schedules import SCHEDULES
+
+        # Each concern lists its recurring tasks in lifecycle/schedules_<concern>.py.
+        for concern in ("releases", "notices", "triggers"):
+            try:
+                module = importlib.import_module(f"lifecycle.schedules_{concern}")
+            except ModuleNotFoundError:
+                continue
+            for definition in module.SCHEDULES:
+                if definition not in SCHEDULES:
+                    SCHEDULES.append(definition)

@@ -1,0 +1,12 @@
+"""The lifecycle app's models, one module per concern.
+
+- releases: Release (who released which version, when, with what override reason)
+- notices: Customer, Usage, Notice (the send ledger), Unsubscribe
+- triggers: SecurityAdvisory and other recorded refresh triggers
+"""
+
+from __future__ import annotations
+
+from lifecycle.models.notices import *  # noqa: F403
+from lifecycle.models.releases import *  # noqa: F403
+from lifecycle.models.triggers import *  # noqa: F403
