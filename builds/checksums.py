@@ -1,6 +1,6 @@
 """Parse the checksum files distributions publish next to their cloud images.
 
-Three shapes exist (see docs in /work/shared/reference/upstream-images.md, section 8):
+Three shapes exist (see docs in the shared reference notes, upstream-images.md, section 8):
 
 - GNU (`sha256sum`/`sha512sum` output): `<hex>  <file>` or `<hex> *<file>`;
 - BSD (`sha256sum --tag`): `SHA256 (<file>) = <hex>`, with `# <file>: N bytes` comments;

@@ -13,7 +13,7 @@ changed afterwards:
   "demo"; a date from endoflife.date or set by a manager is kept.
 
 Upstream facts (channel URLs, file names, checksum formats, build serials, endoflife.date ids
-and dates) come from /work/shared/reference/upstream-images.md, sections 0-9.
+and dates) come from the shared reference notes, upstream-images.md, sections 0-9.
 
 Signatures. The loader only stores an ASCII-armoured key it really has, and this module has
 none, so `signature_file` and `signing_key` are left blank everywhere. To be filled with the

@@ -8,7 +8,6 @@ lives in this process's memory.
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from typing import Any
 
@@ -18,12 +17,10 @@ from playwright.sync_api import Page, expect
 
 from builds import tasks
 from builds.models import Build
-from catalog.choices import ChecksumFormat
-from catalog.models import ImageVersion, RecipeStep, UpstreamSource, Zone
+from catalog.models import ImageVersion, Zone
 from tests.browser.conftest import login
 from tests.builds import upstream_server
-from tests.builds.upstream_server import UpstreamServer, sha256_file
-from tests.catalog.factories import os_image
+from tests.builds.upstream_server import UpstreamServer, local_demo_image
 from tests.cloud import conftest as cloud_fixtures
 
 upstream = upstream_server.upstream
@@ -31,7 +28,6 @@ cloud = cloud_fixtures.cloud
 
 
 pytestmark = [pytest.mark.browser, pytest.mark.guestfs, pytest.mark.django_db(transaction=True)]
-FILE = "debian-12-local-amd64.qcow2"
 
 
 @pytest.fixture
@@ -41,23 +37,7 @@ def demo_image(settings: Any, tmp_path, upstream: UpstreamServer, debian_qcow2, 
     settings.ARTEFACT_DIR = tmp_path / "artefacts"
     settings.DOWNLOAD_CACHE_DIR = tmp_path / "cache"
     settings.UPSTREAM_ALLOWED_HOSTS = ["127.0.0.1"]
-    shutil.copyfile(debian_qcow2, upstream.root / FILE)
-    (upstream.root / "SHA256SUMS").write_text(
-        f"# serial: 20261126-7\n{sha256_file(upstream.root / FILE)}  {FILE}\n"
-    )
-    image = os_image("debian_bookworm_local", channel=upstream.url())
-    UpstreamSource.objects.filter(image=image).update(
-        file_pattern=r"debian-12-local-amd64\.qcow2",
-        checksum_file="SHA256SUMS",
-        checksum_format=ChecksumFormat.GNU,
-        serial_pattern=r"(?m)^# serial: (?P<serial>\S+)$",
-    )
-    RecipeStep.objects.create(
-        image=image,
-        position=1,
-        type="write_file",
-        params={"path": "/etc/motd", "content": "hello from the factory\n"},
-    )
+    image = local_demo_image(upstream, debian_qcow2, "20261126-7", "hello from the factory\n")
     # An earlier version, so that the new one has a package diff to show.
     ImageVersion.objects.create(
         image=image,

@@ -3,7 +3,6 @@ local upstream: from the Rebuild click to a version with its package manifest an
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
@@ -14,17 +13,16 @@ from builds import tasks
 from builds.choices import BuildState, StageName, StageState
 from builds.queue import request_build
 from builds.stages import work_dir
-from catalog.choices import ChecksumFormat, VersionState
-from catalog.models import LocalImage, RecipeStep, UpstreamSource, Zone
+from catalog.choices import VersionState
+from catalog.models import LocalImage, RecipeStep, Zone
 from tests.builds import upstream_server
-from tests.builds.upstream_server import UpstreamServer, sha256_file
-from tests.catalog.factories import os_image
+from tests.builds.upstream_server import LOCAL_DEMO_FILE as FILE
+from tests.builds.upstream_server import UpstreamServer, local_demo_image, sha256_file
 from tests.cloud import conftest as cloud_fixtures
 
 upstream = upstream_server.upstream
 cloud = cloud_fixtures.cloud
 pytestmark = [pytest.mark.guestfs, pytest.mark.django_db(transaction=True)]
-FILE = "debian-12-local-amd64.qcow2"
 
 
 @pytest.fixture
@@ -43,24 +41,7 @@ def factory_dirs(settings, tmp_path, cloud):
 
 @pytest.fixture
 def demo_image(upstream: UpstreamServer, debian_qcow2):
-    shutil.copyfile(debian_qcow2, upstream.root / FILE)
-    (upstream.root / "SHA256SUMS").write_text(
-        f"# serial: 20261126-1\n{sha256_file(upstream.root / FILE)}  {FILE}\n"
-    )
-    image = os_image("debian_bookworm_local", channel=upstream.url())
-    UpstreamSource.objects.filter(image=image).update(
-        file_pattern=r"debian-12-local-amd64\.qcow2",
-        checksum_file="SHA256SUMS",
-        checksum_format=ChecksumFormat.GNU,
-        serial_pattern=r"(?m)^# serial: (?P<serial>\S+)$",
-    )
-    RecipeStep.objects.create(
-        image=image,
-        position=1,
-        type="write_file",
-        params={"path": "/etc/motd", "content": "Built by the image factory\n"},
-    )
-    return image
+    return local_demo_image(upstream, debian_qcow2, "20261126-1", "Built by the image factory\n")
 
 
 def _guestfs_cat(path, file: str) -> str:

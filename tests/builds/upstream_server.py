@@ -373,3 +373,32 @@ def raw_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sha256_file(path: Path) -> str:
     """SHA-256 of a file, for assertions."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+LOCAL_DEMO_FILE = "debian-12-local-amd64.qcow2"
+
+
+def local_demo_image(upstream: UpstreamServer, disk: Path, serial: str, motd: str):
+    """Serve `disk` with a SHA256SUMS naming `serial` (as `make run`'s demo upstream does) and
+    create the catalogue entry that builds from it, with a one-step recipe writing /etc/motd."""
+    import shutil
+
+    from catalog.choices import ChecksumFormat
+    from catalog.models import RecipeStep, UpstreamSource
+    from tests.catalog.factories import os_image
+
+    shutil.copyfile(disk, upstream.root / LOCAL_DEMO_FILE)
+    (upstream.root / "SHA256SUMS").write_text(
+        f"# serial: {serial}\n{sha256_file(upstream.root / LOCAL_DEMO_FILE)}  {LOCAL_DEMO_FILE}\n"
+    )
+    image = os_image("debian_bookworm_local", channel=upstream.url())
+    UpstreamSource.objects.filter(image=image).update(
+        file_pattern=r"debian-12-local-amd64\.qcow2",
+        checksum_file="SHA256SUMS",
+        checksum_format=ChecksumFormat.GNU,
+        serial_pattern=r"(?m)^# serial: (?P<serial>\S+)$",
+    )
+    RecipeStep.objects.create(
+        image=image, position=1, type="write_file", params={"path": "/etc/motd", "content": motd}
+    )
+    return image

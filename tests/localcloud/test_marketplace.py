@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from jsonschema import Draft202012Validator
 from scaleway import Client, ScalewayException
 from scaleway.marketplace.v2 import MarketplaceV2API
 
 from localcloud.app import LocalCloud
 from localcloud.http import ApiError
+from tests.localcloud.contract import check_component
 
-SPEC = Path("/work/shared/reference/openapi/scaleway.marketplace.v2.Api.yml")
 OP = "/localcloud/v1/marketplace"
 AMD, ARM, AMS = (
     "11111111-0000-4000-8000-000000000001",
@@ -36,32 +34,8 @@ def localcloud_url(localcloud) -> str:
 # --- the contract -----------------------------------------------------------------------------
 
 
-def _contract_validator(spec_path: Path, schema: str) -> Draft202012Validator:
-    """A validator for one component schema. OpenAPI's `nullable` becomes a JSON Schema null
-    type, and every documented property is required (localcloud must answer them all)."""
-    spec = yaml.safe_load(spec_path.read_text())
-
-    def fix(node: object) -> object:
-        if isinstance(node, dict):
-            node = {k: fix(v) for k, v in node.items()}
-            if node.pop("nullable", False) and "type" in node:
-                node["type"] = [node["type"], "null"]
-            if isinstance(node.get("$ref"), str):
-                node["$ref"] = node["$ref"].replace("#/components/schemas/", "#/$defs/")
-            if node.get("type") == "object" and "properties" in node:
-                node["required"] = list(node["properties"])
-            return node
-        if isinstance(node, list):
-            return [fix(v) for v in node]
-        return node
-
-    defs = fix(spec["components"]["schemas"])
-    return Draft202012Validator({"$defs": defs, "$ref": f"#/$defs/{schema}"})
-
-
 def check_contract(body: dict, schema: str) -> None:
-    errors = list(_contract_validator(SPEC, f"scaleway.marketplace.v2.{schema}").iter_errors(body))
-    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+    check_component("scaleway.marketplace.v2.Api.yml", f"scaleway.marketplace.v2.{schema}", body)
 
 
 # --- helpers ----------------------------------------------------------------------------------

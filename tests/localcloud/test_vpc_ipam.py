@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from jsonschema import Draft202012Validator
 from scaleway import Client, ScalewayException
 from scaleway.block.v1 import BlockV1API, CreateVolumeRequestFromEmpty
 from scaleway.ipam.v1 import IpamV1API
@@ -18,35 +16,13 @@ from scaleway.vpc.v2 import VpcV2API
 
 from localcloud.app import LocalCloud
 from localcloud.http import ApiError, Request
+from tests.localcloud.contract import check_component
 
-SPEC = Path("/work/shared/reference/openapi/scaleway.vpc.v2.Api.yml")
 TOKEN = {"x-auth-token": "11111111-1111-1111-1111-111111111111"}
 
 
 def check_contract(body: dict, schema: str) -> None:
-    """Validate against a VPC component schema: OpenAPI's `nullable` becomes a JSON Schema
-    null type, and every documented property is required (localcloud answers them all)."""
-    spec = yaml.safe_load(SPEC.read_text())
-
-    def fix(node: object) -> object:
-        if isinstance(node, dict):
-            node = {k: fix(v) for k, v in node.items()}
-            if node.pop("nullable", False) and "type" in node:
-                node["type"] = [node["type"], "null"]
-            if isinstance(node.get("$ref"), str):
-                node["$ref"] = node["$ref"].replace("#/components/schemas/", "#/$defs/")
-            if node.get("type") == "object" and "properties" in node:
-                node["required"] = list(node["properties"])
-            return node
-        if isinstance(node, list):
-            return [fix(v) for v in node]
-        return node
-
-    validator = Draft202012Validator(
-        {"$defs": fix(spec["components"]["schemas"]), "$ref": f"#/$defs/scaleway.vpc.v2.{schema}"}
-    )
-    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(body)]
-    assert not errors, errors
+    check_component("scaleway.vpc.v2.Api.yml", f"scaleway.vpc.v2.{schema}", body)
 
 
 @pytest.fixture
