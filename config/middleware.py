@@ -9,8 +9,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import resolve_url
 
-# Paths reachable without a session: the login page itself and the static files.
-PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz")
+# Paths reachable without a session: the login page, static files, and the signed
+# unsubscribe links customers follow from their emails.
+PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz", "/lifecycle/unsubscribe/")
 
 
 class LoginRequiredEverywhere:

@@ -201,7 +201,15 @@ UPSTREAM_ALLOWED_HOSTS = env_list(
 )
 # Added to the list above, e.g. 127.0.0.1 for `make run`'s local demo upstream.
 UPSTREAM_ALLOWED_HOSTS += env_list("UPSTREAM_EXTRA_ALLOWED_HOSTS", [])
-STALE_AFTER_DAYS = env_int("STALE_AFTER_DAYS", 90, minimum=1)
+# Every image gets a new release at least this often; the overview flags it stale after.
+REFRESH_DAYS = env_int("REFRESH_DAYS", 90, minimum=1)
+STALE_AFTER_DAYS = REFRESH_DAYS
+REFRESH_MARGIN_DAYS = env_int("REFRESH_MARGIN_DAYS", 14, minimum=0)
+RETENTION_DAYS = env_int("RETENTION_DAYS", 180, minimum=0)
+NOTICE_OFFSETS_DAYS = [
+    int(days) for days in env_list("NOTICE_OFFSETS_DAYS", ["90", "30", "7", "0"])
+]
+UPSTREAM_CHECK_TIMEOUT = env_int("UPSTREAM_CHECK_TIMEOUT", 60, minimum=1)
 EOL_WARNING_DAYS = env_int("EOL_WARNING_DAYS", 90, minimum=1)
 DEPRECATION_GRACE_DAYS = env_int("DEPRECATION_GRACE_DAYS", 90, minimum=0)
 
@@ -232,6 +240,13 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "image-factory@localhost")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")  # for links in emails
+NOTICE_SEND_HOUR = env_int("NOTICE_SEND_HOUR", 8, minimum=0)
+NOTICE_RATE_PER_SECOND = env_int("NOTICE_RATE_PER_SECOND", 10, minimum=0)
+NOTICE_SMTP_RETRIES = env_int("NOTICE_SMTP_RETRIES", 3, minimum=0)
+NOTICE_CLAIM_LEASE_SECONDS = env_int("NOTICE_CLAIM_LEASE_SECONDS", 600, minimum=10)
+NOTICE_UNSUBSCRIBE_MAX_AGE_DAYS = env_int("NOTICE_UNSUBSCRIBE_MAX_AGE_DAYS", 730, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -7,13 +7,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from django.contrib import admin
-from django.contrib.auth import views as auth_views
-from django.urls import include, path
 from scaleway.block.v1 import CreateVolumeRequestFromEmpty
 
-import builds.urls
-from builds import janitor_views
 from builds.janitor import janitor_task, run_janitor
 from builds.models import Build, JanitorRun
 from builds.publish import discard, publish
@@ -27,28 +22,6 @@ from tests.cloud.conftest import ZONES, Cloud
 # tests/cloud's fixtures, shared by name.
 cloud = cloud_fixtures.cloud
 qcow2_artefact = cloud_fixtures.qcow2_artefact
-
-# This module doubles as the URLconf of its view tests: the project's, plus the janitor's
-# two routes in the builds namespace (which the lead adds to builds/urls.py).
-urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("admin/", admin.site.urls),
-    path(
-        "builds/",
-        include(
-            (
-                [
-                    *builds.urls.urlpatterns,
-                    path("janitor/", janitor_views.janitor_page, name="janitor"),
-                    path("janitor/run/", janitor_views.janitor_run, name="janitor_run"),
-                ],
-                "builds",
-            )
-        ),
-    ),
-    path("", include("catalog.urls")),
-]
 
 
 def _publish(image_label: str, state: str, artefact: Path) -> ImageVersion:
@@ -179,7 +152,6 @@ def test_janitor_records_a_misconfigured_cloud(zones: None, monkeypatch) -> None
     assert run.errors and "SCW_ACCESS_KEY" in run.errors[0]
 
 
-@pytest.mark.urls(__name__)
 def test_page_lists_runs_for_any_user(client, viewer) -> None:
     JanitorRun.objects.create(
         findings=[
@@ -206,18 +178,19 @@ def test_page_lists_runs_for_any_user(client, viewer) -> None:
     assert "Run janitor now" not in text  # viewers cannot run it
 
 
-@pytest.mark.urls(__name__)
-def test_run_now_needs_the_permission(client, viewer, admin_user, monkeypatch) -> None:
-    queued: list[tuple] = []
-    monkeypatch.setattr("django_q.tasks.async_task", lambda *args, **kwargs: queued.append(args))
+def test_run_now_needs_the_permission(
+    client, viewer, admin_user, django_capture_on_commit_callbacks
+) -> None:
+    from django_q.models import OrmQ
+
     client.force_login(viewer)
     assert client.post("/builds/janitor/run/").status_code == 403
     assert client.get("/builds/janitor/run/").status_code == 405
     client.force_login(admin_user)
     assert "Run janitor now" in client.get("/builds/janitor/").content.decode()
-    with pytest.MonkeyPatch.context() as patch:
-        # on_commit callbacks run at once inside the test transaction.
-        patch.setattr("django.db.transaction.on_commit", lambda fn, **kwargs: fn())
+    with django_capture_on_commit_callbacks(execute=True):
         answer = client.post("/builds/janitor/run/", {"older_than_hours": "12", "dry_run": "on"})
     assert answer.status_code == 302
-    assert queued == [("builds.janitor.janitor_task_for", admin_user.pk, 12.0, True)]
+    [queued] = [q.task for q in OrmQ.objects.all()]
+    assert queued["func"] == "builds.janitor.janitor_task_for"
+    assert queued["args"] == (admin_user.pk, 12.0, True)

@@ -1,0 +1,485 @@
+"""Deprecation: when an image leaves the catalogue, what replaces it, and the daily moves
+active -> deprecation scheduled -> deprecated -> retired.
+
+Policy: the deprecation date is the upstream date the image follows (end of standard
+security support, or extended support where chosen) plus a grace period (the global
+`DEPRECATION_GRACE_DAYS` or the image's own). Rolling releases and images without an upstream
+end of life are never deprecated automatically. An InstantApp follows its base image's date
+unless it has its own grace period or a manager set its date.
+
+The policy applies once, when it first finds a date for an active image: from then on the
+date moves only by a manager, with a reason (audited). A date already past, or too close to
+warn customers, becomes today + the shortest notice offset, so customers are always told
+before. State changes are guarded updates (`filter(pk=..., state=...).update(...)`), so two
+runs of the daily task never apply one twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from catalog import audit
+from catalog.choices import DeprecationBasis, ImageKind, ImageState, VersionState
+from catalog.models import Image, ImageVersion
+from lifecycle import versions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NOTICE_OFFSETS = [90, 30, 7, 0]
+_STATE_FIELDS = ("state", "deprecation_date", "deprecation_reason", "replacement")
+# Still offered to customers, so a possible replacement (a scheduled image stays launchable
+# until its date; the policy schedules most images years ahead).
+OFFERED = (ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED)
+
+
+def notice_lead_days() -> int:
+    """The shortest *positive* notice offset: the least warning customers ever get (7)."""
+    offsets = getattr(settings, "NOTICE_OFFSETS_DAYS", DEFAULT_NOTICE_OFFSETS)
+    positive = [int(days) for days in offsets if int(days) > 0]
+    return min(positive) if positive else 0
+
+
+def retention_days() -> int:
+    """How long a deprecated image's artefacts are kept before it is retired (180)."""
+    return int(getattr(settings, "RETENTION_DAYS", 180))
+
+
+def _basis_label(image: Image) -> str:
+    lifecycle = image.upstream
+    if lifecycle.deprecation_basis == DeprecationBasis.EXTENDED and lifecycle.extended_support_end:
+        return "end of extended support"
+    return "end of standard security support"
+
+
+@dataclass
+class Plan:
+    """An image's deprecation date and how it was arrived at, for the panel and the policy."""
+
+    date: dt.date | None
+    explanation: str
+    source: str  # manager | policy | base | none
+    replacement: Image | None = None
+    bumped_from: dt.date | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def policy_date(image: Image) -> tuple[dt.date | None, str]:
+    """The date the policy gives (before any bump), and why; None for no automatic date."""
+    if image.is_os:
+        lifecycle = getattr(image, "upstream", None)
+        if lifecycle is None:
+            return None, "No upstream lifecycle recorded: never deprecated automatically."
+        if lifecycle.rolling:
+            return None, "Rolling release: no upstream end of life, never deprecated automatically."
+        followed = lifecycle.followed_date
+        if followed is None:
+            return None, "No upstream end of life known yet: no automatic deprecation."
+        grace = image.effective_grace_days
+        own = " (this image's own)" if image.grace_period_days is not None else ""
+        return (
+            followed + dt.timedelta(days=grace),
+            f"Upstream {_basis_label(image)} {followed:%Y-%m-%d} + {grace} days of grace{own}.",
+        )
+    base = image.base_image
+    if base is None:
+        return None, "No base image."
+    if image.grace_period_days is not None:
+        # The app's own grace period overrides following the base's date.
+        lifecycle = getattr(base, "upstream", None)
+        followed = lifecycle.followed_date if lifecycle else None
+        if followed is None:
+            return None, f"Base image {base.label} has no upstream end of life."
+        return (
+            followed + dt.timedelta(days=image.grace_period_days),
+            f"Base image {base.label}: upstream {_basis_label(base)} {followed:%Y-%m-%d} "
+            f"+ {image.grace_period_days} days of grace (this InstantApp's own).",
+        )
+    if base.deprecation_date:
+        return base.deprecation_date, f"Follows its base image {base.label}."
+    date, why = policy_date(base)
+    if date is None:
+        return None, f"Follows its base image {base.label}: {why}"
+    return date, f"Follows its base image {base.label}: {why}"
+
+
+def bumped(date: dt.date, today: dt.date) -> dt.date:
+    """`date`, or today + the shortest notice offset when that is later."""
+    return max(date, today + dt.timedelta(days=notice_lead_days()))
+
+
+def plan_for(image: Image, today: dt.date | None = None) -> Plan:
+    """What the deprecation panel shows: the recorded date, or what the policy would set."""
+    today = today or timezone.localdate()
+    if image.deprecation_date:
+        return Plan(
+            image.deprecation_date,
+            image.deprecation_reason or "Set on the image.",
+            "manager" if image.deprecation_reason.startswith("Set by") else "policy",
+            image.replacement,
+        )
+    date, why = policy_date(image)
+    if date is None:
+        return Plan(None, why, "none", image.replacement or default_replacement(image))
+    source = "policy" if image.is_os or image.grace_period_days is not None else "base"
+    plan = Plan(date, why, source, image.replacement or default_replacement(image))
+    if image.state == ImageState.ACTIVE and bumped(date, today) != date:
+        plan.bumped_from, plan.date = date, bumped(date, today)
+        plan.notes.append(_bump_note(date, plan.date))
+    return plan
+
+
+def _bump_note(original: dt.date, new: dt.date) -> str:
+    return (
+        f"The policy date {original:%Y-%m-%d} leaves customers less than "
+        f"{notice_lead_days()} days' notice: moved to {new:%Y-%m-%d}."
+    )
+
+
+# --- replacements ----------------------------------------------------------------------------
+
+
+def _newer(candidate: Image, image: Image) -> bool:
+    """True when `candidate` is a later release of the same distribution than `image`."""
+    mine = getattr(getattr(image, "upstream", None), "release_date", None)
+    theirs = getattr(getattr(candidate, "upstream", None), "release_date", None)
+    if mine and theirs:
+        return theirs > mine
+    if image.version and candidate.version:
+        return versions.compare_dpkg(candidate.version, image.version) > 0
+    return False
+
+
+def _newest_first(images: list[Image]) -> list[Image]:
+    def key(image: Image) -> tuple:
+        released = getattr(getattr(image, "upstream", None), "release_date", None)
+        return (released or dt.date.min, versions.sort_key("dpkg")(image.version or "0"))
+
+    return sorted(images, key=key, reverse=True)
+
+
+def _newer_os_images(image: Image) -> list[Image]:
+    candidates = (
+        Image.objects.os_images()
+        .filter(state__in=OFFERED, distribution__iexact=image.distribution)
+        .exclude(pk=image.pk)
+        .select_related("upstream")
+    )
+    return _newest_first([c for c in candidates if image.distribution and _newer(c, image)])
+
+
+def _app_key(app: Image) -> str:
+    """An InstantApp's identity without its base: wordpress_noble and wordpress -> wordpress."""
+    label = app.label
+    base = app.base_image
+    if base is not None:
+        # ubuntu_noble -> "ubuntu_noble", "noble", "24.04", "2404", and the codename.
+        suffixes = {base.label, base.label.partition("_")[2], base.version.lower()}
+        suffixes.add(base.codename.split(" ")[0].lower())
+        suffixes |= {s.replace(".", "") for s in suffixes}
+        for suffix in sorted((s for s in suffixes if s), key=len, reverse=True):
+            label = re.sub(rf"_{re.escape(suffix)}$", "", label)
+    return label
+
+
+def default_replacement(image: Image) -> Image | None:
+    """The newest offered OS image of the same distribution; for an InstantApp, the same app
+    on a newer base image when such an InstantApp exists."""
+    if image.is_os:
+        newer = _newer_os_images(image)
+        return newer[0] if newer else None
+    base = image.base_image
+    if base is None:
+        return None
+    newer_bases = {b.pk: rank for rank, b in enumerate(_newer_os_images(base))}
+    apps = (
+        Image.objects.instantapps()
+        .filter(state__in=OFFERED, base_image__in=list(newer_bases))
+        .exclude(pk=image.pk)
+        .select_related("base_image")
+    )
+    same = [
+        app
+        for app in apps
+        if _app_key(app) == _app_key(image) or app.name.lower() == image.name.lower()
+    ]
+    same.sort(key=lambda app: newer_bases[app.base_image_id])
+    return same[0] if same else None
+
+
+# --- the policy and the manager's override -----------------------------------------------
+
+
+def schedule_by_policy(image: Image, today: dt.date | None = None) -> bool:
+    """Give an active image its deprecation date (bumped for notice) and the scheduled
+    state; True when this call did. An active image that already has a date (set by hand)
+    only changes state."""
+    today = today or timezone.localdate()
+    if image.state != ImageState.ACTIVE:
+        return False
+    before = audit.snapshot(image, _STATE_FIELDS)
+    if image.deprecation_date:
+        date, reason, replacement = image.deprecation_date, image.deprecation_reason, None
+    else:
+        plan = plan_for(image, today)
+        if plan.date is None:
+            return False
+        date = plan.date
+        reason = " ".join([plan.explanation, *plan.notes])
+        replacement = plan.replacement
+    updates = {"state": ImageState.DEPRECATION_SCHEDULED, "deprecation_date": date}
+    if not image.deprecation_date:
+        updates["deprecation_reason"] = reason
+    if image.replacement_id is None and replacement is not None:
+        updates["replacement"] = replacement
+    with transaction.atomic():
+        changed = Image.objects.filter(pk=image.pk, state=ImageState.ACTIVE).update(
+            **updates, updated_at=timezone.now()
+        )
+        if changed != 1:
+            return False
+        image.refresh_from_db()
+        audit.record(
+            "deprecation.scheduled",
+            image=image,
+            target=image,
+            before=before,
+            after=audit.snapshot(image, _STATE_FIELDS),
+            message=reason,
+        )
+    log.info("%s: deprecation scheduled for %s", image.label, date)
+    return True
+
+
+def following_apps(image: Image, date: dt.date | None) -> QuerySet[Image]:
+    """InstantApps on `image` that follow its deprecation: no date of their own, or the one
+    `image` had (`date`), and no grace period of their own."""
+    apps = Image.objects.instantapps().filter(
+        base_image=image,
+        state__in=[ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED],
+        grace_period_days__isnull=True,
+    )
+    if date is None:
+        return apps.filter(deprecation_date__isnull=True)
+    return apps.filter(deprecation_date=date) | apps.filter(deprecation_date__isnull=True)
+
+
+def set_deprecation_date(
+    image: Image,
+    date: dt.date,
+    *,
+    reason: str,
+    user: object,
+    replacement: Image | None = None,
+    today: dt.date | None = None,
+) -> Image:
+    """A manager sets or moves an image's deprecation date, with a reason (audited).
+
+    InstantApps that follow the image move with it. A deprecated or retired image keeps its
+    date: customers were told and the Marketplace already hides it.
+    """
+    today = today or timezone.localdate()
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the date is set or moved."})
+    if date < today:
+        raise ValidationError({"date": "Choose today or a later date."})
+    if replacement is not None and replacement.pk == image.pk:
+        raise ValidationError({"replacement": "An image cannot replace itself."})
+    with transaction.atomic():
+        locked = Image.objects.select_for_update().get(pk=image.pk)
+        if locked.state not in (ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED):
+            raise ValidationError(
+                f"{locked.label} is already {locked.get_state_display().lower()}."
+            )
+        before = audit.snapshot(locked, _STATE_FIELDS)
+        old_date = locked.deprecation_date
+        who = user.get_username() if getattr(user, "is_authenticated", False) else "system"
+        locked.deprecation_date = date
+        locked.deprecation_reason = f"Set by {who} on {today:%Y-%m-%d}: {reason}"
+        locked.state = ImageState.DEPRECATION_SCHEDULED
+        if replacement is not None:
+            locked.replacement = replacement
+        elif locked.replacement_id is None:
+            locked.replacement = default_replacement(locked)
+        locked.save()
+        audit.record(
+            "deprecation.date_set",
+            actor=user,
+            image=locked,
+            target=locked,
+            before=before,
+            after=audit.snapshot(locked, _STATE_FIELDS),
+            message=reason,
+        )
+        if locked.is_os:
+            for app in following_apps(locked, old_date).exclude(deprecation_date=date):
+                _follow_base(app, locked, user=user)
+    return locked
+
+
+def _follow_base(app: Image, base: Image, *, user: object) -> None:
+    before = audit.snapshot(app, _STATE_FIELDS)
+    app.deprecation_date = base.deprecation_date
+    app.deprecation_reason = f"Follows its base image {base.label}."
+    app.state = ImageState.DEPRECATION_SCHEDULED
+    if app.replacement_id is None:
+        app.replacement = default_replacement(app)
+    app.save()
+    audit.record(
+        "deprecation.date_set",
+        actor=user,
+        image=app,
+        target=app,
+        before=before,
+        after=audit.snapshot(app, _STATE_FIELDS),
+        message=f"Follows its base image {base.label}.",
+    )
+
+
+# --- the daily transitions -------------------------------------------------------------------
+
+
+def _publisher_set_valid_until(image: Image, when: dt.datetime | None) -> bool:
+    """Tell the Marketplace (localcloud or the tag feed); True when it was told.
+
+    The state change stands even when this fails: the failure is logged and audited, so a
+    release manager can act; the cloud adapter may not be installed in every deployment.
+    """
+    try:
+        from cloud.publisher import get_publisher
+    except ImportError:
+        log.warning("cloud.publisher is not available: %s stays in the Marketplace", image.label)
+        return False
+    try:
+        get_publisher().set_valid_until(image, when)
+    except Exception as exc:  # any cloud or configuration error: record it, do not undo
+        log.exception("could not set valid_until of %s", image.label)
+        audit.record(
+            "deprecation.marketplace_failed",
+            image=image,
+            target=image,
+            message=f"The Marketplace was not told: {exc}",
+        )
+        return False
+    return True
+
+
+def deprecate(image: Image, now: dt.datetime | None = None) -> bool:
+    """Scheduled -> deprecated on its date; the Marketplace hides it and refuses new servers."""
+    now = now or timezone.now()
+    before = audit.snapshot(image, ("state", "deprecated_at"))
+    with transaction.atomic():
+        changed = Image.objects.filter(
+            pk=image.pk,
+            state=ImageState.DEPRECATION_SCHEDULED,
+            deprecation_date__lte=timezone.localdate(now),
+        ).update(state=ImageState.DEPRECATED, deprecated_at=now, updated_at=now)
+        if changed != 1:
+            return False
+        image.refresh_from_db()
+        audit.record(
+            "deprecation.deprecated",
+            image=image,
+            target=image,
+            before=before,
+            after=audit.snapshot(image, ("state", "deprecated_at")),
+            message=f"Deprecation date {image.deprecation_date:%Y-%m-%d} reached.",
+        )
+    _publisher_set_valid_until(image, now)
+    log.info("%s deprecated", image.label)
+    return True
+
+
+def retire(image: Image, now: dt.datetime | None = None) -> bool:
+    """Deprecated -> retired after the retention period: artefacts removed, versions retired."""
+    now = now or timezone.now()
+    limit = now - dt.timedelta(days=retention_days())
+    before = audit.snapshot(image, ("state", "retired_at"))
+    with transaction.atomic():
+        changed = Image.objects.filter(
+            pk=image.pk, state=ImageState.DEPRECATED, deprecated_at__lte=limit
+        ).update(state=ImageState.RETIRED, retired_at=now, updated_at=now)
+        if changed != 1:
+            return False
+        image.refresh_from_db()
+        removed = _remove_artefacts(image)
+        audit.record(
+            "deprecation.retired",
+            image=image,
+            target=image,
+            before=before,
+            after={**audit.snapshot(image, ("state", "retired_at")), "artefacts": removed},
+            message=f"Retained {retention_days()} days after deprecation; "
+            f"{len(removed)} artefact(s) removed.",
+        )
+    log.info("%s retired", image.label)
+    return True
+
+
+def _remove_artefacts(image: Image) -> list[str]:
+    removed = []
+    for version in ImageVersion.objects.filter(image=image):
+        if version.artefact_path:
+            path = Path(version.artefact_path)
+            if not path.is_absolute():
+                path = Path(settings.ARTEFACT_DIR) / path
+            path.unlink(missing_ok=True)
+            removed.append(version.artefact_path)
+    ImageVersion.objects.filter(image=image).update(artefact_path="", state=VersionState.RETIRED)
+    return removed
+
+
+@dataclass
+class TransitionSummary:
+    """What one daily run did, by label."""
+
+    scheduled: list[str] = field(default_factory=list)
+    deprecated: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"deprecation: {len(self.scheduled)} scheduled, {len(self.deprecated)} deprecated, "
+            f"{len(self.retired)} retired"
+        )
+
+
+def run_transitions(now: dt.datetime | None = None) -> TransitionSummary:
+    """The daily deprecation task: schedule by policy, then deprecate and retire what is due.
+
+    OS images are scheduled before InstantApps, so that an app follows the date its base
+    image received in the same run.
+    """
+    now = now or timezone.now()
+    today = timezone.localdate(now)
+    summary = TransitionSummary()
+    active = Image.objects.filter(state=ImageState.ACTIVE).select_related(
+        "upstream", "base_image__upstream"
+    )
+    for kind in (ImageKind.OS, ImageKind.INSTANTAPP):
+        for image in active.filter(kind=kind).order_by("label"):
+            if image.base_image_id:
+                image.base_image.refresh_from_db()
+            if schedule_by_policy(image, today):
+                summary.scheduled.append(image.label)
+    due = Image.objects.filter(
+        state=ImageState.DEPRECATION_SCHEDULED, deprecation_date__lte=today
+    ).order_by("label")
+    for image in due:
+        if deprecate(image, now):
+            summary.deprecated.append(image.label)
+    limit = now - dt.timedelta(days=retention_days())
+    for image in Image.objects.filter(state=ImageState.DEPRECATED, deprecated_at__lte=limit):
+        if retire(image, now):
+            summary.retired.append(image.label)
+    return summary

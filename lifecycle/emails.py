@@ -1,0 +1,177 @@
+"""The emails of the notices: one function per kind, three templates per message.
+
+Templates live in templates/emails/notices/<kind>_{subject,body}_<language>.{txt,html};
+a customer without a language gets English. Every message carries a signed unsubscribe
+link in its body and in the List-Unsubscribe headers (one-click, RFC 8058).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import make_msgid
+
+from django.conf import settings
+from django.core import signing
+from django.core.mail import EmailMultiAlternatives
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+
+from lifecycle.models import Customer, Language, Notice, Usage
+
+UNSUBSCRIBE_SALT = "lifecycle.notices.unsubscribe"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message's three parts, as the preview shows them."""
+
+    subject: str
+    text: str
+    html: str
+
+
+def unsubscribe_token(customer: Customer) -> str:
+    """A signed, timestamped token naming the customer (checked by the unsubscribe view)."""
+    return signing.TimestampSigner(salt=UNSUBSCRIBE_SALT).sign(str(customer.pk))
+
+
+def customer_id_from_token(token: str) -> int | None:
+    """The customer a token names, or None if it is forged or too old."""
+    max_age = dt.timedelta(days=getattr(settings, "NOTICE_UNSUBSCRIBE_MAX_AGE_DAYS", 730))
+    try:
+        value = signing.TimestampSigner(salt=UNSUBSCRIBE_SALT).unsign(token, max_age=max_age)
+        return int(value)
+    except (signing.BadSignature, ValueError):
+        return None
+
+
+def unsubscribe_url(customer: Customer) -> str:
+    base = getattr(settings, "SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+    return base + reverse("lifecycle:unsubscribe", args=[unsubscribe_token(customer)])
+
+
+def instances_by_zone(usages: Iterable[Usage]) -> list[dict]:
+    """[{"zone": ..., "servers": [...]}] in zone order, for the templates."""
+    zones: dict[str, list[Usage]] = {}
+    for usage in usages:
+        zones.setdefault(usage.zone, []).append(usage)
+    return [
+        {"zone": zone, "servers": sorted(items, key=lambda u: (u.server_name, u.server_id))}
+        for zone, items in sorted(zones.items())
+    ]
+
+
+def _render(kind: str, language: str, context: dict) -> Rendered:
+    language = language if language in Language.values else Language.EN
+    with translation.override(language):
+        subject = render_to_string(f"emails/notices/{kind}_subject_{language}.txt", context)
+        text = render_to_string(f"emails/notices/{kind}_body_{language}.txt", context)
+        html = render_to_string(f"emails/notices/{kind}_body_{language}.html", context)
+    # A newline in a subject would end the header: keep one line.
+    subject = " ".join(subject.split())
+    return Rendered(subject, text, html)
+
+
+def _message(
+    rendered: Rendered, customer: Customer, unsubscribe: str, to: str | None, message_id: str
+) -> EmailMultiAlternatives:
+    message = EmailMultiAlternatives(
+        subject=rendered.subject,
+        body=rendered.text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[to or customer.email],
+        headers={
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "Message-ID": message_id or new_message_id(),
+        },
+    )
+    message.attach_alternative(rendered.html, "text/html")
+    return message
+
+
+def new_message_id() -> str:
+    return make_msgid(domain=settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost")
+
+
+def _context(notice: Notice, usages: Iterable[Usage], unsubscribe: str, test: bool) -> dict:
+    image = notice.image
+    # The real distance to the date: a late notice says "in 20 days", not its offset's 30.
+    days_left = max((notice.deprecation_date - timezone.localdate()).days, 0)
+    return {
+        "customer": notice.customer,
+        "image": image,
+        "replacement": image.replacement,
+        "deprecation_date": notice.deprecation_date,
+        "previous_date": notice.previous_date,
+        "days_left": days_left,
+        "zones": instances_by_zone(usages),
+        "unsubscribe_url": unsubscribe,
+        "test": test,
+    }
+
+
+def render_deprecation_notice(
+    notice: Notice, usages: Iterable[Usage], *, test: bool = False
+) -> tuple[Rendered, str]:
+    """The subject, text and HTML of a notice ahead of (or on) the deprecation date."""
+    unsubscribe = unsubscribe_url(notice.customer)
+    context = _context(notice, usages, unsubscribe, test)
+    return _render("deprecation", notice.customer.email_language, context), unsubscribe
+
+
+def render_correction_notice(
+    notice: Notice, usages: Iterable[Usage], *, test: bool = False
+) -> tuple[Rendered, str]:
+    """The subject, text and HTML of a correction: the date announced before has moved."""
+    unsubscribe = unsubscribe_url(notice.customer)
+    context = _context(notice, usages, unsubscribe, test)
+    return _render("correction", notice.customer.email_language, context), unsubscribe
+
+
+def deprecation_notice_email(
+    notice: Notice,
+    usages: Iterable[Usage],
+    *,
+    to: str | None = None,
+    message_id: str = "",
+    test: bool = False,
+) -> EmailMultiAlternatives:
+    """The email of an offset notice (90, 30, 7 days before, on the day)."""
+    rendered, unsubscribe = render_deprecation_notice(notice, usages, test=test)
+    return _message(rendered, notice.customer, unsubscribe, to, message_id)
+
+
+def correction_notice_email(
+    notice: Notice,
+    usages: Iterable[Usage],
+    *,
+    to: str | None = None,
+    message_id: str = "",
+    test: bool = False,
+) -> EmailMultiAlternatives:
+    """The email telling customers that the deprecation date they were given has moved."""
+    rendered, unsubscribe = render_correction_notice(notice, usages, test=test)
+    return _message(rendered, notice.customer, unsubscribe, to, message_id)
+
+
+def render_notice(notice: Notice, usages: Iterable[Usage], *, test: bool = False) -> Rendered:
+    """The rendered parts of a ledger row's email, whatever its kind (for the preview)."""
+    render = render_correction_notice if notice.is_correction else render_deprecation_notice
+    return render(notice, usages, test=test)[0]
+
+
+def notice_email(
+    notice: Notice,
+    usages: Iterable[Usage],
+    *,
+    to: str | None = None,
+    message_id: str = "",
+    test: bool = False,
+) -> EmailMultiAlternatives:
+    """The email of a ledger row, whatever its kind."""
+    build = correction_notice_email if notice.is_correction else deprecation_notice_email
+    return build(notice, usages, to=to, message_id=message_id, test=test)

@@ -1,0 +1,85 @@
+"""Tests of the lifecycle app, and the few builders its release tests share.
+
+`published_version` publishes a real QCOW2 through builds.publish (so its LocalImages point
+at real instance images in localcloud); `version_with_images` makes rows only, for tests that
+never reach the cloud.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+from django.utils import timezone
+
+from builds.models import Build
+from builds.publish import publish
+from catalog.choices import LocalImageState, VersionState
+from catalog.models import Image, ImageVersion, LocalImage, Zone
+
+ZONE_CODES = ("fr-par-1", "fr-par-2")
+COMMERCIAL_TYPES = ["DEV1-S", "DEV1-M"]
+
+
+def enable_zones(*codes: str) -> list[Zone]:
+    return [Zone.objects.get_or_create(code=c, defaults={"enabled": True})[0] for c in codes]
+
+
+def _version(image: Image, name: str, state: str, days_ago: int, **fields: object) -> ImageVersion:
+    return ImageVersion.objects.create(
+        image=image,
+        arch="x86_64",
+        name=name,
+        state=state,
+        created_at=timezone.now() - dt.timedelta(days=days_ago),
+        **fields,
+    )
+
+
+def version_with_images(
+    image: Image,
+    name: str,
+    *,
+    state: str = VersionState.TESTED,
+    days_ago: int = 0,
+    zones: tuple[str, ...] = ZONE_CODES,
+    **fields: object,
+) -> ImageVersion:
+    """A version with an available LocalImage (made-up image id) in each of `zones`."""
+    version = _version(image, name, state, days_ago, **fields)
+    for zone in enable_zones(*zones):
+        LocalImage.objects.create(
+            version=version,
+            zone=zone,
+            provider_image_id=str(uuid.uuid4()),
+            state=LocalImageState.AVAILABLE,
+        )
+    return version
+
+
+def published_version(
+    image: Image,
+    name: str,
+    artefact: Path,
+    *,
+    state: str = VersionState.TESTED,
+    days_ago: int = 0,
+    **fields: object,
+) -> ImageVersion:
+    """A version published for real in every enabled zone of localcloud."""
+    version = _version(image, name, VersionState.BUILT, days_ago, artefact_path=str(artefact))
+    build = Build.objects.create(image=image, arch="x86_64", state="publishing", version=version)
+    publish(
+        build_id=build.pk,
+        version=version,
+        artefact=artefact,
+        zones=Zone.objects.all(),
+        log=lambda line: None,
+        progress=lambda *args: None,
+        cancelled=lambda: False,
+    )
+    Build.objects.filter(pk=build.pk).update(state="done")
+    ImageVersion.objects.filter(pk=version.pk).update(state=state, **fields)
+    version.refresh_from_db()
+    return version
