@@ -165,6 +165,7 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
                 ctx.log(f"FAILED: {message}")
                 _end_stage(stage, StageState.FAILED, error=message)
                 build.finish(BuildState.FAILED, stage=stage.name, reason=message)
+                _alert_failure(build)
                 return build.state
             except Exception as exc:  # an unexpected error still ends the stage cleanly
                 log.exception("build %s stage %s crashed", build.pk, stage.name)
@@ -172,6 +173,7 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
                 ctx.log(f"FAILED: {message}")
                 _end_stage(stage, StageState.FAILED, error=message)
                 build.finish(BuildState.FAILED, stage=stage.name, reason=message)
+                _alert_failure(build)
                 return build.state
             _end_stage(stage, StageState.DONE, outputs=outputs)
             ctx.log(f"{stage.get_name_display()} done")
@@ -187,6 +189,16 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
         heartbeat.stop()
         close_old_connections()
     return build.state
+
+
+def _alert_failure(build: Build) -> None:
+    """Tell the team (lifecycle's alerts); an alert that cannot go never changes the outcome."""
+    try:
+        from lifecycle.alerts import build_failed
+
+        build_failed(build)
+    except Exception:
+        log.exception("build %s: failure alert not sent", build.pk)
 
 
 def _discard_cancelled(build: Build) -> None:

@@ -9,9 +9,15 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import resolve_url
 
-# Paths reachable without a session: the login page, static files, and the signed
-# unsubscribe links customers follow from their emails.
-PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz", "/lifecycle/unsubscribe/")
+# Paths reachable without a session: the login page, static files, the signed
+# unsubscribe links customers follow from their emails, and the public image request form.
+PUBLIC_PREFIXES = (
+    "/accounts/login/",
+    "/static/",
+    "/healthz",
+    "/lifecycle/unsubscribe/",
+    "/lifecycle/requests/public/",
+)
 
 
 class LoginRequiredEverywhere:

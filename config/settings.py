@@ -233,6 +233,13 @@ CLOUD_RETRY_ATTEMPTS = env_int("CLOUD_RETRY_ATTEMPTS", 5, minimum=1)
 JANITOR_OLDER_THAN_HOURS = env_int("JANITOR_OLDER_THAN_HOURS", 24, minimum=0)
 JANITOR_DRY_RUN = env_bool("JANITOR_DRY_RUN", False)
 
+# --- Team alerts and image requests ----------------------------------------------------------
+ALERT_EMAILS = env_list("ALERT_EMAILS", [])
+ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL")
+IMAGE_REQUEST_RATE_LIMIT = env_int("IMAGE_REQUEST_RATE_LIMIT", 5, minimum=1)
+IMAGE_REQUEST_RATE_WINDOW_MINUTES = env_int("IMAGE_REQUEST_RATE_WINDOW_MINUTES", 60, minimum=1)
+IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS = env_int("IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS", 48, minimum=1)
+
 # --- Email -----------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
 EMAIL_PORT = env_int("EMAIL_PORT", 1025, minimum=1)

@@ -13,9 +13,12 @@ class LifecycleConfig(AppConfig):
 
     def ready(self) -> None:
         from catalog.schedules import SCHEDULES
+        from lifecycle import zones
+
+        zones.connect()
 
         # Each concern lists its recurring tasks in lifecycle/schedules_<concern>.py.
-        for concern in ("releases", "notices", "triggers"):
+        for concern in ("releases", "notices", "triggers", "alerts"):
             try:
                 module = importlib.import_module(f"lifecycle.schedules_{concern}")
             except ModuleNotFoundError:

@@ -8,7 +8,7 @@ from django.urls import include, path
 
 app_name = "lifecycle"
 urlpatterns = []
-for concern in ("releases", "notices", "triggers"):
+for concern in ("releases", "notices", "triggers", "requests"):
     try:
         importlib.import_module(f"lifecycle.urls_{concern}")
     except ModuleNotFoundError:

@@ -1,0 +1,270 @@
+"""Image requests from customers: the public form's work, confirmation, status emails.
+
+- A submission names a kind (OS image or InstantApp), a name, a description and an email
+  address. Requests merge on (kind, normalized name); each address is one `Requester`,
+  counted once it is confirmed through a signed, expiring link (TimestampSigner).
+- The form is rate-limited in the database (not the cache, which may be per process): at
+  most IMAGE_REQUEST_RATE_LIMIT accepted submissions per IP address and per email address
+  within IMAGE_REQUEST_RATE_WINDOW_MINUTES.
+- When a manager changes a request's status, each confirmed requester gets one email per
+  change, through the alert ledger (row written before sending), with a signed link to stop
+  those emails (List-Unsubscribe).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core import signing
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from catalog.choices import ImageKind
+from lifecycle.alerts import site_url
+from lifecycle.models import (
+    AlertKind,
+    AlertSent,
+    ImageRequest,
+    Requester,
+    RequestStatusChange,
+    RequestSubmission,
+    normalize_request_name,
+)
+from lifecycle.notices import deliver
+
+log = logging.getLogger(__name__)
+
+CONFIRM_SALT = "lifecycle.image_requests.confirm"
+UNSUBSCRIBE_SALT = "lifecycle.image_requests.unsubscribe"
+
+
+def rate_limit() -> int:
+    """Accepted submissions allowed per IP and per email in a window (default 5)."""
+    return int(getattr(settings, "IMAGE_REQUEST_RATE_LIMIT", 5))
+
+
+def rate_window() -> dt.timedelta:
+    """The rate limit's window (IMAGE_REQUEST_RATE_WINDOW_MINUTES, default 60)."""
+    return dt.timedelta(minutes=int(getattr(settings, "IMAGE_REQUEST_RATE_WINDOW_MINUTES", 60)))
+
+
+def confirm_max_age() -> dt.timedelta:
+    """How long a confirmation link works (IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS, default 48)."""
+    return dt.timedelta(hours=int(getattr(settings, "IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS", 48)))
+
+
+class ImageRequestForm(forms.Form):
+    """The public form: what to build, why, and where to tell the requester."""
+
+    kind = forms.ChoiceField(choices=ImageKind.choices, initial=ImageKind.OS)
+    name = forms.CharField(
+        max_length=200, help_text="For example: Ubuntu 26.04 LTS, or WordPress on Debian 13."
+    )
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        max_length=4000,
+        required=False,
+        help_text="What you would use it for, versions, packages you need.",
+    )
+    email = forms.EmailField(help_text="We send a link to confirm it, then news of the request.")
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not normalize_request_name(name):
+            raise forms.ValidationError("Give the image a name with letters or digits.")
+        return name
+
+    def clean_email(self) -> str:
+        return self.cleaned_data["email"].strip().lower()
+
+
+class StatusForm(forms.Form):
+    """A manager's triage decision: a status and a note sent to the requesters."""
+
+    status = forms.ChoiceField(choices=ImageRequest._meta.get_field("status").choices)
+    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The address the rate limit counts (REMOTE_ADDR: the proxy must set it, not a header)."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def is_rate_limited(ip: str | None, email: str, now: dt.datetime | None = None) -> bool:
+    """True when this IP or this email already made `rate_limit()` submissions in the window."""
+    since = (now or timezone.now()) - rate_window()
+    recent = RequestSubmission.objects.filter(created_at__gte=since)
+    limit = rate_limit()
+    if ip and recent.filter(ip=ip).count() >= limit:
+        return True
+    return recent.filter(email=email).count() >= limit
+
+
+def submit(kind: str, name: str, description: str, email: str, ip: str | None) -> Requester:
+    """Record a submission: merged into the request for the same thing, one row per email."""
+    RequestSubmission.objects.create(ip=ip, email=email)
+    normalized = normalize_request_name(name)
+    for _attempt in range(2):  # a concurrent first submission may win the unique constraint
+        try:
+            with transaction.atomic():
+                request, _created = ImageRequest.objects.get_or_create(
+                    kind=kind,
+                    normalized_name=normalized,
+                    defaults={"name": name, "description": description},
+                )
+                requester, _created = Requester.objects.get_or_create(
+                    request=request, email=email, defaults={"description": description}
+                )
+                return requester
+        except IntegrityError:
+            continue
+    raise RuntimeError("the image request could not be recorded")
+
+
+# --- signed links ----------------------------------------------------------------------------
+
+
+def confirmation_token(requester: Requester) -> str:
+    """A signed, timestamped token naming the requester (not their address: URLs get logged)."""
+    return signing.TimestampSigner(salt=CONFIRM_SALT).sign(str(requester.pk))
+
+
+def _requester_from(token: str, salt: str, max_age: dt.timedelta | None) -> Requester | None:
+    try:
+        value = signing.TimestampSigner(salt=salt).unsign(token, max_age=max_age)
+        return Requester.objects.select_related("request").filter(pk=int(value)).first()
+    except (signing.BadSignature, ValueError):
+        return None
+
+
+def requester_from_confirmation(token: str) -> Requester | None:
+    """The requester a confirmation link names, or None if forged, altered or expired."""
+    return _requester_from(token, CONFIRM_SALT, confirm_max_age())
+
+
+def unsubscribe_token(requester: Requester) -> str:
+    return signing.TimestampSigner(salt=UNSUBSCRIBE_SALT).sign(str(requester.pk))
+
+
+def requester_from_unsubscribe(token: str) -> Requester | None:
+    """The requester a stop link names (these links do not expire: they are in old emails)."""
+    return _requester_from(token, UNSUBSCRIBE_SALT, None)
+
+
+def confirmation_url(requester: Requester) -> str:
+    return site_url(reverse("lifecycle:request_confirm", args=[confirmation_token(requester)]))
+
+
+def unsubscribe_url(requester: Requester) -> str:
+    return site_url(reverse("lifecycle:request_unsubscribe", args=[unsubscribe_token(requester)]))
+
+
+# --- emails ----------------------------------------------------------------------------------
+
+
+def _email(
+    kind: str, context: dict[str, Any], to: str, headers: dict[str, str] | None = None
+) -> EmailMultiAlternatives:
+    subject = render_to_string(f"emails/requests/{kind}_subject.txt", context)
+    text = render_to_string(f"emails/requests/{kind}_body.txt", context)
+    html = render_to_string(f"emails/requests/{kind}_body.html", context)
+    message = EmailMultiAlternatives(
+        # A newline in a subject would end the header: keep one line.
+        subject=" ".join(subject.split()),
+        body=text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[to],
+        headers=headers or {},
+    )
+    message.attach_alternative(html, "text/html")
+    return message
+
+
+def confirmation_email(requester: Requester) -> EmailMultiAlternatives:
+    """The email asking a requester to confirm their address (the request counts after)."""
+    hours = int(confirm_max_age().total_seconds() // 3600)
+    context = {
+        "request": requester.request,
+        "requester": requester,
+        "confirm_url": confirmation_url(requester),
+        "hours": hours,
+    }
+    return _email("confirm", context, requester.email)
+
+
+def status_email(requester: Requester, change: RequestStatusChange) -> EmailMultiAlternatives:
+    """The email telling a requester that their request's status changed."""
+    stop = unsubscribe_url(requester)
+    context = {
+        "request": change.request,
+        "change": change,
+        "status": change.get_status_display(),
+        "requester": requester,
+        "unsubscribe_url": stop,
+    }
+    headers = {
+        "List-Unsubscribe": f"<{stop}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    return _email("status", context, requester.email, headers)
+
+
+def send_confirmation(requester: Requester) -> str:
+    """Send the confirmation link; "" when it left, else the error (logged)."""
+    connection = get_connection()
+    try:
+        error = deliver(connection, confirmation_email(requester))
+    finally:
+        connection.close()
+    if error:
+        log.warning("confirmation of requester %s not sent: %s", requester.pk, error)
+    return error
+
+
+@dataclass
+class StatusReport:
+    """What telling the requesters about one status change did."""
+
+    sent: int = 0
+    failed: int = 0
+    already: int = 0
+
+    def __str__(self) -> str:
+        return f"sent {self.sent}, failed {self.failed}, already told {self.already}"
+
+
+def send_status_emails(
+    change: RequestStatusChange, connection: BaseEmailBackend | None = None
+) -> StatusReport:
+    """One email per confirmed, subscribed requester for this change; never twice."""
+    report = StatusReport()
+    requesters = change.request.requesters.filter(
+        confirmed_at__isnull=False, unsubscribed_at__isnull=True
+    ).order_by("id")
+    connection = connection or get_connection()
+    try:
+        for requester in requesters:
+            row = AlertSent.claim(AlertKind.REQUEST_STATUS, f"{change.pk}:{requester.pk}")
+            if row is None:
+                report.already += 1
+                continue
+            error = deliver(connection, status_email(requester, change))
+            row.close(error)
+            if error:
+                log.warning("status email to requester %s failed: %s", requester.pk, error)
+                report.failed += 1
+            else:
+                report.sent += 1
+    finally:
+        connection.close()
+    return report

@@ -1,0 +1,211 @@
+"""The "zone enabled" refresh trigger: publish the current versions in a newly enabled zone.
+
+When a zone goes from disabled to enabled (the zones page, the admin, a script: anything
+that saves a `catalog.Zone`), every live image's current version, the latest released
+version per image and architecture, is queued for publishing there: a django-q2 task on the
+version's architecture queue (`builds.queue.queue_for`) that runs
+`builds.publish.retry_zone` for that version's build and the new zone. Each queued publish
+is audited with its reason (trigger "New zone") on the version's image.
+
+catalog does not import lifecycle: the trigger is a `pre_save`/`post_save` receiver pair on
+`catalog.Zone`, connected in `LifecycleConfig.ready()`. The pre_save receiver remembers
+whether the stored row was enabled, so only a real disabled -> enabled transition fires;
+a zone created already enabled, or saved again while enabled, queues nothing. Bulk
+`QuerySet.update()` sends no signals and is not seen.
+
+Tasks are sent once the transaction commits, so a rolled-back toggle queues nothing.
+Test runs do not exist yet: `queue_zone_tests` marks where testing the version in the new
+zone is to be queued, and the new zone's image is not added to the Marketplace version
+until that test passes (a release is only offered where it was tested).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+
+from builds.choices import Trigger
+from builds.models import Build
+from builds.publish import retry_zone
+from builds.queue import queue_for
+from catalog import audit
+from catalog.choices import ImageState, VersionState
+from catalog.models import ImageVersion, LocalImage, Zone
+
+log = logging.getLogger(__name__)
+
+# The django-q2 task that publishes one version in one zone (a dotted path, as stored).
+PUBLISH_TASK = "lifecycle.zones.publish_in_zone"
+QUEUED_ACTION = "zone.publish_queued"
+SKIPPED_ACTION = "zone.publish_skipped"
+PUBLISHED_ACTION = "zone.published"
+
+# Images whose current version is worth publishing in a new zone: a deprecated image is
+# hidden from the Marketplace and refused for new servers.
+LIVE_STATES = (ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED)
+
+_WAS_ENABLED = "_lifecycle_zone_was_enabled"
+
+
+def current_versions() -> list[ImageVersion]:
+    """The current version of every live image and architecture: among its released
+    versions, the one released last."""
+    released = ImageVersion.objects.filter(
+        state=VersionState.RELEASED,
+        released_at__isnull=False,
+        image__state__in=LIVE_STATES,
+    )
+    latest = released.values("image_id", "arch").annotate(last=Max("released_at"))
+    found: list[ImageVersion] = []
+    for row in latest.order_by("image_id", "arch"):
+        version = (
+            released.filter(image_id=row["image_id"], arch=row["arch"], released_at=row["last"])
+            .select_related("image")
+            .order_by("-id")
+            .first()
+        )
+        if version is not None:
+            found.append(version)
+    return found
+
+
+def _build_id(version: ImageVersion) -> int | None:
+    try:
+        build = version.build
+    except Build.DoesNotExist:
+        return None
+    return build.pk if build is not None else None
+
+
+def reason_for(version: ImageVersion, zone: Zone) -> str:
+    """The reason recorded for a publish this trigger queued, in words."""
+    return (
+        f"{Trigger.NEW_ZONE.label}: zone {zone.code} was enabled; publishing the current "
+        f"version {version.name} ({version.arch}) of {version.image.label} there."
+    )
+
+
+def queue_zone_publishes(zone: Zone) -> list[ImageVersion]:
+    """Queue (after commit) the publish of every current version in `zone`; audited.
+
+    Returns the versions queued. A version without a build or with its artefact gone is
+    not queued: the skip is audited with the reason, since publishing needs the QCOW2.
+    """
+    queued: list[ImageVersion] = []
+    for version in current_versions():
+        build_id = _build_id(version)
+        artefact = version.artefact_path
+        if build_id is None or not artefact:
+            why = "it has no build" if build_id is None else "its artefact is gone"
+            audit.record(
+                SKIPPED_ACTION,
+                image=version.image,
+                target=version,
+                after={"zone": zone.code, "trigger": Trigger.NEW_ZONE},
+                message=f"Zone {zone.code} was enabled, but {version} cannot be published "
+                f"there: {why}. Rebuild the image to offer it in {zone.code}.",
+            )
+            log.warning("zone %s enabled: %s not published there: %s", zone.code, version, why)
+            continue
+        reason = reason_for(version, zone)
+        audit.record(
+            QUEUED_ACTION,
+            image=version.image,
+            target=version,
+            after={
+                "zone": zone.code,
+                "build_id": build_id,
+                "trigger": Trigger.NEW_ZONE,
+                "queue": queue_for(version.arch),
+            },
+            message=reason,
+        )
+        _enqueue_publish(build_id, version, zone)
+        queued.append(version)
+    if queued:
+        log.info("zone %s enabled: %d current version(s) queued", zone.code, len(queued))
+    return queued
+
+
+def _enqueue_publish(build_id: int, version: ImageVersion, zone: Zone) -> None:
+    """Send the publish task to the version's architecture queue once the transaction commits."""
+    from django_q.tasks import async_task
+
+    args = (build_id, version.pk, zone.code)
+    cluster = queue_for(version.arch)
+    name = f"publish-{build_id}-{zone.code}"
+
+    def send() -> None:
+        async_task(PUBLISH_TASK, *args, cluster=cluster, task_name=name, group="zones")
+
+    transaction.on_commit(send)
+
+
+def publish_in_zone(build_id: int, version_id: int, zone_code: str) -> str:
+    """The django-q2 task: publish one version in one zone through `retry_zone`.
+
+    Reuses whatever an earlier attempt left in that zone. Raises
+    `builds.publish.PublishError` when the zone refused (django-q2 records the failure).
+    """
+    version = ImageVersion.objects.select_related("image").get(pk=version_id)
+    zone = Zone.objects.get(code=zone_code)
+    if not zone.enabled:
+        return f"{zone_code} was disabled again: {version} not published there"
+    local: LocalImage = retry_zone(build_id, version, zone, artefact=Path(version.artefact_path))
+    audit.record(
+        PUBLISHED_ACTION,
+        image=version.image,
+        target=version,
+        after={"zone": zone_code, "provider_image_id": local.provider_image_id},
+        message=f"{version} published in {zone_code} (zone enabled): image "
+        f"{local.provider_image_id}.",
+    )
+    queue_zone_tests(version, zone)
+    return f"{version} published in {zone_code}: {local.provider_image_id}"
+
+
+def queue_zone_tests(version: ImageVersion, zone: Zone) -> None:
+    """Where the test run of `version` in `zone` is to be queued.
+
+    Test runs do not exist yet (the test-runs issue). When they do, queue one here; when it
+    passes, add the zone's LocalImage to the released Marketplace version
+    (`cloud.publisher.get_publisher().publish_release(image, version, [local_image])`,
+    idempotent), so the label resolves in the new zone only once tested there.
+    """
+    log.info("zone %s: testing %s there is not queued yet (no test runs)", zone.code, version)
+
+
+# --- the signal receivers (connected in lifecycle.apps) -----------------------------------------
+
+
+def remember_enabled(sender: type[Zone], instance: Zone, raw: bool = False, **kwargs: Any) -> None:
+    """pre_save: note whether the stored row was enabled (None for a new zone)."""
+    if raw or instance.pk is None:
+        setattr(instance, _WAS_ENABLED, None)
+        return
+    stored = Zone.objects.filter(pk=instance.pk).values_list("enabled", flat=True).first()
+    setattr(instance, _WAS_ENABLED, stored)
+
+
+def zone_saved(
+    sender: type[Zone], instance: Zone, created: bool, raw: bool = False, **kwargs: Any
+) -> None:
+    """post_save: a zone that went from disabled to enabled gets the current versions."""
+    was_enabled = getattr(instance, _WAS_ENABLED, None)
+    if hasattr(instance, _WAS_ENABLED):
+        delattr(instance, _WAS_ENABLED)
+    if raw or created or not instance.enabled or was_enabled is not False:
+        return
+    queue_zone_publishes(instance)
+
+
+def connect() -> None:
+    """Connect the receivers to `catalog.Zone` (once, whatever the number of calls)."""
+    from django.db.models.signals import post_save, pre_save
+
+    pre_save.connect(remember_enabled, sender=Zone, dispatch_uid="lifecycle.zones.pre_save")
+    post_save.connect(zone_saved, sender=Zone, dispatch_uid="lifecycle.zones.post_save")

@@ -1,0 +1,108 @@
+"""The "zone enabled" trigger: enabling a zone queues the publish of the current versions
+there (on each version's architecture queue, with the reason audited), and the queued task
+creates the image in that zone of localcloud; disabling a zone queues nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from builds.publish import image_name
+from catalog.choices import LocalImageState, VersionState
+from catalog.models import AuditEntry, Zone
+from cloud import clients
+from lifecycle import releases, zones
+from tests.catalog.factories import os_image
+from tests.cloud import conftest as cloud_fixtures
+from tests.cloud.conftest import Cloud
+from tests.lifecycle import COMMERCIAL_TYPES, published_version, version_with_images
+
+cloud = cloud_fixtures.cloud
+qcow2_artefact = cloud_fixtures.qcow2_artefact
+
+pytestmark = pytest.mark.django_db
+
+NEW_ZONE = "fr-par-2"
+
+
+def _toggle(user, code: str, capture) -> None:
+    client = Client()
+    client.force_login(user)
+    with capture(execute=True):
+        response = client.post(reverse("catalog:zone_toggle", args=[code]))
+    assert response.status_code == 302
+
+
+def _queued() -> list[tuple[str, dict]]:
+    return [(q.key, q.task) for q in OrmQ.objects.order_by("id")]
+
+
+def test_enabling_a_zone_publishes_the_current_versions_there(
+    cloud: Cloud,
+    qcow2_artefact: Path,
+    admin_user,
+    release_manager,
+    django_capture_on_commit_callbacks,
+) -> None:
+    Zone.objects.create(code="fr-par-1", enabled=True)
+    Zone.objects.create(code=NEW_ZONE, enabled=False)
+    image = os_image("debian_bookworm")
+    image.commercial_types = COMMERCIAL_TYPES
+    image.save()
+    old = published_version(image, "2026-08-01", qcow2_artefact, days_ago=30)
+    current = published_version(image, "2026-11-01", qcow2_artefact)
+    releases.release(old, release_manager)
+    releases.release(current, release_manager)
+    # A version built but never released is not offered anywhere: it is not published.
+    published_version(image, "2026-12-01", qcow2_artefact, state=VersionState.PUBLISHED)
+    OrmQ.objects.all().delete()
+
+    _toggle(admin_user, NEW_ZONE, django_capture_on_commit_callbacks)
+
+    assert Zone.objects.get(code=NEW_ZONE).enabled
+    [(queue, task)] = _queued()
+    assert queue == "long"  # the x86_64 build queue
+    assert task["func"] == zones.PUBLISH_TASK == "lifecycle.zones.publish_in_zone"
+    assert task["args"] == (current.build.pk, current.pk, NEW_ZONE)
+    entry = AuditEntry.objects.get(action=zones.QUEUED_ACTION)
+    assert entry.image == image and entry.target_id == str(current.pk)
+    assert entry.after["trigger"] == "new_zone" and entry.after["zone"] == NEW_ZONE
+    assert "zone fr-par-2 was enabled" in entry.message
+
+    # The worker runs the task: the image now exists in the new zone, found through the SDK.
+    result = zones.publish_in_zone(*task["args"])
+    local = current.local_images.get(zone__code=NEW_ZONE)
+    assert local.state == LocalImageState.AVAILABLE and local.provider_image_id in result
+    found = clients.instance_api().get_image(zone=NEW_ZONE, image_id=local.provider_image_id)
+    assert found.image.state == "available"
+    assert found.image.name == image_name(current)
+    assert AuditEntry.objects.filter(action=zones.PUBLISHED_ACTION).count() == 1
+    # Only the current version went there.
+    assert not old.local_images.filter(zone__code=NEW_ZONE).exists()
+
+
+def test_disabling_a_zone_or_saving_an_enabled_one_queues_nothing(
+    admin_user, django_capture_on_commit_callbacks
+) -> None:
+    image = os_image("debian_bookworm")
+    version_with_images(
+        image,
+        "2026-11-01",
+        zones=("fr-par-1", NEW_ZONE),
+        state=VersionState.RELEASED,
+        released_at=timezone.now(),
+    )
+    OrmQ.objects.all().delete()
+
+    _toggle(admin_user, NEW_ZONE, django_capture_on_commit_callbacks)  # enabled -> disabled
+    assert not Zone.objects.get(code=NEW_ZONE).enabled
+    zone = Zone.objects.get(code="fr-par-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        zone.save()  # still enabled: not a transition
+    assert _queued() == []
+    assert not AuditEntry.objects.filter(action__startswith="zone.publish").exists()
