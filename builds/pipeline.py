@@ -7,6 +7,7 @@ the stage that failed and a worker taking over a dead worker's build continues i
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -217,7 +218,13 @@ def _discard_cancelled(build: Build) -> None:
 
 
 def _outputs_still_valid(stage: Stage) -> bool:
-    """A done stage is reused only while the files it produced still exist."""
+    """A done stage is reused only while the files it produced still exist (restored from
+    the artefact store when this machine does not have them)."""
     from builds.stages import outputs_exist
 
-    return outputs_exist(stage.name, stage.outputs)
+    recorded = copy.deepcopy(stage.outputs)
+    valid = outputs_exist(stage.name, stage.outputs)
+    if valid and stage.outputs != recorded:
+        # Restored to another place on this machine: later stages read the new path.
+        Stage.objects.filter(pk=stage.pk).update(outputs=stage.outputs)
+    return valid

@@ -6,6 +6,7 @@ the heavy lifting is in builds.fetch, builds.customize and builds.finalize.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -17,9 +18,18 @@ from django.db import IntegrityError, transaction
 from builds.choices import StageName
 from builds.models import Build
 from builds.pipeline import Cancelled, StageContext, StageFailed
+from builds.store import (
+    LocalStore,
+    artefact_store,
+    key_for_artefact,
+    key_for_artefact_path,
+    key_for_cache,
+)
 from catalog import recipes
 from catalog.choices import VersionState
 from catalog.models import ImageVersion
+
+log = logging.getLogger(__name__)
 
 
 def work_dir(build: Build) -> Path:
@@ -35,7 +45,86 @@ def outputs_exist(stage: str, outputs: dict) -> bool:
     if stage == StageName.PUBLISH:
         return bool(outputs)  # what it created lives in the cloud, recorded as LocalImages
     key = {"fetch": "path", "customize": "work_path", "finalize": "path"}.get(stage)
-    return bool(outputs and key and outputs.get(key) and Path(outputs[key]).exists())
+    if not (outputs and key and outputs.get(key)):
+        return False
+    if Path(outputs[key]).exists():
+        return True
+    # Missing here (another machine did the stage, or the cache evicted the file): the
+    # artefact store may have a copy. The customize stage's work file is local scratch and
+    # never stored: a takeover on another machine runs customize again from the fetched file.
+    try:
+        if stage == StageName.FETCH:
+            return _restore_fetched(outputs)
+        if stage == StageName.FINALIZE:
+            return _restore_artefact(outputs)
+    except Exception as exc:  # a store that cannot answer: the stage simply runs again
+        log.warning("%s outputs not restored from the artefact store: %s", stage, exc)
+    return False
+
+
+def _restore_fetched(outputs: dict) -> bool:
+    """Bring a fetched file back from the store into the DownloadCache (re-hashed there, with
+    its upstream digest, so the cache index stays right); `outputs["path"]` follows it."""
+    from builds.cache import CacheError
+
+    if outputs.get("base_version_id"):
+        return _restore_artefact(outputs)  # a base version's artefact, stored by its build
+    sha256 = str(outputs.get("sha256") or "")
+    store = artefact_store()
+    if not sha256 or isinstance(store, LocalStore):
+        return False
+    cache = _download_cache()
+    with cache.partial_lock(f"restore-{sha256}") as tmp:
+        final = cache.lookup(sha256)  # another process may have restored it meanwhile
+        if final is None:
+            if not store.restore(key_for_cache(sha256), tmp):
+                return False
+            algorithm, _, digest = str(outputs.get("checksum") or "").partition(":")
+            try:
+                final = cache.put(
+                    tmp,
+                    sha256,
+                    url=outputs.get("url", ""),
+                    upstream={algorithm: digest} if algorithm and digest else None,
+                    trust_digest=False,
+                )
+            except CacheError as exc:
+                log.warning("fetched file not restored: %s", exc)
+                return False
+    if str(final) != outputs["path"]:
+        outputs["path"] = str(final)  # another cache folder on this machine
+    return True
+
+
+def _restore_artefact(outputs: dict) -> bool:
+    """Bring an artefact back from the store to its recorded path, checking its SHA-256."""
+    from builds.cache import _sha256_of
+
+    store = artefact_store()
+    path = Path(outputs["path"])
+    key = outputs.get("store_key") or key_for_artefact_path(path)
+    if not key or isinstance(store, LocalStore) or not store.restore(key, path):
+        return False
+    expected = str(outputs.get("sha256") or "").lower()
+    if expected and _sha256_of(path) != expected:
+        log.warning("restored %s does not match its sha256: discarded", key)
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _save(ctx: StageContext, path: Path, key: str) -> None:
+    """Keep a copy of a stage's file in the artefact store (nothing more for the local one)."""
+    from cloud.retries import CloudError
+
+    store = artefact_store()
+    if isinstance(store, LocalStore):
+        return
+    try:
+        store.save(path, key)
+    except CloudError as exc:
+        raise StageFailed(f"Could not save {key} to the artefact store: {exc}") from exc
+    ctx.log(f"Saved to the artefact store as {key}")
 
 
 def discard_work(build: Build) -> None:
@@ -87,6 +176,7 @@ def fetch_stage(ctx: StageContext) -> dict:
         upstream_serial=result.serial,
         upstream_checksum=f"{result.checksum_algorithm}:{result.checksum}",
     )
+    _save(ctx, Path(result.path), key_for_cache(result.sha256))
     ctx.log(
         f"{'Reused cached' if result.from_cache else 'Downloaded'} {result.filename} "
         f"(serial {result.serial}, {result.size} bytes, sha256 {result.sha256})"
@@ -116,7 +206,9 @@ def _fetch_base_version(ctx: StageContext) -> dict:
         raise StageFailed(
             f"The base image {base.label} has no {ctx.build.arch} version yet: build it first."
         )
-    if not Path(chosen.artefact_path).exists():
+    if not Path(chosen.artefact_path).exists() and not _restore_artefact(
+        {"path": chosen.artefact_path, "sha256": chosen.artefact_sha256}
+    ):
         raise StageFailed(f"The artefact of {chosen} is missing at {chosen.artefact_path}.")
     ctx.log(f"Starting from base version {chosen} ({chosen.get_state_display().lower()})")
     return {
@@ -146,7 +238,11 @@ def _secrets_for(steps: list[dict]) -> dict[str, str]:
 def customize_stage(ctx: StageContext) -> dict:
     from builds import customize
 
-    source = Path(ctx.outputs_of(StageName.FETCH)["path"])
+    fetched = ctx.outputs_of(StageName.FETCH)
+    source = Path(fetched["path"])
+    if not source.exists() and fetched.get("sha256") and not fetched.get("base_version_id"):
+        # Restored from the artefact store into this machine's cache, under its own folder.
+        source = _download_cache().lookup(fetched["sha256"]) or source
     steps = [s.as_dict() for s in ctx.build.image.steps.filter(enabled=True)]
     secrets = _secrets_for(steps)
     ctx.secrets.update(secrets)
@@ -209,6 +305,8 @@ def finalize_stage(ctx: StageContext) -> dict:
         raise Cancelled(str(exc)) from exc
     except (RuntimeError, OSError) as exc:
         raise StageFailed(f"Final conversion failed: {exc}") from exc
+    store_key = key_for_artefact(build.image.label, build.arch, build.pk)
+    _save(ctx, dest, store_key)  # before the version exists: a version is always stored
     version = _create_version(build, fetched, customized, dest, result.size, result.sha256)
     shutil.rmtree(work_dir(build), ignore_errors=True)
     ctx.log(f"Version {version.name} created ({result.size} bytes, sha256 {result.sha256})")
@@ -217,6 +315,7 @@ def finalize_stage(ctx: StageContext) -> dict:
         "size": result.size,
         "sha256": result.sha256,
         "version_id": version.pk,
+        "store_key": store_key,
     }
 
 

@@ -217,6 +217,14 @@ DEPRECATION_GRACE_DAYS = env_int("DEPRECATION_GRACE_DAYS", 90, minimum=0)
 ARTEFACT_DIR = env_path("ARTEFACT_DIR", VAR_DIR / "artefacts")
 DOWNLOAD_CACHE_DIR = env_path("DOWNLOAD_CACHE_DIR", VAR_DIR / "cache")
 DOWNLOAD_CACHE_MAX_BYTES = env_int("DOWNLOAD_CACHE_MAX_BYTES", 20 * 1024**3, minimum=0)
+# Where artefacts and downloaded upstream files are kept beyond the worker's own disk:
+# "local" (nothing more than ARTEFACT_DIR and DOWNLOAD_CACHE_DIR) or "s3" (also a bucket, so
+# that a worker on another machine can resume any build); see builds/store.py.
+ARTEFACT_STORE = env_str("ARTEFACT_STORE", "local").strip().lower() or "local"
+if ARTEFACT_STORE not in ("local", "s3"):
+    raise ImproperlyConfigured(f"ARTEFACT_STORE={ARTEFACT_STORE!r} is not one of: local, s3.")
+ARTEFACT_STORE_BUCKET = env_str("ARTEFACT_STORE_BUCKET", "image-factory-store")
+ARTEFACT_STORE_REGION = env_str("ARTEFACT_STORE_REGION", "fr-par")
 WORKER_ARCHITECTURES = env_list("WORKER_ARCHITECTURES", ["x86_64"])
 FILES_DIR = env_path("FACTORY_FILES_DIR", BASE_DIR / "files")
 BUILD_HEARTBEAT_SECONDS = env_int("BUILD_HEARTBEAT_SECONDS", 10, minimum=1)
