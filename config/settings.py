@@ -260,6 +260,8 @@ SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")  # for links
 NOTICE_SEND_HOUR = env_int("NOTICE_SEND_HOUR", 8, minimum=0)
 NOTICE_RATE_PER_SECOND = env_int("NOTICE_RATE_PER_SECOND", 10, minimum=0)
 NOTICE_SMTP_RETRIES = env_int("NOTICE_SMTP_RETRIES", 3, minimum=0)
+# Rows claimed (and sent) per ledger statement; a crash leaves at most this many "uncertain".
+NOTICE_CLAIM_PAGE_SIZE = env_int("NOTICE_CLAIM_PAGE_SIZE", 50, minimum=1)
 NOTICE_CLAIM_LEASE_SECONDS = env_int("NOTICE_CLAIM_LEASE_SECONDS", 600, minimum=10)
 NOTICE_UNSUBSCRIBE_MAX_AGE_DAYS = env_int("NOTICE_UNSUBSCRIBE_MAX_AGE_DAYS", 730, minimum=1)
 

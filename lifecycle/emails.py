@@ -93,8 +93,13 @@ def _message(
     return message
 
 
+def message_id_domain() -> str:
+    """The right-hand side of our Message-IDs: the sender address's domain."""
+    return settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
+
+
 def new_message_id() -> str:
-    return make_msgid(domain=settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost")
+    return make_msgid(domain=message_id_domain())
 
 
 def _context(notice: Notice, usages: Iterable[Usage], unsubscribe: str, test: bool) -> dict:

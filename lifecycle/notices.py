@@ -2,10 +2,11 @@
 
 Planning writes one ledger row per (customer, image, notice) ahead of time: a row for each
 offset still to come, only the most recent one already missed (sent at once), and a
-correction when the date moved after a customer was told. Sending claims each due row with a
-guarded update before the SMTP conversation and marks it sent after, over one SMTP
-connection per run, throttled, retrying only transient SMTP errors a bounded number of
-times. A claim older than the lease belongs to a dead worker and becomes "uncertain".
+correction when the date moved after a customer was told. Sending claims a page of due rows
+(NOTICE_CLAIM_PAGE_SIZE, 50) with one guarded update before any of their SMTP conversations
+and marks the sent ones with one update after, over one SMTP connection per run, throttled,
+retrying only transient SMTP errors a bounded number of times. A claim older than the lease
+belongs to a dead worker and becomes "uncertain": a killed sender leaves at most one page so.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ def _skip(pks: list[int], reason: str) -> int:
     return done
 
 
+# Planning writes its new rows this many at a time (one bulk insert each).
+PLAN_FLUSH_ROWS = 1000
+
+
 def plan_notices(image: Image, now: dt.datetime | None = None) -> PlanReport:
     """Write the ledger rows this image's deprecation needs now; idempotent."""
     now = now or timezone.now()
@@ -126,6 +131,12 @@ def plan_notices(image: Image, now: dt.datetime | None = None) -> PlanReport:
     latest_missed = min(passed) if passed else None
     new: list[Notice] = []
     for customer_id in affected:
+        if len(new) >= PLAN_FLUSH_ROWS:
+            # Written as we go: holding one unsaved instance per customer until the end
+            # costs about 3 KB each (close to 300 MB for 100,000 customers).
+            Notice.objects.bulk_create(new, batch_size=PLAN_FLUSH_ROWS, ignore_conflicts=True)
+            report.created += len(new)
+            new = []
         rows = have.get(customer_id, {})
         corrected_on = rows.get(CORRECTION)
         if customer_id in told_before and corrected_on is None:
@@ -168,8 +179,8 @@ def plan_notices(image: Image, now: dt.datetime | None = None) -> PlanReport:
                         due_at=min(now, due_at_for(due_day)),
                     )
                 )
-    Notice.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
-    report.created = len(new)
+    Notice.objects.bulk_create(new, batch_size=PLAN_FLUSH_ROWS, ignore_conflicts=True)
+    report.created += len(new)
     return report
 
 
@@ -265,6 +276,104 @@ def _usages_for(notices: list[Notice]) -> dict[tuple[int, int], list[Usage]]:
     return found
 
 
+# How many rows one sender claims at once (NOTICE_CLAIM_PAGE_SIZE). A claim is one guarded
+# UPDATE for the whole page and closing the sent ones another, instead of two per message;
+# the price is the bound on what a killed sender leaves "uncertain": at most one page.
+CLAIM_PAGE_SIZE = 50
+
+
+def claim_page_size(rate: float) -> int:
+    """Rows claimed per statement: NOTICE_CLAIM_PAGE_SIZE, but no more than one second's
+    worth of sending when throttled (a slow page would hold its claims, and widen a crash's
+    uncertain set, for many seconds while saving nothing: at 10 msg/s the writes are free).
+    """
+    size = max(1, int(_setting("NOTICE_CLAIM_PAGE_SIZE", CLAIM_PAGE_SIZE)))
+    if rate and rate > 0:
+        size = min(size, max(1, int(rate)))
+    return size
+
+
+def _due_ids(cutoff: dt.datetime, count: int) -> list[int]:
+    """The next `count` due planned rows of subscribed customers, oldest first."""
+    return list(
+        Notice.objects.filter(
+            state=NoticeState.PLANNED,
+            due_at__lte=cutoff,
+            customer__unsubscribed_at__isnull=True,
+        )
+        .order_by("due_at", "id")
+        .values_list("pk", flat=True)[:count]
+    )
+
+
+def _send_page(
+    pks: list[int],
+    connection: BaseEmailBackend,
+    pacer: Pacer,
+    report: SendReport,
+    hold_seconds: float,
+) -> int:
+    """Claim a page of rows in one statement, send them, close the sent ones in one
+    statement; the number of rows claimed (and so sent, failed or given back).
+
+    A page stops early once it has held its claims for `hold_seconds` (a mail server timing
+    out on every message): the rest is given back, so that a live worker's claims never
+    outlive the lease and get turned "uncertain" under it by another run.
+    """
+    # The ledger rows are claimed BEFORE any of their messages leaves: a crash from here on
+    # leaves claimed rows (at most this page), never a second email.
+    taken = Notice.claim_page(pks, report.worker, emails.message_id_domain())
+    claimed_at = time.monotonic()
+    report.lost_claims += len(pks) - len(taken)
+    if not taken:
+        return 0
+    page: list[Notice] = []
+    sent: list[int] = []
+    handed: set[int] = set()  # rows whose message reached deliver(): it may have left
+    try:
+        page = list(
+            Notice.objects.filter(pk__in=taken)
+            .select_related("customer", "image", "image__replacement")
+            .order_by("due_at", "id")
+        )
+        usages = _usages_for(page)
+        for notice in page:
+            if handed and time.monotonic() - claimed_at > hold_seconds:
+                break  # the finally gives the rest back; the next page picks them up
+            pacer.wait()
+            try:
+                message = emails.notice_email(
+                    notice,
+                    usages[(notice.customer_id, notice.image_id)],
+                    message_id=notice.message_id,
+                )
+                build_error = ""
+            except Exception as exc:  # a broken template must not stop the batch
+                log.exception("notice %s cannot be rendered", notice.pk)
+                message, build_error = None, f"cannot be rendered: {exc}"
+            handed.add(notice.pk)
+            error = build_error or deliver(connection, message, report)
+            if error:
+                notice.mark_failed(report.worker, error)  # rare, and each has its own error
+                report.failed += 1
+            else:
+                sent.append(notice.pk)
+    finally:
+        # Also on the way out of an exception (an interrupt, a database error): what left is
+        # recorded as sent, and what was never handed to SMTP is planned again, so only the
+        # message in flight when it happened stays claimed (and becomes uncertain). Only a
+        # hard kill leaves the whole page claimed.
+        now = timezone.now()
+        Notice.mark_page_sent(sent, report.worker, now)
+        report.sent += len(sent)
+        done = set(sent)
+        for notice in page:
+            if notice.pk in done:
+                notice.state, notice.sent_at, notice.last_error = NoticeState.SENT, now, ""
+        Notice.release_claims([pk for pk in taken if pk not in handed], report.worker)
+    return len(taken)
+
+
 def send_due(
     *,
     now: dt.datetime | None = None,
@@ -275,65 +384,39 @@ def send_due(
     batch_size: int = 500,
     connection: BaseEmailBackend | None = None,
 ) -> SendReport:
-    """Send every due planned notice: claim, send, mark sent; one SMTP connection."""
+    """Send every due planned notice over one SMTP connection, a page at a time: claim the
+    page's rows in one statement, send their messages, mark the sent ones in one statement.
+    """
     report = SendReport(worker=worker or worker_name())
     lease = (
         lease_seconds if lease_seconds is not None else _setting("NOTICE_CLAIM_LEASE_SECONDS", 600)
     )
     report.made_uncertain = Notice.expire_stale_claims(lease)
-    pacer = Pacer(rate if rate is not None else float(_setting("NOTICE_RATE_PER_SECOND", 10)))
+    rate = rate if rate is not None else float(_setting("NOTICE_RATE_PER_SECOND", 10))
+    pacer = Pacer(rate)
+    page_size = claim_page_size(rate)
+    # Half the lease leaves a wide margin before another run may call our claims stale (at
+    # least a second: a lease of 0 only means "expire every existing claim now").
+    hold = max(float(lease) / 2, 1.0)
     connection = connection or get_connection()
     done = 0
     try:
         while limit is None or done < limit:
-            cutoff = now or timezone.now()
-            ids = list(
-                Notice.objects.filter(
-                    state=NoticeState.PLANNED,
-                    due_at__lte=cutoff,
-                    customer__unsubscribed_at__isnull=True,
-                )
-                .order_by("due_at", "id")
-                .values_list("pk", flat=True)[:batch_size]
-            )
+            # Candidates are read `batch_size` at a time (one ordered scan per batch), then
+            # claimed and sent `page_size` at a time.
+            ids = _due_ids(now or timezone.now(), batch_size)
             if not ids:
                 break
-            batch = list(
-                Notice.objects.filter(pk__in=ids)
-                .select_related("customer", "image", "image__replacement")
-                .order_by("due_at", "id")
-            )
-            usages = _usages_for(batch)
             progressed = False
-            for notice in batch:
-                if limit is not None and done >= limit:
+            for start in range(0, len(ids), page_size):
+                room = page_size if limit is None else min(page_size, limit - done)
+                if room <= 0:
                     break
-                pacer.wait()
-                message_id = emails.new_message_id()
-                try:
-                    message = emails.notice_email(
-                        notice, usages[(notice.customer_id, notice.image_id)], message_id=message_id
-                    )
-                    build_error = ""
-                except Exception as exc:  # a broken template must not stop the batch
-                    log.exception("notice %s cannot be rendered", notice.pk)
-                    message, build_error = None, f"cannot be rendered: {exc}"
-                # The ledger row is claimed BEFORE the message leaves: a crash from here on
-                # leaves a claimed row, never a second email.
-                if not notice.claim(report.worker, message_id):
-                    report.lost_claims += 1
-                    continue
-                progressed = True
-                done += 1
-                error = build_error or deliver(connection, message, report)
-                if error:
-                    notice.mark_failed(report.worker, error)
-                    report.failed += 1
-                else:
-                    notice.mark_sent(report.worker)
-                    report.sent += 1
+                claimed = _send_page(ids[start : start + room], connection, pacer, report, hold)
+                progressed = progressed or claimed > 0
+                done += claimed
             if not progressed:
-                break
+                break  # every candidate was taken by another worker: nothing left for us
     finally:
         connection.close()
     return report

@@ -8,9 +8,12 @@ by a dead worker becomes "uncertain" and waits for a release manager's decision.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Cast, Coalesce, Concat
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 __all__ = [
@@ -146,9 +149,10 @@ class NoticeState(models.TextChoices):
 class Notice(models.Model):
     """The ledger: one row per (customer, image, notice kind, announced date).
 
-    The row exists before the email is sent; `claim` takes it with a guarded update right
-    before the SMTP conversation and `mark_sent` closes it after, so a crash in between
-    leaves a "claimed" row that `expire_stale_claims` turns into "uncertain".
+    The row exists before the email is sent; `claim` (one row) or `claim_page` (a page of
+    rows, one statement) takes it with a guarded update before the SMTP conversation and
+    `mark_sent` / `mark_page_sent` closes it after, so a crash in between leaves a "claimed"
+    row that `expire_stale_claims` turns into "uncertain".
     """
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="notices")
@@ -212,6 +216,82 @@ class Notice(models.Model):
             self.state, self.claimed_by, self.claimed_at = NoticeState.CLAIMED, worker, now
             self.message_id = message_id
         return bool(taken)
+
+    @staticmethod
+    def page_message_id(pk: int, token: str, domain: str) -> str:
+        """The Message-ID a page claim gives a row's email: it names the row and the claim."""
+        return f"<notice.{pk}.{token}@{domain}>"
+
+    @classmethod
+    def claim_page(
+        cls, pks: list[int], worker: str, domain: str, now: dt.datetime | None = None
+    ) -> set[int]:
+        """Take many planned rows for sending in ONE guarded update; the pks actually taken.
+
+        Each taken row gets the Message-ID its email will carry (`page_message_id`, written
+        by the database itself: one expression, not one CASE branch per row), so an uncertain
+        row can be looked up in the mail server's log. The id's fresh token doubles as the
+        claim's token: a row counts as taken only if it now holds this worker AND this id, so
+        a row left claimed by an earlier run under the same worker name is never mistaken for
+        ours (and sent a second time).
+        """
+        if not pks:
+            return set()
+        now = now or timezone.now()
+        token = uuid.uuid4().hex
+        # Unsubscribing skips planned rows, so the state guard also covers an unsubscribe.
+        # The guard is written COALESCE(state, '') = 'planned' (state is NOT NULL: the same
+        # rows) so that it cannot drive an index: as a plain state = 'planned', SQLite
+        # without statistics prefers the (state, due_at) index to the primary keys and scans
+        # every planned row per page (55 ms a page with 100,000 planned rows, instead of 0.1).
+        cls.objects.filter(
+            Exact(Coalesce("state", Value("")), NoticeState.PLANNED), pk__in=pks
+        ).update(
+            state=NoticeState.CLAIMED,
+            claimed_by=worker,
+            claimed_at=now,
+            attempts=F("attempts") + 1,
+            message_id=Concat(
+                Value("<notice."),
+                Cast("pk", models.CharField()),
+                Value(f".{token}@{domain}>"),
+                output_field=models.CharField(),
+            ),
+        )
+        return {
+            pk
+            for pk, message_id in cls.objects.filter(
+                pk__in=pks, state=NoticeState.CLAIMED, claimed_by=worker
+            ).values_list("pk", "message_id")
+            if message_id == cls.page_message_id(pk, token, domain)
+        }
+
+    @classmethod
+    def mark_page_sent(cls, pks: list[int], worker: str, now: dt.datetime | None = None) -> int:
+        """Close many of this worker's claims as sent in ONE update; how many were closed."""
+        if not pks:
+            return 0
+        # Same guard as `_close`: a row turned "uncertain" in the meantime stays so.
+        return cls.objects.filter(pk__in=pks, state=NoticeState.CLAIMED, claimed_by=worker).update(
+            state=NoticeState.SENT, sent_at=now or timezone.now(), last_error=""
+        )
+
+    @classmethod
+    def release_claims(cls, pks: list[int], worker: str) -> int:
+        """Give back claims whose email was never handed to SMTP: they are planned again.
+
+        Only for rows the caller knows did not leave (the sender stopped before reaching
+        them); anything that may have left must stay claimed and become uncertain.
+        """
+        if not pks:
+            return 0
+        return cls.objects.filter(pk__in=pks, state=NoticeState.CLAIMED, claimed_by=worker).update(
+            state=NoticeState.PLANNED,
+            claimed_by="",
+            claimed_at=None,
+            message_id="",
+            attempts=F("attempts") - 1,
+        )
 
     def _close(self, worker: str, **values: object) -> bool:
         # Only the claimer closes its claim: a row turned "uncertain" in the meantime stays so.
