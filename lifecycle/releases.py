@@ -187,6 +187,11 @@ def release(version: ImageVersion, user: Any, override_reason: str = "") -> Rele
             message=message,
         )
     log.info("released %s through %s", version, publisher.name)
+    if image.is_os:
+        # InstantApps built on this image are rebuilt on the new release.
+        from lifecycle.refresh import on_base_released
+
+        on_base_released(version)
     return row
 
 

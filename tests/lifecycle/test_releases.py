@@ -318,3 +318,18 @@ def test_the_release_history_lists_every_release_with_its_override_reason(image,
         reverse("lifecycle:release_history", args=[image.label]), HTTP_HX_REQUEST="true"
     ).content.decode()
     assert 'id="release-history"' in partial and "<html" not in partial
+
+
+def test_releasing_a_base_image_rebuilds_its_instantapps(
+    cloud: Cloud, image, qcow2_artefact: Path, release_manager
+) -> None:
+    from builds.choices import Trigger
+    from builds.models import Build
+    from tests.catalog.factories import instantapp
+
+    app = instantapp("wordpress_on_base", image)
+    version = published_version(image, "2026-11-01", qcow2_artefact)
+    releases.release(version, release_manager)
+    build = Build.objects.get(image=app)
+    assert build.trigger == Trigger.BASE_RELEASE
+    assert version.name in build.reason
