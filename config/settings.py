@@ -19,13 +19,18 @@ VAR_DIR = env_path("FACTORY_VAR_DIR", BASE_DIR / "var")
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+_GENERATED_KEY = VAR_DIR / "secret_key"  # written once by `make` (mode 600)
+if not SECRET_KEY and _GENERATED_KEY.is_file():
+    # A checkout set up by `make` works with plain `manage.py` commands too.
+    SECRET_KEY = _GENERATED_KEY.read_text().strip()
 if not SECRET_KEY:
     # pytest sets PYTEST_VERSION; a test run needs no secret.
     if DEBUG or env_bool("FACTORY_INSECURE_DEV_KEY", False) or os.environ.get("PYTEST_VERSION"):
         SECRET_KEY = "insecure-development-key-never-use-in-production"
     else:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set; `make run` generates one."
+            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set; `make` writes one to "
+            f"{_GENERATED_KEY}."
         )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
