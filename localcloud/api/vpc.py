@@ -189,7 +189,8 @@ def _auto_ipv4(cloud: Any) -> str:
 def _auto_ipv6(pn_id: str) -> str:
     """A unique-local /64 derived from the network id (stable, no registry needed)."""
     h = hashlib.sha256(pn_id.encode()).hexdigest()
-    return f"fd{h[0:2]}:{h[2:6]}:{h[6:10]}:{h[10:14]}::/64"
+    # Canonical text (no leading zeros in a group), as ipaddress and IPAM write it.
+    return str(ipaddress.ip_network(f"fd{h[0:2]}:{h[2:6]}:{h[6:10]}:{h[10:14]}::/64"))
 
 
 def _subnet(cloud: Any, cidr: str, pn: dict) -> dict:
