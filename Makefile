@@ -8,7 +8,8 @@ PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3-venv python3-dev python3-guestfs libguestfs-tools qemu-utils \
 	qemu-system-x86 debootstrap linux-image-amd64 chromium gnupg openssl gdisk curl \
-	netcat-openbsd ca-certificates
+	netcat-openbsd ca-certificates \
+	busybox dropbear-bin ovmf seabios dosfstools openssh-client
 export PYTEST_ADDOPTS ?=
 export FIXTURE_CACHE_DIR ?= /var/cache/image-factory-fixtures
 # Local development: plain HTTP cookies and a generated secret key (see .env.example).
