@@ -1,4 +1,5 @@
-"""`python -m localcloud --port PORT --state-dir DIR`: run localcloud in the foreground."""
+"""`python -m localcloud --port PORT --state-dir DIR [--machines qemu]`: run localcloud in the
+foreground. SIGTERM or Ctrl-C stops it and every VM it runs."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ def main(argv: list[str] | None = None) -> None:
         help="first S3 port (one per region: fr-par, nl-ams, pl-waw); default PORT+1",
     )
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument(
+        "--machines",
+        choices=("timer", "qemu"),
+        default=None,
+        help="what runs servers: timer (states only) or qemu (VMs); default $LOCALCLOUD_MACHINES"
+        " or timer",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -31,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     endpoints, s3_servers = start_servers(args.host, args.s3_port or args.port + 1)
-    cloud = LocalCloud(args.state_dir, s3_endpoints=endpoints)
+    cloud = LocalCloud(args.state_dir, s3_endpoints=endpoints, machines=args.machines)
     server = make_server(cloud, args.host, args.port)
     info = {"api_url": f"http://{args.host}:{server.server_address[1]}", "s3": endpoints}
     (args.state_dir / "endpoints.json").write_text(json.dumps(info))
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         server.server_close()
         for s3 in s3_servers:
             s3.stop()  # type: ignore[attr-defined]
-        getattr(cloud, "shutdown", lambda: None)()
+        cloud.shutdown()
         sys.exit(0)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from localcloud.clock import Clock
 from localcloud.faults import Faults
 from localcloud.http import ApiError, Request, Response, Router, is_uuid
+from localcloud.machines import selected
 from localcloud.machines.timer import default_transition_seconds
 from localcloud.store import Store
 
@@ -36,9 +37,15 @@ OPERATOR_PREFIX = "/localcloud/v1/"
 
 
 class LocalCloud:
-    """The whole cloud: state, clock, faults, routes, and the S3 endpoints per region."""
+    """The whole cloud: state, clock, faults, routes, the S3 endpoints per region, and the
+    machine backend (`machines`: "timer", the default, or "qemu"; LOCALCLOUD_MACHINES)."""
 
-    def __init__(self, state_dir: Path, s3_endpoints: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        s3_endpoints: dict[str, str] | None = None,
+        machines: str | None = None,
+    ) -> None:
         self.store = Store(state_dir)
         self.clock = Clock(self.store)
         self.faults = Faults()
@@ -64,6 +71,30 @@ class LocalCloud:
             install = getattr(module, "install", None)
             if install is not None:
                 install(self)
+        # The machine backend; None lets the Instance API make its timer on first use.
+        self.machines: Any = None
+        choice = (machines or selected()).lower()
+        if choice == "qemu":
+            from localcloud.machines import qemu
+
+            backend = qemu.QemuBackend(self)
+            qemu.install(self, backend)
+            self.machines = backend
+            backend.start()
+        elif choice != "timer":
+            raise ValueError(f"unknown machine backend {choice!r} (timer or qemu)")
+
+    def shutdown(self) -> None:
+        """Stop what runs behind the API (VMs, their networks, the metadata service)."""
+        stop = getattr(self.machines, "shutdown", None)
+        if stop is not None:
+            stop()
+
+    def on_reset(self) -> None:
+        """The operator's reset, before the records go: running machines go first."""
+        reset = getattr(self.machines, "reset", None)
+        if reset is not None:
+            reset()
 
     def add_hook(self, name: str, fn: Callable[..., Any]) -> None:
         """Publish a hook both as `cloud.hooks[name]` and as the attribute `cloud.<name>`."""

@@ -1,11 +1,16 @@
 """Operator endpoints under /localcloud/v1/ (not part of Scaleway's public API): reset,
-inventory, fault injection, the clock offset and the S3 endpoints. Marketplace publishing
-(the provider's internal business on Scaleway) lives in localcloud.api.marketplace."""
+inventory, fault injection, the clock offset, the S3 endpoints, and where the host reaches a
+server's port (`GET zones/{zone}/servers/{id}/endpoint?port=22` -> {"host", "port"}, 404 when
+the machine backend forwards nothing there, e.g. the timer backend or a port its security
+group drops). Marketplace publishing (the provider's internal business on Scaleway) lives in
+localcloud.api.marketplace."""
 
 from __future__ import annotations
 
+from localcloud import machines as machine_capabilities
+from localcloud.api.instance_common import SERVER, machines
 from localcloud.faults import Fault
-from localcloud.http import Request, Response, invalid_argument, ok
+from localcloud.http import ApiError, Request, Response, invalid_argument, not_found, ok
 
 PREFIX = "/localcloud/v1"
 
@@ -71,6 +76,23 @@ def endpoints(cloud, request: Request) -> Response:
     return ok({"s3": cloud.s3_endpoints})
 
 
+def server_endpoint(cloud, request: Request, zone: str, server_id: str) -> Response:
+    server = cloud.store.get(SERVER, server_id)
+    if server is None or server.get("zone") != zone:
+        raise not_found("instance_server", server_id)
+    port = request.int_arg("port", 22, maximum=65535)
+    found = machine_capabilities.endpoint(machines(cloud), server_id, port)
+    if found is None:
+        raise ApiError(
+            404,
+            "not_found",
+            f"port {port} of server {server_id} is not reachable from the host",
+            resource="endpoint",
+            resource_id=f"{server_id}:{port}",
+        )
+    return ok(found)
+
+
 def register(router) -> None:
     router.add("POST", f"{PREFIX}/reset", reset)
     router.add("GET", f"{PREFIX}/inventory", inventory)
@@ -80,3 +102,4 @@ def register(router) -> None:
     router.add("GET", f"{PREFIX}/clock", get_clock)
     router.add("PUT", f"{PREFIX}/clock", set_clock)
     router.add("GET", f"{PREFIX}/endpoints", endpoints)
+    router.add("GET", f"{PREFIX}/zones/{{zone}}/servers/{{server_id}}/endpoint", server_endpoint)

@@ -12,6 +12,11 @@ Hooks published by `install(cloud)` (see `LocalCloud.add_hook`):
 - `block_volume_lookup(zone, volume_id) -> dict | None` and
   `block_snapshot_lookup(zone, snapshot_id) -> dict | None`: the public resource plus
   `"blob_path"` (str or None), the QCOW2 file holding its data when it has one.
+
+Hooks called on `cloud` when a machine backend that keeps volume data publishes them:
+- `block_volume_capture(volume_id, target: Path) -> bool`: copy the volume's current data to
+  `target` for a new snapshot (False: the volume holds no data of its own yet);
+- `block_volume_disk_deleted(volume_id)`: the volume record is gone, so is its data.
 """
 
 from __future__ import annotations
@@ -253,6 +258,9 @@ def delete_volume(cloud: Any, request: Request, zone: str, volume_id: str) -> Re
             raise transient_state("volume", volume_id, volume["status"])
         _drop_blob(cloud, volume)
         cloud.store.delete(VOLUME, volume_id)
+    deleted = getattr(cloud, "block_volume_disk_deleted", None)
+    if deleted is not None:
+        deleted(volume_id)
     return no_content()
 
 
@@ -304,6 +312,11 @@ def create_snapshot(cloud: Any, request: Request, zone: str) -> Response:
     }
     snapshot = _new_snapshot(cloud, zone, data, volume["size"], parent)
     snapshot["_blob"] = volume.get("_blob")
+    capture = getattr(cloud, "block_volume_capture", None)
+    if capture is not None:
+        target = cloud.store.blob_path(f"block-{snapshot['id']}.qcow2")
+        if capture(volume["id"], target):
+            snapshot["_blob"] = str(target)
     _schedule(cloud, snapshot, "available")
     cloud.store.put(SNAPSHOT, snapshot)
     return ok(_public(snapshot))

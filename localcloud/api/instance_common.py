@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from localcloud.http import ApiError, Request, invalid_argument, invalid_request, not_found
+from localcloud.machines import MachineBackend
 from localcloud.machines.timer import TimerBackend
 
 BASE = "/instance/v1/zones/{zone}"
@@ -39,8 +40,8 @@ def region_of(zone: str) -> str:
     return zone.rsplit("-", 1)[0]
 
 
-def machines(cloud: Any) -> TimerBackend:
-    """The machine backend: `cloud.machines` if set (a QEMU backend later), else a timer."""
+def machines(cloud: Any) -> MachineBackend:
+    """The machine backend: `cloud.machines` if set (the QEMU backend), else a timer."""
     backend = getattr(cloud, "machines", None)
     if backend is None:
         backend = TimerBackend(cloud.clock.timestamp, getattr(cloud, "transition_seconds", None))

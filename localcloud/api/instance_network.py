@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from localcloud import machines as machine_capabilities
 from localcloud.api.instance_common import (
     BASE,
     IP,
@@ -167,6 +168,7 @@ def update_security_group(
         group["tags"] = check_tags(body["tags"])
     group["modification_date"] = cloud.clock.iso()
     cloud.store.put(SECURITY_GROUP, group)
+    _rules_changed(cloud, group["id"])
     return ok({"security_group": render_sg(cloud, group)})
 
 
@@ -183,6 +185,12 @@ def delete_security_group(
 
 
 # --- rules --------------------------------------------------------------------------------
+
+
+def _rules_changed(cloud: Any, group_id: str) -> None:
+    """Running servers of the group re-apply what it lets in."""
+    for server in sg_servers(cloud, group_id):
+        machine_capabilities.refresh(machines(cloud), server["id"])
 
 
 def _rules(cloud: Any, group_id: str) -> list[dict]:
@@ -240,6 +248,7 @@ def create_rule(cloud: Any, request: Request, zone: str, security_group_id: str)
     group = load(cloud, SECURITY_GROUP, zone, security_group_id, "instance_security_group")
     rule = _put_rule(cloud, group, request.json(), editable=True)
     _renumber(cloud, group["id"], rule)
+    _rules_changed(cloud, group["id"])
     return ok({"rule": public(cloud.store.get(RULE, rule["id"]))}, status=201)
 
 
@@ -272,6 +281,7 @@ def delete_rule(
         raise refuse("this rule is not editable")
     cloud.store.delete(RULE, security_group_rule_id)
     _renumber(cloud, security_group_id)
+    _rules_changed(cloud, security_group_id)
     return no_content()
 
 
@@ -288,6 +298,7 @@ def set_rules(cloud: Any, request: Request, zone: str, security_group_id: str) -
         body = {**body, "position": body.get("position") or fixed + index}
         _put_rule(cloud, group, body, editable=body.get("editable", True) is not False, id_=rule_id)
     _renumber(cloud, security_group_id)
+    _rules_changed(cloud, security_group_id)
     return ok({"rules": [public(r) for r in _rules(cloud, security_group_id)]})
 
 
@@ -318,15 +329,19 @@ def list_default_rules(cloud: Any, request: Request, zone: str) -> Response:
 
 
 def _next_address(cloud: Any, family: str) -> tuple[str, str]:
-    """A loopback address (127.1.x.y) for IPv4 so a local backend could bind it; a ULA /64
-    for IPv6. Returns (address, prefix)."""
+    """A loopback address (127.1.x.y) for IPv4, from which the QEMU backend forwards the
+    ports the server's security group lets in; a ULA /64 for IPv6. Returns (address,
+    prefix)."""
     with cloud.store.lock:
         counter = int(cloud.store.meta("instance_ip_counter", 0)) + 1
+        if family != "inet6":
+            while counter & 0xFF in (0, 255):  # each address once, never .0 or .255
+                counter += 1
         cloud.store.set_meta("instance_ip_counter", counter)
     if family == "inet6":
         prefix = f"fd00:5c:{counter >> 16 & 0xFFFF:x}:{counter & 0xFFFF:x}::/64"
         return prefix.replace("::/64", "::1"), prefix
-    address = f"127.{1 + (counter >> 16 & 0xFF)}.{counter >> 8 & 0xFF}.{counter & 0xFF or 1}"
+    address = f"127.{1 + (counter >> 16 & 0xFF)}.{counter >> 8 & 0xFF}.{counter & 0xFF}"
     return address, f"{address}/32"
 
 
@@ -355,9 +370,13 @@ def new_ip(
 
 
 def attach_ip(cloud: Any, ip: dict, server: dict | None) -> None:
+    previous = (ip.get("server") or {}).get("id")
     ip["server"] = {"id": server["id"], "name": server["name"]} if server else None
     ip["state"] = "attached" if server else "detached"
     cloud.store.put(IP, ip)
+    # A running server's forwarded ports follow its addresses.
+    for server_id in {previous, server["id"] if server else None} - {None}:
+        machine_capabilities.refresh(machines(cloud), server_id)
 
 
 def server_ip(ip: dict) -> dict:
@@ -438,6 +457,8 @@ def update_ip(cloud: Any, request: Request, zone: str, ip: str) -> Response:
 def delete_ip(cloud: Any, request: Request, zone: str, ip: str) -> Response:
     record = _find_ip(cloud, zone, ip)
     cloud.store.delete(IP, record["id"])
+    if record.get("server"):
+        machine_capabilities.refresh(machines(cloud), record["server"]["id"])
     return no_content()
 
 
@@ -485,6 +506,7 @@ def create_private_nic(cloud: Any, request: Request, zone: str, server_id: str) 
     machines(cloud).schedule(nic, [{"state": "available"}])
     cloud.store.put(PRIVATE_NIC, nic)
     nic_changed(cloud, nic, True)
+    machine_capabilities.refresh(machines(cloud), server["id"])  # hot-plugged when running
     return ok({"private_nic": public(cloud.store.get(PRIVATE_NIC, nic["id"]))}, status=201)
 
 
@@ -527,6 +549,7 @@ def update_private_nic(
 def delete_nic_record(cloud: Any, nic: dict) -> None:
     cloud.store.delete(PRIVATE_NIC, nic["id"])
     nic_changed(cloud, nic, False)
+    machine_capabilities.refresh(machines(cloud), nic["server_id"])
 
 
 def delete_private_nic(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from localcloud import machines as machine_capabilities
 from localcloud.api import instance_products as products
 from localcloud.api.instance_common import (
     BASE,
@@ -349,6 +350,7 @@ def update_server(cloud: Any, request: Request, zone: str, server_id: str) -> Re
         server["commercial_type"] = body["commercial_type"]
     server["modification_date"] = cloud.clock.iso()
     cloud.store.put(SERVER, server)
+    machine_capabilities.refresh(machines(cloud), server_id)  # e.g. another security group
     return ok({"server": render(cloud, server)})
 
 
@@ -412,7 +414,7 @@ def _backup(cloud: Any, server: dict, name: str | None) -> dict:
         volume = cloud.store.get(VOLUME, ref["id"]) if ref["volume_type"] == "l_ssd" else None
         if volume is None:
             continue  # SBS volumes are snapshotted through the Block API
-        snapshots[slot] = new_snapshot(
+        snapshot = new_snapshot(
             cloud,
             zone,
             name=f"{image_name}_snap_{slot}",
@@ -421,9 +423,11 @@ def _backup(cloud: Any, server: dict, name: str | None) -> dict:
             tags=[],
             base_volume=volume,
             state="snapshotting",
-            then={"state": "available"},
             source_snapshot=volume.get("_base_snapshot"),
         )
+        machine_capabilities.capture(machines(cloud), snapshot, volume, {"state": "available"})
+        snapshots[slot] = cloud.store.put(SNAPSHOT, snapshot)
+    snapshot_ids = [s["id"] for s in snapshots.values()]
     root = snapshots.pop("0")
     image = new_image(
         cloud,
@@ -437,7 +441,7 @@ def _backup(cloud: Any, server: dict, name: str | None) -> dict:
         from_server=server["id"],
         state="creating",
     )
-    machines(cloud).schedule(image, [{"state": "available"}])
+    machine_capabilities.follow(machines(cloud), image, snapshot_ids, {"state": "available"})
     return cloud.store.put(IMAGE, image)
 
 
@@ -526,6 +530,7 @@ def attach_volume(cloud: Any, request: Request, zone: str, server_id: str) -> Re
     server["_volumes"][slot] = _extra_volume(cloud, zone, server, slot, template, who)
     server["modification_date"] = cloud.clock.iso()
     cloud.store.put(SERVER, server)
+    machine_capabilities.refresh(machines(cloud), server_id)  # hot-plugged when running
     return ok({"server": render(cloud, server)})
 
 
@@ -547,6 +552,7 @@ def detach_volume(cloud: Any, request: Request, zone: str, server_id: str) -> Re
             _block_hook(cloud, zone, volume_id, server_id, False)
         server["modification_date"] = cloud.clock.iso()
         cloud.store.put(SERVER, server)
+        machine_capabilities.refresh(machines(cloud), server_id)  # hot-unplugged when running
         return ok({"server": render(cloud, server)})
     raise refuse(f"volume {volume_id} is not attached to server {server_id}")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from localcloud import machines as machine_capabilities
 from localcloud import qcow2
 from localcloud.api.instance_common import (
     BASE,
@@ -297,9 +298,11 @@ def create_snapshot(cloud: Any, request: Request, zone: str) -> Response:
             tags=check_tags(body.get("tags")),
             base_volume=volume,
             state="snapshotting",
-            then={"state": "available"},
             source_snapshot=volume.get("_base_snapshot"),
         )
+        # The backend copies the data (a machine backend: hot when the server runs).
+        machine_capabilities.capture(machines(cloud), snapshot, volume, {"state": "available"})
+        cloud.store.put(SNAPSHOT, snapshot)
     else:
         raise invalid_argument("volume_id", help_message="volume_id, or bucket and key")
     href = f"snapshots/{snapshot['id']}"
@@ -349,7 +352,8 @@ def delete_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -
         if snapshot_id in used:
             raise refuse(f"snapshot {snapshot_id} is used by image {image['id']}")
     cloud.store.delete(SNAPSHOT, snapshot_id)
-    cloud.store.blob_path(f"{snapshot_id}.qcow2").unlink(missing_ok=True)
+    blob = cloud.store.blob_path(f"{snapshot_id}.qcow2")
+    machine_capabilities.discard_blob(machines(cloud), blob)
     return no_content()
 
 
@@ -407,6 +411,7 @@ def delete_volume(cloud: Any, request: Request, zone: str, volume_id: str) -> Re
     if volume.get("server"):
         raise refuse("a volume attached to a server cannot be deleted")
     cloud.store.delete(VOLUME, volume_id)
+    machine_capabilities.volume_deleted(machines(cloud), volume_id)
     return no_content()
 
 
