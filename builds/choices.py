@@ -33,6 +33,7 @@ class StageName(models.TextChoices):
     CUSTOMIZE = "customize", "Customize"
     FINALIZE = "finalize", "Finalize"
     PUBLISH = "publish", "Publish"
+    TEST = "test", "Test"
 
 
 class StageState(models.TextChoices):
@@ -57,4 +58,36 @@ STAGE_TO_STATE = {
     StageName.CUSTOMIZE: BuildState.CUSTOMIZING,
     StageName.FINALIZE: BuildState.FINALIZING,
     StageName.PUBLISH: BuildState.PUBLISHING,
+    StageName.TEST: BuildState.TESTING,
 }
+
+
+class TestRunState(models.TextChoices):
+    __test__ = False  # not a pytest test class
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+    CANCELLED = "cancelled", "Cancelled"
+    ERROR = "error", "Error"
+
+
+class CheckState(models.TextChoices):
+    """One check's outcome in one zone. `not_applicable` is never counted as passed."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    PASSED = "passed", "Passed"
+    FAILED = "failed", "Failed"
+    ERROR = "error", "Error"
+    NOT_APPLICABLE = "not_applicable", "Not applicable on this cloud"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+CHECK_DONE_STATES = (
+    CheckState.PASSED,
+    CheckState.FAILED,
+    CheckState.ERROR,
+    CheckState.NOT_APPLICABLE,
+    CheckState.CANCELLED,
+)

@@ -16,16 +16,19 @@ from django.utils import timezone
 
 from builds.choices import (
     ACTIVE_STATES,
+    CHECK_DONE_STATES,
     RUNNING_STATES,
     STAGE_TO_STATE,
     TERMINAL_STATES,
     BuildState,
+    CheckState,
     StageName,
     StageState,
+    TestRunState,
     Trigger,
 )
 from catalog.choices import Arch
-from catalog.models import Image, ImageVersion
+from catalog.models import Image, ImageVersion, Zone
 
 
 class BuildQuerySet(models.QuerySet["Build"]):
@@ -285,3 +288,97 @@ class JanitorRun(models.Model):
 
     def __str__(self) -> str:
         return f"Janitor run {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class TestRun(models.Model):
+    """The checks of one image version in one zone, on servers booted from its local image.
+
+    A build's test stage starts one per enabled zone; Re-run (one cell, one zone, or every
+    failed cell) starts another with only those checks. The matrix on the version page shows,
+    per zone and check, the latest result.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    version = models.ForeignKey(ImageVersion, on_delete=models.CASCADE, related_name="test_runs")
+    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="test_runs")
+    build = models.ForeignKey(
+        Build, on_delete=models.SET_NULL, null=True, blank=True, related_name="test_runs"
+    )
+    checks = models.JSONField(default=list, help_text="The names of the checks this run runs.")
+    state = models.CharField(
+        max_length=16, choices=TestRunState.choices, default=TestRunState.QUEUED, db_index=True
+    )
+    reason = models.CharField(max_length=200, blank=True, help_text="Why this run was started.")
+    keep_resources_on_failure = models.BooleanField(
+        default=False, help_text="Leave the servers of failed checks in place for debugging."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    claimed_by = models.CharField(max_length=128, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why the run could not run its checks.")
+    kept_resources = models.JSONField(
+        default=list, blank=True, help_text="Resources left in place on purpose (kept on failure)."
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Test run #{self.pk} of {self.version} in {self.zone.code}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in (TestRunState.QUEUED, TestRunState.RUNNING)
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    def cancel_is_requested(self) -> bool:
+        return TestRun.objects.filter(pk=self.pk, cancel_requested=True).exists()
+
+
+class CheckResult(models.Model):
+    """One check of one test run: its state, duration, log and, on failure, why."""
+
+    test_run = models.ForeignKey(TestRun, on_delete=models.CASCADE, related_name="results")
+    check_name = models.CharField(max_length=32)
+    state = models.CharField(max_length=16, choices=CheckState.choices, default=CheckState.PENDING)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    reason = models.TextField(blank=True, help_text="The failing assertion, in plain words.")
+    not_applicable = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Assertions this cloud cannot provide (reported, never counted as passed).",
+    )
+    log = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["test_run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["test_run", "check_name"], name="one_result_per_check")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.check_name} in {self.test_run}: {self.state}"
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in CHECK_DONE_STATES
+
+    def append_log(self, line: str) -> None:
+        """Append a line (the page polls the log while the check runs)."""
+        CheckResult.objects.filter(pk=self.pk).update(
+            log=models.functions.Concat(F("log"), models.Value(line.rstrip("\n") + "\n"))
+        )

@@ -111,13 +111,14 @@ class Heartbeat(threading.Thread):
 
 
 def _stage_functions() -> dict[str, StageFunction]:
-    from builds import publish, stages
+    from builds import publish, stages, testruns
 
     return {
         StageName.FETCH: stages.fetch_stage,
         StageName.CUSTOMIZE: stages.customize_stage,
         StageName.FINALIZE: stages.finalize_stage,
         StageName.PUBLISH: publish.publish_stage,
+        StageName.TEST: testruns.test_stage,
     }
 
 

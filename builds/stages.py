@@ -42,7 +42,7 @@ def artefact_path(build: Build) -> Path:
 
 def outputs_exist(stage: str, outputs: dict) -> bool:
     """Whether a done stage's outputs can still be used by the stages after it."""
-    if stage == StageName.PUBLISH:
+    if stage in (StageName.PUBLISH, StageName.TEST):
         return bool(outputs)  # what it created lives in the cloud, recorded as LocalImages
     key = {"fetch": "path", "customize": "work_path", "finalize": "path"}.get(stage)
     if not (outputs and key and outputs.get(key)):

@@ -79,3 +79,11 @@ def retry_publish_zone(build_id: int, zone_code: str) -> str:
         return f"failed: {exc}"
     log_line("published")
     return "published"
+
+
+def run_test_runs(run_ids: list[int]) -> str:
+    """Run test runs (Re-run, a zone enabled): their zones in parallel, then the verdict."""
+    from builds.testruns import run_in_parallel
+
+    states = run_in_parallel(list(run_ids), worker_name())
+    return ", ".join(f"#{k}: {v}" for k, v in sorted(states.items())) or "nothing to run"

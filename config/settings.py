@@ -237,6 +237,14 @@ BUILD_LEASE_SECONDS = env_int("BUILD_LEASE_SECONDS", 60, minimum=5)
 STEP_TIMEOUT_SECONDS = env_int("STEP_TIMEOUT_SECONDS", 1800, minimum=1)
 GUESTFS_MEMSIZE_MB = env_int("GUESTFS_MEMSIZE_MB", 2048, minimum=512)
 
+# --- Test runs: the checks on booted servers in every enabled zone (builds/testing/) --------
+BUILD_TEST_STAGE = env_bool("BUILD_TEST_STAGE", True)
+TEST_CHECK_CONCURRENCY = env_int("TEST_CHECK_CONCURRENCY", 2, minimum=1)
+TEST_COMMERCIAL_TYPE = env_str("TEST_COMMERCIAL_TYPE", "DEV1-S")
+TEST_BOOT_TIMEOUT_SECONDS = env_int("TEST_BOOT_TIMEOUT_SECONDS", 600, minimum=10)
+TEST_SSH_TIMEOUT_SECONDS = env_int("TEST_SSH_TIMEOUT_SECONDS", 30, minimum=1)
+TEST_ACTION_TIMEOUT_SECONDS = env_int("TEST_ACTION_TIMEOUT_SECONDS", 300, minimum=10)
+
 # --- Publishing and the cloud (credentials: SCW_* in the environment, read by cloud/) ------
 PUBLISH_BUCKET = env_str("PUBLISH_BUCKET", "image-factory-artefacts")
 PUBLISH_ZONE_CONCURRENCY = env_int("PUBLISH_ZONE_CONCURRENCY", 8, minimum=1)

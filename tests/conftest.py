@@ -42,3 +42,10 @@ def admin_user(db) -> User:
 def debian_qcow2() -> Path:
     """The cached small Debian bookworm image (read-only: copy or overlay it before writing)."""
     return debian_fixture_image()
+
+
+@pytest.fixture(autouse=True)
+def _builds_skip_test_stage(settings) -> None:
+    """Builds in tests stop after publishing unless a test switches the test stage on: the
+    stage boots real servers, which only the `vm` tier's localcloud can run."""
+    settings.BUILD_TEST_STAGE = False

@@ -1,0 +1,12 @@
+"""Testing a published image version: booted servers in one zone, and the checks run on them.
+
+- `registry`: the ordered list of check modules (adding a check = one module + one line);
+- `checks/`: one module per check (`NAME`, `LABEL`, `SHARED`, `run(ctx)`);
+- `harness`: what a check acts with (servers, SSH, cloud APIs, its log, not applicable);
+- `ledger`: every resource a run creates, deleted in dependency order at the end;
+- `ssh`: the run's key pair and the `ssh` client;
+- `reporting`: check events handed from worker threads to the thread that writes the rows;
+- `runner`: `run_test_run(test_run_id, worker)`, the entry point of a test run.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,66 @@
+"""Backup: the backup action makes an image of a server, and a server booted from that image
+has the data written before it.
+
+The action names its image in the task's `href_result`; the image and its snapshots are
+tagged like everything else the run makes (the action itself tags nothing), so that the
+janitor finds them if the run could not delete them.
+"""
+
+from __future__ import annotations
+
+from builds.testing.harness import CheckContext
+from builds.testing.outcomes import CheckFailed
+from cloud import waiters
+from cloud.retries import CloudError
+
+NAME = "backup"
+LABEL = "Backup"
+SHARED = False
+
+
+def run(ctx: CheckContext) -> None:
+    api = ctx.instance
+    source = ctx.create_server("backup-src")
+    token = ctx.write_marker(source)
+    name = ctx.resource_name("backup")
+    task = ctx.call(
+        api.server_action,
+        what=f"backup server {ctx.label(source)}",
+        zone=ctx.zone,
+        server_id=source,
+        action="backup",
+        name=name,
+    ).task
+    href = str(getattr(task, "href_result", "") or "")
+    if not href.strip("/").startswith("images/"):
+        raise CheckFailed(f"the backup action did not name the image it made ({href!r})")
+    image_id = href.rstrip("/").rsplit("/", 1)[-1]
+    ctx.record("image", image_id, name=name)
+    image = ctx.call(api.get_image, what=f"get image {image_id}", zone=ctx.zone, image_id=image_id)
+    image = image.image
+    snapshots = [image.root_volume.id] if image.root_volume else []
+    snapshots += [v.id for v in (image.extra_volumes or {}).values()]
+    for snapshot_id in snapshots:
+        ctx.record("snapshot", snapshot_id)
+    try:
+        ctx.call(
+            api.update_image, what="tag image", zone=ctx.zone, image_id=image_id, tags=ctx.tags()
+        )
+        for snapshot_id in snapshots:
+            ctx.call(
+                api.update_snapshot,
+                what="tag snapshot",
+                zone=ctx.zone,
+                snapshot_id=snapshot_id,
+                tags=ctx.tags(),
+            )
+    except CloudError as exc:
+        ctx.log(f"could not tag the backup's image or snapshots: {exc}")
+    image = ctx.wait(waiters.wait_for_image, api, ctx.zone, image_id)
+    ctx.log(f"image {image_id} is {image.state}")
+    ctx.release(source)
+    copy = ctx.create_server("backup-copy", image=image_id)
+    if ctx.read_marker(copy) != token:
+        raise CheckFailed(
+            "the file written before the backup is missing on the server booted from its image"
+        )

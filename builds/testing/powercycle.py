@@ -1,0 +1,25 @@
+"""Stopping a server one way or another and starting it again, for the checks that do so."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+from builds.testing.harness import RUNNING, CheckContext
+from builds.testing.outcomes import CheckFailed
+
+
+def stop_and_start(
+    ctx: CheckContext, server_id: str, action: str, stopped: Collection[str], *, what: str
+) -> None:
+    """Write a file, stop with `action`, power on: the file survives, the boot id changed."""
+    token = ctx.write_marker(server_id)
+    before = ctx.boot_id(server_id)
+    ctx.act(server_id, action, stopped)
+    started = time.monotonic()
+    ctx.act(server_id, "poweron", RUNNING, timeout=ctx.spec.boot_timeout)
+    after = ctx.wait_for_new_boot(server_id, before, after=what, started=started)
+    ctx.log(f"boot id {before} -> {after}")
+    found = ctx.read_marker(server_id)
+    if found != token:
+        raise CheckFailed(f"the file written before {what} did not survive it")

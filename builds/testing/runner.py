@@ -1,0 +1,427 @@
+"""Running a test run: the checks of one image version in one zone, on booted servers.
+
+`run_test_run(test_run_id, worker)` claims the run (a lease: `claimed_by` plus a heartbeat
+that another worker may take over once it goes stale), makes one pending CheckResult per
+check, and runs the checks on the version's image in the run's zone:
+
+- the checks that leave their server usable (`SHARED`) run one after the other on a single
+  long-lived server, in the registry's order (boots are the expensive part); if that server
+  cannot boot, each of them fails with that reason and the other checks still run;
+- every other check runs on servers of its own;
+- the chain and the other checks share `TEST_CHECK_CONCURRENCY` worker threads.
+
+Worker threads only talk to the cloud and the guests; this thread writes every row, sends
+the heartbeat, and polls the cancel flag between steps. Whatever happens, everything the run
+created is deleted at the end (see `ledger`), except what failed checks own when the run
+keeps resources on failure. It never raises: the outcome is on the rows, and the run's
+final state is returned.
+
+Settings (read with their defaults when the project does not set them):
+TEST_CHECK_CONCURRENCY (2), TEST_COMMERCIAL_TYPE ("DEV1-S"), TEST_BOOT_TIMEOUT_SECONDS (600),
+TEST_SSH_TIMEOUT_SECONDS (30, per command), TEST_ACTION_TIMEOUT_SECONDS (300),
+TEST_SSH_USER ("root"), TEST_LEASE_SECONDS (120: a heartbeat older than this may be taken
+over).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import OperationalError, models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from builds.choices import CHECK_DONE_STATES, CheckState, TestRunState
+from builds.models import CheckResult, TestRun
+from builds.testing import registry
+from builds.testing.harness import SETTLED, SHARED, CheckContext, Harness, RunSpec
+from builds.testing.ledger import Entry
+from builds.testing.outcomes import CheckCancelled, CheckFailed
+from builds.testing.reporting import Event, Reporter
+from catalog.choices import LocalImageState
+from catalog.models import LocalImage
+from cloud import tags, waiters
+from cloud.retries import CloudCancelled, CloudError
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 20.0
+CANCEL_POLL_SECONDS = 2.0
+DRAIN_SECONDS = 0.5
+FAILED_STATES = (CheckState.FAILED, CheckState.ERROR)
+NOT_STARTED = "the test run was cancelled before this check started"
+LOCK_ATTEMPTS = 8
+T = TypeVar("T")
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def _db(statement: Callable[[], T]) -> T:
+    """Run one idempotent database statement, again when SQLite reports a lock.
+
+    Several runs write from threads of one process (one per zone): SQLite's busy timeout
+    covers most contention, but not all of it (shared-cache connections report a lock at
+    once), and a check's result must not be lost to a lock held for a few milliseconds.
+    """
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return statement()
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == LOCK_ATTEMPTS:
+                raise
+            time.sleep(min(2.0, 0.05 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+# --- the entry point ---------------------------------------------------------------------------
+
+
+def run_test_run(test_run_id: int, worker: str) -> str:
+    """Run (or take over) a test run; return its state. Never raises."""
+    try:
+        return _run(test_run_id, worker)
+    except Exception as exc:
+        log.exception("test run %s stopped unexpectedly", test_run_id)
+        try:
+            run = _db(TestRun.objects.filter(pk=test_run_id).first)
+            if run is not None and run.is_active:
+                _fail(run, f"the test run stopped unexpectedly: {exc}")
+        except Exception:
+            log.exception("test run %s: could not record the failure", test_run_id)
+        return TestRunState.ERROR
+
+
+def _run(test_run_id: int, worker: str) -> str:
+    run = _db(TestRun.objects.select_related("zone", "version__image").filter(pk=test_run_id).first)
+    if run is None:
+        return "gone"
+    names = list(run.checks or []) or registry.names()
+    if run.state == TestRunState.QUEUED and run.cancel_requested:
+        _cancel_unstarted(run, names)
+        return TestRunState.CANCELLED
+    if not _db(lambda: _claim(run, worker)):
+        _db(run.refresh_from_db)
+        if run.state == TestRunState.QUEUED and run.cancel_requested:
+            _cancel_unstarted(run, names)
+            return TestRunState.CANCELLED
+        return run.state
+    _prepare_results(run, names)
+    unknown = [n for n in names if n not in registry.CHECKS]
+    for name in unknown:
+        _db(
+            lambda name=name: CheckResult.objects.filter(test_run=run, check_name=name).update(
+                state=CheckState.ERROR,
+                reason=f"no check is registered under the name {name!r}",
+                finished_at=timezone.now(),
+            )
+        )
+    names = [n for n in names if n in registry.CHECKS]
+    local = _db(
+        LocalImage.objects.filter(version_id=run.version_id, zone_id=run.zone_id)
+        .exclude(provider_image_id="")
+        .order_by("-id")
+        .first
+    )
+    if local is None:
+        return _fail(run, f"version {run.version} has no published image in {run.zone.code}")
+    if local.state != LocalImageState.AVAILABLE:
+        return _fail(run, f"the image of version {run.version} in {run.zone.code} is {local.state}")
+    if not names:
+        return _end(run, TestRunState.FINISHED)
+    spec = RunSpec(
+        test_run_id=run.pk,
+        zone=run.zone.code,
+        image_id=local.provider_image_id,
+        tags=(
+            *(tags.tags_for(run.build_id) if run.build_id else [tags.FACTORY_TAG]),
+            f"test-run:{run.pk}",
+        ),
+        keep_on_failure=run.keep_resources_on_failure,
+        commercial_type=str(_setting("TEST_COMMERCIAL_TYPE", "DEV1-S")),
+        boot_timeout=float(_setting("TEST_BOOT_TIMEOUT_SECONDS", 600)),
+        ssh_timeout=float(_setting("TEST_SSH_TIMEOUT_SECONDS", 30)),
+        action_timeout=float(_setting("TEST_ACTION_TIMEOUT_SECONDS", 300)),
+        ssh_user=str(_setting("TEST_SSH_USER", "root")),
+    )
+    reporter = Reporter()
+    stop = threading.Event()
+    try:
+        harness = Harness(spec, reporter, stop)
+        harness.open()
+    except CloudError as exc:
+        return _fail(run, f"the cloud cannot be used: {exc}")
+    except Exception as exc:
+        return _fail(run, f"the test run could not start: {type(exc).__name__}: {exc}")
+    return _execute_run(run, worker, harness, names)
+
+
+# --- claiming and rows -------------------------------------------------------------------------
+
+
+def _claim(run: TestRun, worker: str) -> bool:
+    """Take a queued run, or a running one whose heartbeat stopped (or that is ours)."""
+    now = timezone.now()
+    limit = now - dt.timedelta(seconds=float(_setting("TEST_LEASE_SECONDS", 120)))
+    claimable = Q(state=TestRunState.QUEUED) | Q(state=TestRunState.RUNNING) & (
+        Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True) | Q(claimed_by=worker)
+    )
+    updated = TestRun.objects.filter(claimable, pk=run.pk, cancel_requested=False).update(
+        state=TestRunState.RUNNING,
+        claimed_by=worker,
+        heartbeat_at=now,
+        started_at=models.functions.Coalesce(F("started_at"), models.Value(now)),
+    )
+    if updated:
+        run.refresh_from_db()
+    return updated == 1
+
+
+def _heartbeat(run: TestRun, worker: str) -> bool:
+    """Refresh the lease; False when the claim was lost."""
+    rows = TestRun.objects.filter(pk=run.pk, claimed_by=worker, state=TestRunState.RUNNING)
+    return _db(lambda: rows.update(heartbeat_at=timezone.now())) == 1
+
+
+def _prepare_results(run: TestRun, names: list[str]) -> None:
+    """One result per check; on a takeover, the checks that had not ended start again."""
+    for name in names:
+        result, created = _db(
+            lambda name=name: CheckResult.objects.get_or_create(test_run=run, check_name=name)
+        )
+        if not created and result.state not in CHECK_DONE_STATES:
+            _db(
+                lambda result=result: CheckResult.objects.filter(pk=result.pk).update(
+                    state=CheckState.PENDING, started_at=None, finished_at=None, duration=None
+                )
+            )
+            _db(lambda result=result: result.append_log("(taken over by another worker)"))
+
+
+def _close_open_results(run: TestRun, state: str, reason: str) -> None:
+    rows = CheckResult.objects.filter(test_run=run).exclude(state__in=CHECK_DONE_STATES)
+    _db(lambda: rows.update(state=state, reason=reason, finished_at=timezone.now()))
+
+
+def _cancel_unstarted(run: TestRun, names: list[str]) -> None:
+    for name in names:
+        _db(lambda name=name: CheckResult.objects.get_or_create(test_run=run, check_name=name))
+    _close_open_results(run, CheckState.CANCELLED, NOT_STARTED)
+    rows = TestRun.objects.filter(pk=run.pk, state=TestRunState.QUEUED)
+    _db(
+        lambda: rows.update(state=TestRunState.CANCELLED, finished_at=timezone.now(), claimed_by="")
+    )
+
+
+def _fail(run: TestRun, error: str) -> str:
+    """The run could not run its checks: each open check says why, the run ends in error."""
+    _close_open_results(run, CheckState.ERROR, f"not run: {error}")
+    rows = TestRun.objects.filter(pk=run.pk)
+    _db(
+        lambda: rows.update(
+            state=TestRunState.ERROR, error=error, finished_at=timezone.now(), claimed_by=""
+        )
+    )
+    return TestRunState.ERROR
+
+
+def _end(run: TestRun, state: str, **fields: Any) -> str:
+    rows = TestRun.objects.filter(pk=run.pk)
+    _db(lambda: rows.update(state=state, finished_at=timezone.now(), claimed_by="", **fields))
+    return state
+
+
+def _apply(run: TestRun, events: list[Event]) -> None:
+    """Write what the checks reported: consecutive log lines of a check in one statement."""
+    index = 0
+    while index < len(events):
+        event = events[index]
+        rows = CheckResult.objects.filter(test_run=run, check_name=event.check)
+        if event.kind == "log":
+            lines = [event.text]
+            while (
+                index + 1 < len(events)
+                and events[index + 1].kind == "log"
+                and events[index + 1].check == event.check
+            ):
+                index += 1
+                lines.append(events[index].text)
+            text = "\n".join(lines) + "\n"
+            _db(
+                lambda rows=rows, text=text: rows.update(
+                    log=models.functions.Concat(F("log"), models.Value(text))
+                )
+            )
+        elif event.kind == "start":
+            _db(lambda rows=rows, at=event.at: rows.update(state=CheckState.RUNNING, started_at=at))
+        elif event.kind == "finish":
+            _db(lambda rows=rows, fields=event.fields: rows.update(**fields))
+        index += 1
+
+
+# --- running the checks ------------------------------------------------------------------------
+
+
+def _execute_run(run: TestRun, worker: str, harness: Harness, names: list[str]) -> str:
+    shared = [n for n in names if registry.get(n).SHARED]
+    own = [n for n in names if not registry.get(n).SHARED]
+    harness.shared_checks = shared
+    outcomes: dict[str, str] = {}
+    concurrency = max(1, int(_setting("TEST_CHECK_CONCURRENCY", 2)))
+    lost = threading.Event()
+    cancelled = threading.Event()
+    with ThreadPoolExecutor(concurrency, thread_name_prefix=f"test-run-{run.pk}") as pool:
+        futures: list[Future] = []
+        if shared:
+            futures.append(pool.submit(_run_chain, harness, shared, outcomes))
+        futures.extend(pool.submit(_run_alone, harness, name, outcomes) for name in own)
+        _supervise(run, worker, harness, lambda: all(f.done() for f in futures), lost, cancelled)
+        for future in futures:
+            if future.exception() is not None:  # a bug in the chain or runner, not a check
+                log.error("test run %s: %s", run.pk, future.exception())
+        failed = {name for name, state in outcomes.items() if state in FAILED_STATES}
+        cleanup = pool.submit(harness.close, failed)
+        _supervise(run, worker, harness, cleanup.done, lost, cancelled, poll_cancel=False)
+    try:
+        kept, errors = cleanup.result()
+    except Exception as exc:
+        kept, errors = [], [f"clean-up stopped: {exc}"]
+    _apply(run, harness.reporter.drain())
+    if lost.is_set():
+        log.warning("test run %s: the claim was lost; another worker has it", run.pk)
+        _db(run.refresh_from_db)
+        return run.state
+    _close_open_results(run, CheckState.ERROR, "the check did not report an outcome")
+    fields: dict[str, Any] = {"kept_resources": [_kept(entry) for entry in kept]}
+    if errors:
+        fields["error"] = "could not delete: " + "; ".join(errors)
+        log.warning("test run %s: %s", run.pk, fields["error"])
+    state = TestRunState.FINISHED
+    if cancelled.is_set() and any(s == CheckState.CANCELLED for s in outcomes.values()):
+        state = TestRunState.CANCELLED
+    return _end(run, state, **fields)
+
+
+def _kept(entry: Entry) -> dict[str, str]:
+    record = entry.as_record()
+    record["check"] = record.pop("owner")
+    return record
+
+
+def _supervise(
+    run: TestRun,
+    worker: str,
+    harness: Harness,
+    done: Callable[[], bool],
+    lost: threading.Event,
+    cancelled: threading.Event,
+    *,
+    poll_cancel: bool = True,
+) -> None:
+    """Until `done()`: write reported events, send the heartbeat, relay a cancel request."""
+    last_beat = last_poll = time.monotonic()
+    while not done():
+        _apply(run, harness.reporter.drain())
+        now = time.monotonic()
+        if poll_cancel and now - last_poll >= CANCEL_POLL_SECONDS:
+            last_poll = now
+            if _db(run.cancel_is_requested):
+                cancelled.set()
+                harness.stop.set()
+        if now - last_beat >= HEARTBEAT_SECONDS and not lost.is_set():
+            last_beat = now
+            if not _heartbeat(run, worker):
+                lost.set()
+                harness.stop.set()
+        time.sleep(DRAIN_SECONDS)
+    _apply(run, harness.reporter.drain())
+
+
+def _execute(harness: Harness, ctx: CheckContext, prepare: Callable[[], None] | None) -> str:
+    """Run one check and report its outcome; return its state."""
+    reporter, name = harness.reporter, ctx.name
+    if harness.cancelled():
+        reporter.finish(name, CheckState.CANCELLED, reason=NOT_STARTED)
+        return CheckState.CANCELLED
+    module = registry.get(name)
+    reporter.start(name)
+    started = timezone.now()
+    reporter.log(name, f"{module.LABEL} in {harness.spec.zone}")
+    state, reason = CheckState.PASSED, ""
+    try:
+        if prepare is not None:
+            prepare()
+        module.run(ctx)
+    except CheckFailed as exc:
+        state, reason = CheckState.FAILED, str(exc)
+    except (CheckCancelled, CloudCancelled):
+        state, reason = CheckState.CANCELLED, "the test run was cancelled"
+    except Exception as exc:
+        state, reason = CheckState.ERROR, str(exc) or type(exc).__name__
+        reporter.log(name, "".join(traceback.format_exception(exc)).rstrip())
+    else:
+        if ctx.not_applicable_items:
+            state = CheckState.NOT_APPLICABLE
+    reporter.log(name, f"{state}" + (f": {reason}" if reason else ""))
+    reporter.finish(
+        name, state, reason=reason, not_applicable=ctx.not_applicable_items, started=started
+    )
+    return state
+
+
+def _run_alone(harness: Harness, name: str, outcomes: dict[str, str]) -> None:
+    outcomes[name] = _execute(harness, harness.context(name), None)
+
+
+def _ensure_up(ctx: CheckContext, server_id: str) -> None:
+    """The shared server as the next check needs it: running and answering over SSH."""
+    server = ctx.get_server(server_id)
+    state = str(server.state)
+    if state not in SETTLED:
+        server = ctx.wait(waiters.wait_for_server, ctx.instance, ctx.zone, server_id, until=SETTLED)
+        state = str(server.state)
+    if state != "running":
+        ctx.log(f"the shared server is {state}: powering it on")
+        ctx.power_on(server_id)
+    else:
+        ctx.wait_ssh(server_id)
+
+
+def _run_chain(harness: Harness, names: list[str], outcomes: dict[str, str]) -> None:
+    """The shared checks, in order, on the zone's one long-lived server."""
+    broken = ""
+
+    for name in names:
+        ctx = harness.context(name)
+
+        def prepare(ctx: CheckContext = ctx) -> None:
+            nonlocal broken
+            if broken:
+                raise CheckFailed(broken)
+            first = harness.shared_server is None
+            try:
+                if first:
+                    server_id = ctx.create_server("shared", start=False, owner=SHARED)
+                    harness.shared_server = server_id
+                    ctx.power_on(server_id)
+                else:
+                    assert harness.shared_server is not None
+                    _ensure_up(ctx, harness.shared_server)
+            except (CheckFailed, CloudError) as exc:
+                if first:
+                    broken = f"the shared server could not boot: {exc}"
+                else:
+                    broken = f"the shared server does not answer any more: {exc}"
+                raise CheckFailed(broken) from exc
+            ctx.server = harness.shared_server
+
+        outcomes[name] = _execute(harness, ctx, prepare)

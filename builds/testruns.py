@@ -1,0 +1,438 @@
+"""Test runs of a version: starting them (the build's test stage, Re-run, a zone enabled),
+the zones x checks matrix, and the verdict that release readiness relies on.
+
+The checks themselves and the harness that boots servers live in `builds.testing`; this
+module only decides what to run and reads what the runs recorded. The matrix cell of a
+(zone, check) is the latest result of that check in that zone, whichever run produced it,
+so re-running one failed cell turns the whole matrix green without running the rest again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Max
+
+from builds.choices import CHECK_DONE_STATES, CheckState, TestRunState
+from builds.models import Build, CheckResult, TestRun
+from builds.signals import test_run_ended
+from catalog.choices import LocalImageState, VersionState
+from catalog.models import ImageVersion, LocalImage, Zone
+
+if TYPE_CHECKING:
+    from builds.pipeline import StageContext
+
+log = logging.getLogger(__name__)
+
+RUN_TASK = "builds.tasks.run_test_runs"
+ACTIVE = (TestRunState.QUEUED, TestRunState.RUNNING)
+CHECK_FINISHED = [str(s) for s in CHECK_DONE_STATES]
+# The version states a test verdict may move (a released or retired version keeps its state).
+VERDICT_STATES = (
+    VersionState.BUILT,
+    VersionState.PUBLISHED,
+    VersionState.TESTED,
+    VersionState.TEST_FAILED,
+)
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    name: str
+    label: str
+
+
+def checks() -> list[CheckInfo]:
+    """Every registered check, in the registry's order."""
+    from builds.testing import registry
+
+    return [CheckInfo(m.NAME, m.LABEL) for m in registry.modules()]
+
+
+def check_names() -> list[str]:
+    return [c.name for c in checks()]
+
+
+def enabled_zones() -> list[Zone]:
+    return list(Zone.objects.filter(enabled=True).order_by("code"))
+
+
+# --- starting runs ----------------------------------------------------------------------------
+
+
+def create_runs(
+    version: ImageVersion,
+    zones: Iterable[Zone],
+    *,
+    names: list[str] | None = None,
+    build: Build | None = None,
+    reason: str = "",
+    user: object = None,
+    keep_resources_on_failure: bool = False,
+) -> list[TestRun]:
+    """One queued TestRun per zone with a pending result per check (so the matrix shows the
+    cells queued at once). `names` None means every registered check."""
+    wanted = list(names) if names else check_names()
+    runs = []
+    with transaction.atomic():
+        for zone in zones:
+            run = TestRun.objects.create(
+                version=version,
+                zone=zone,
+                build=build,
+                checks=wanted,
+                reason=reason[:200],
+                requested_by=user if getattr(user, "is_authenticated", False) else None,
+                keep_resources_on_failure=keep_resources_on_failure,
+            )
+            CheckResult.objects.bulk_create(
+                [CheckResult(test_run=run, check_name=name) for name in wanted]
+            )
+            runs.append(run)
+    return runs
+
+
+def enqueue(runs: list[TestRun]) -> None:
+    """Send the runs to the `long` queue (one task runs the zones in parallel), on commit."""
+    from django_q.tasks import async_task
+
+    ids = [r.pk for r in runs]
+    if not ids:
+        return
+    cluster = settings.BUILD_QUEUES.get(runs[0].version.arch, "long")
+
+    def send() -> None:
+        async_task(RUN_TASK, ids, cluster=cluster, task_name=f"tests-{ids[0]}", group="tests")
+
+    transaction.on_commit(send)
+
+
+def run_in_parallel(run_ids: list[int], worker: str) -> dict[int, str]:
+    """Run several test runs (one per zone) in threads at once; return their end states."""
+    from builds.testing.runner import run_test_run
+
+    states: dict[int, str] = {}
+
+    def one(run_id: int) -> None:
+        try:
+            states[run_id] = run_test_run(run_id, worker)
+        except Exception as exc:  # the runner records its own errors; this is a last resort
+            log.exception("test run %s crashed", run_id)
+            TestRun.objects.filter(pk=run_id, state__in=ACTIVE).update(
+                state=TestRunState.ERROR, error=f"The test run crashed: {exc}"
+            )
+            states[run_id] = TestRunState.ERROR
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=one, args=(i,), name=f"test-run-{i}") for i in run_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    versions = set(TestRun.objects.filter(pk__in=run_ids).values_list("version_id", flat=True))
+    for version in ImageVersion.objects.filter(pk__in=versions):
+        record_verdict(version)
+    for run in TestRun.objects.filter(pk__in=run_ids).select_related("zone", "version__image"):
+        try:
+            test_run_ended.send(sender=TestRun, test_run=run)
+        except Exception:  # a listener's failure never changes the run's outcome
+            log.exception("test run %s: a listener of test_run_ended failed", run.pk)
+    return states
+
+
+def rerun(
+    version: ImageVersion,
+    *,
+    zone: Zone | None = None,
+    check: str | None = None,
+    failed_only: bool = False,
+    user: object = None,
+    keep_resources_on_failure: bool = False,
+) -> list[TestRun]:
+    """Re-run one cell (zone + check), one zone (zone), or every failed cell (failed_only).
+
+    Returns the runs queued (none when there is nothing to re-run)."""
+    zones = [zone] if zone else enabled_zones()
+    grid = matrix(version)
+    runs: list[TestRun] = []
+    plan: list[tuple[Zone, list[str]]] = []
+    for z in zones:
+        if check:
+            names = [check]
+        elif failed_only:
+            names = [
+                c.name
+                for c in grid.checks
+                if grid.cell(z.code, c.name).state in (CheckState.FAILED, CheckState.ERROR)
+                or grid.cell(z.code, c.name).state == CheckState.CANCELLED
+            ]
+        else:
+            names = [c.name for c in grid.checks]
+        if names:
+            plan.append((z, names))
+    if failed_only:
+        reason = "Re-run of the failed checks"
+    elif check:
+        reason = f"Re-run of {check}"
+    else:
+        reason = "Re-run of the zone"
+    for z, names in plan:
+        runs += create_runs(
+            version,
+            [z],
+            names=names,
+            reason=reason,
+            user=user,
+            keep_resources_on_failure=keep_resources_on_failure,
+        )
+    enqueue(runs)
+    return runs
+
+
+def cancel_active(version: ImageVersion | None = None, build: Build | None = None) -> int:
+    """Ask the active runs of a version or a build to stop."""
+    runs = TestRun.objects.filter(state__in=ACTIVE)
+    if version is not None:
+        runs = runs.filter(version=version)
+    if build is not None:
+        runs = runs.filter(build=build)
+    return runs.update(cancel_requested=True)
+
+
+# --- the matrix and the verdict ---------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    zone: str
+    check: str
+    state: str = ""  # "" = never run
+    result_id: int | None = None
+    reason: str = ""
+    duration: float | None = None
+    not_applicable: list[str] = field(default_factory=list)
+    run_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        if not self.state:
+            return "not run"
+        return CheckState(self.state).label
+
+    @property
+    def ok(self) -> bool:
+        return self.state == CheckState.PASSED
+
+
+@dataclass
+class Matrix:
+    zones: list[Zone]
+    checks: list[CheckInfo]
+    cells: dict[tuple[str, str], Cell]
+    active: bool  # a run of this version is queued or running
+    unpublished: list[str]  # enabled zones without an available local image
+
+    def cell(self, zone: str, check: str) -> Cell:
+        return self.cells.get((zone, check)) or Cell(zone, check)
+
+    def rows(self) -> list[tuple[Zone, list[Cell]]]:
+        return [(z, [self.cell(z.code, c.name) for c in self.checks]) for z in self.zones]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for zone in self.zones:
+            for check in self.checks:
+                state = self.cell(zone.code, check.name).state or "not_run"
+                out[state] = out.get(state, 0) + 1
+        return out
+
+    @property
+    def total(self) -> int:
+        return len(self.zones) * len(self.checks)
+
+    @property
+    def passed(self) -> int:
+        return self.counts().get(CheckState.PASSED, 0)
+
+    @property
+    def failed_cells(self) -> list[Cell]:
+        bad = (CheckState.FAILED, CheckState.ERROR, CheckState.CANCELLED)
+        return [c for _, row in self.rows() for c in row if c.state in bad]
+
+    @property
+    def all_passed(self) -> bool:
+        return bool(self.zones) and self.passed == self.total
+
+
+def matrix(version: ImageVersion, zones: list[Zone] | None = None) -> Matrix:
+    """The latest result per (enabled zone, check): three queries whatever the history."""
+    zones = enabled_zones() if zones is None else zones
+    infos = checks()
+    latest_ids = (
+        CheckResult.objects.filter(test_run__version=version)
+        .values("test_run__zone__code", "check_name")
+        .annotate(last=Max("id"))
+        .values_list("last", flat=True)
+    )
+    cells: dict[tuple[str, str], Cell] = {}
+    for row in CheckResult.objects.filter(pk__in=list(latest_ids)).values(
+        "id",
+        "check_name",
+        "state",
+        "reason",
+        "duration",
+        "not_applicable",
+        "test_run_id",
+        "test_run__zone__code",
+    ):
+        key = (row["test_run__zone__code"], row["check_name"])
+        cells[key] = Cell(
+            zone=key[0],
+            check=key[1],
+            state=row["state"],
+            result_id=row["id"],
+            reason=row["reason"],
+            duration=row["duration"],
+            not_applicable=row["not_applicable"] or [],
+            run_id=row["test_run_id"],
+        )
+    active = TestRun.objects.filter(version=version, state__in=ACTIVE).exists()
+    available = set(
+        LocalImage.objects.filter(version=version, state=LocalImageState.AVAILABLE).values_list(
+            "zone__code", flat=True
+        )
+    )
+    unpublished = [z.code for z in zones if z.code not in available]
+    return Matrix(zones, infos, cells, active, unpublished)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reason: str
+
+
+def verdict(version: ImageVersion) -> Verdict:
+    """Whether every check passed in every enabled zone, and if not, why in plain words."""
+    grid = matrix(version)
+    if not grid.zones:
+        return Verdict(False, "No zone is enabled.")
+    if grid.all_passed:
+        return Verdict(
+            True,
+            f"Every check ({len(grid.checks)}) passed in every enabled zone ({len(grid.zones)}).",
+        )
+    counts = grid.counts()
+    bad = grid.failed_cells
+    if bad:
+        first = bad[0]
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        why = f": {first.reason}" if first.reason else ""
+        return Verdict(
+            False, f"{first.check} failed in {first.zone}{why}{more} ({grid.passed}/{grid.total})."
+        )
+    na = counts.get(CheckState.NOT_APPLICABLE, 0)
+    pending = grid.total - grid.passed - na
+    if grid.active:
+        return Verdict(False, f"Tests are running: {grid.passed} of {grid.total} checks passed.")
+    if na and not pending:
+        return Verdict(
+            False,
+            f"{na} checks could not be applied on this cloud; they are not counted as passed.",
+        )
+    if not grid.cells:
+        return Verdict(
+            False,
+            f"The version is not tested yet: no check has run in the {len(grid.zones)} "
+            "enabled zone(s).",
+        )
+    return Verdict(
+        False,
+        f"The version is not tested yet everywhere: {grid.passed} of {grid.total} checks "
+        "passed; the others have not run yet.",
+    )
+
+
+def record_verdict(version: ImageVersion) -> str:
+    """Move a version to tested / test failed from its matrix (not while runs are active)."""
+    grid = matrix(version)
+    if grid.active or not grid.zones:
+        return version.state
+    if grid.all_passed:
+        state = VersionState.TESTED
+    elif grid.failed_cells:
+        state = VersionState.TEST_FAILED
+    else:
+        return version.state
+    ImageVersion.objects.filter(pk=version.pk, state__in=VERDICT_STATES).update(state=state)
+    version.refresh_from_db(fields=["state"])
+    return version.state
+
+
+# --- the build's test stage -------------------------------------------------------------------
+
+
+def test_stage(ctx: StageContext) -> dict:
+    """Test the build's version in every enabled zone where it is published, zones in
+    parallel. A failing check does not fail the build: the verdict goes on the version."""
+    import time
+
+    from builds.pipeline import Cancelled
+
+    build = ctx.build
+    version = build.version
+    if version is None:
+        from builds.pipeline import StageFailed
+
+        raise StageFailed("The build produced no version to test.")
+    if not settings.BUILD_TEST_STAGE:
+        ctx.log("Test runs are switched off on this installation (BUILD_TEST_STAGE=0).")
+        return {"skipped": "BUILD_TEST_STAGE=0"}
+    done = {r.zone.code: r for r in build.test_runs.select_related("zone")}
+    available = set(
+        LocalImage.objects.filter(version=version, state=LocalImageState.AVAILABLE).values_list(
+            "zone__code", flat=True
+        )
+    )
+    zones = [z for z in enabled_zones() if z.code in available]
+    if not zones:
+        ctx.log("The version is available in no enabled zone: nothing to test.")
+        return {"runs": [], "verdict": "nothing to test"}
+    # A resumed stage reuses the runs that finished and runs again those that did not.
+    todo = [z for z in zones if z.code not in done or done[z.code].state != TestRunState.FINISHED]
+    runs = create_runs(version, todo, build=build, reason=f"Build #{build.pk}")
+    ctx.log(
+        f"Testing {version} in {', '.join(z.code for z in todo) or 'no zone'} "
+        f"({len(check_names())} checks each, zones in parallel)."
+    )
+    worker = threading.Thread(
+        target=run_in_parallel, args=([r.pk for r in runs], ctx.worker), name="test-runs"
+    )
+    worker.start()
+    total = len(runs) * len(check_names())
+    while worker.is_alive():
+        worker.join(timeout=2)
+        if ctx.cancelled():
+            cancel_active(build=build)
+        finished = CheckResult.objects.filter(test_run__in=runs, state__in=CHECK_FINISHED).count()
+        ctx.progress(finished, total, "checks")
+        time.sleep(0.1)
+    if ctx.cancelled():
+        raise Cancelled("cancelled")
+    record_verdict(version)
+    result = verdict(version)
+    ctx.log(f"Verdict: {result.reason}")
+    return {
+        "runs": [r.pk for r in build.test_runs.all()],
+        "verdict": "passed" if result.passed else "not passed",
+    }
+
+
+test_stage.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

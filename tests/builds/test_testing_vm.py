@@ -1,0 +1,233 @@
+"""Test runs on real VMs: localcloud with the QEMU machine backend, the real Scaleway SDK,
+servers booted from the bootable fixture image published by the product's publish code, and
+SSH into them.
+
+- all twelve checks in one zone pass (DNS: not applicable for the server's own public name,
+  which localcloud does not publish) and nothing the run created is left in the cloud;
+- a subset in two zones, two runs in parallel threads;
+- broken images (sshd masked; no network configuration) with short deadlines: every check
+  gets a result that says why;
+- keep-resources-on-failure leaves the failed check's server in place and lists it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from builds.choices import CheckState, TestRunState
+from builds.models import CheckResult, TestRun
+from builds.testing import registry
+from builds.testing.harness import SHARED
+from builds.testing.ledger import Apis, Entry, delete
+from builds.testing.runner import run_test_run
+from catalog.models import ImageVersion, Zone
+from cloud import clients
+from tests.builds.testing.vmcloud import (
+    VmCloudProcess,
+    configure,
+    new_resources,
+    resource_ids,
+    tagged,
+    version_for,
+)
+
+pytestmark = [pytest.mark.vm, pytest.mark.django_db(transaction=True)]
+
+WORKER = "vm-tests"
+ZONE = "fr-par-1"
+ZONES = ("fr-par-1", "fr-par-2")
+
+
+@pytest.fixture
+def vm(settings, monkeypatch: pytest.MonkeyPatch) -> VmCloudProcess:
+    return configure(settings, monkeypatch)
+
+
+def new_run(version: ImageVersion, zone: str, **fields: object) -> TestRun:
+    return TestRun.objects.create(version=version, zone=Zone.objects.get(code=zone), **fields)
+
+
+def results(run: TestRun) -> dict[str, CheckResult]:
+    return {r.check_name: r for r in CheckResult.objects.filter(test_run=run)}
+
+
+def summary(run: TestRun) -> str:
+    """One line per check (state, seconds, reason), for the test's output and failures."""
+    lines = [f"test run #{run.pk} in {run.zone.code}: {run.state} {run.error}".rstrip()]
+    for name, result in results(run).items():
+        lines.append(
+            f"  {name:<17} {result.state:<15} {result.duration or 0:>6.0f} s  {result.reason}"
+        )
+    return "\n".join(lines)
+
+
+def logs(run: TestRun, names: list[str] | None = None) -> str:
+    return "\n".join(
+        f"--- {name} ---\n{result.log[-6000:]}"
+        for name, result in results(run).items()
+        if names is None or name in names
+    )
+
+
+def assert_nothing_left(cloud: VmCloudProcess, run: TestRun, before: dict[str, set[str]]) -> None:
+    assert tagged(cloud, f"test-run:{run.pk}") == []
+    assert new_resources(before, resource_ids(cloud)) == {}
+
+
+@pytest.mark.timeout(3 * 3600)
+def test_all_twelve_checks_pass_in_one_zone_and_leave_nothing_behind(
+    vm: VmCloudProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = version_for("ready", [ZONE])
+    before = resource_ids(vm)
+    run = new_run(version, ZONE, reason="all checks")
+
+    started = time.monotonic()
+    state = run_test_run(run.pk, WORKER)
+    wall = time.monotonic() - started
+
+    run.refresh_from_db()
+    with capsys.disabled():
+        print(f"\n{summary(run)}\n  wall time of the twelve checks: {wall:.0f} s")
+    assert state == TestRunState.FINISHED, summary(run)
+    assert_nothing_left(vm, run, before)  # whatever the outcomes, the clean-up is complete
+    found = results(run)
+    assert list(found) == registry.names()
+    not_passed = {
+        name: (r.state, r.reason)
+        for name, r in found.items()
+        if r.state != CheckState.PASSED and name != "dns"
+    }
+    assert not not_passed, summary(run) + "\n" + logs(run, list(not_passed))
+    dns = found["dns"]
+    assert dns.state == CheckState.NOT_APPLICABLE, summary(run) + "\n" + logs(run, ["dns"])
+    assert dns.not_applicable and "public DNS name" in dns.not_applicable[0]
+    for result in found.values():
+        assert result.started_at and result.finished_at and result.duration
+        assert "$ " in result.log  # every check ran commands in a guest
+    assert run.kept_resources == []
+    assert run.error == ""
+
+
+@pytest.mark.timeout(3600)
+def test_a_subset_runs_in_two_zones_in_parallel(
+    vm: VmCloudProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = version_for("ready", ZONES)
+    before = resource_ids(vm)
+    subset = ["network", "reboot", "hot_snapshot"]
+    runs = [new_run(version, zone, checks=subset) for zone in ZONES]
+    states: dict[int, str] = {}
+
+    def one(run_id: int) -> None:
+        try:
+            states[run_id] = run_test_run(run_id, WORKER)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(run.pk,)) for run in runs]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+
+    for run in runs:
+        run.refresh_from_db()
+    with capsys.disabled():
+        print("\n" + "\n".join(summary(run) for run in runs) + f"\n  wall time: {wall:.0f} s")
+    for run in runs:
+        assert states[run.pk] == TestRunState.FINISHED, summary(run)
+        found = results(run)
+        assert list(found) == subset
+        assert {r.state for r in found.values()} == {CheckState.PASSED}, (
+            summary(run) + "\n" + logs(run)
+        )
+        # Each zone booted its own servers, in its own zone.
+        assert f"{run.zone.code}" in found["network"].log
+        assert_nothing_left(vm, run, before)
+    # The two runs overlapped in time.
+    first, second = (sorted(r.results.all(), key=lambda r: r.started_at)[0] for r in runs)
+    assert first.started_at < second.finished_at and second.started_at < first.finished_at
+
+
+@pytest.mark.timeout(3600)
+def test_an_image_without_sshd_fails_every_check_with_a_reason(
+    settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cloud = configure(settings, monkeypatch, TEST_BOOT_TIMEOUT_SECONDS=90)
+    version = version_for("no-sshd", [ZONE])
+    before = resource_ids(cloud)
+    run = new_run(version, ZONE)
+
+    assert run_test_run(run.pk, WORKER) == TestRunState.FINISHED
+
+    run.refresh_from_db()
+    with capsys.disabled():
+        print("\n" + summary(run))
+    found = results(run)
+    assert list(found) == registry.names()
+    for name, result in found.items():
+        assert result.state == CheckState.FAILED, summary(run) + "\n" + logs(run, [name])
+        assert "SSH did not answer" in result.reason and "within 90 s" in result.reason
+        assert result.finished_at is not None
+    for name in ("network", "dns", "archive"):  # the chain: its server never answered
+        assert found[name].reason.startswith("the shared server could not boot: ")
+    assert_nothing_left(cloud, run, before)
+
+
+@pytest.mark.timeout(3600)
+def test_an_image_without_network_configuration_fails_with_a_reason(
+    settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cloud = configure(settings, monkeypatch, TEST_BOOT_TIMEOUT_SECONDS=120)
+    version = version_for("no-network", [ZONE])
+    before = resource_ids(cloud)
+    run = new_run(version, ZONE, checks=["network", "reboot", "cold_snapshot"])
+
+    assert run_test_run(run.pk, WORKER) == TestRunState.FINISHED
+
+    run.refresh_from_db()
+    with capsys.disabled():
+        print("\n" + summary(run))
+    for name, result in results(run).items():
+        assert result.state == CheckState.FAILED, summary(run) + "\n" + logs(run, [name])
+        assert "SSH did not answer" in result.reason
+    assert_nothing_left(cloud, run, before)
+
+
+@pytest.mark.timeout(3600)
+def test_keep_resources_on_failure_leaves_the_failed_checks_server(
+    settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud = configure(settings, monkeypatch, TEST_BOOT_TIMEOUT_SECONDS=90)
+    version = version_for("no-sshd", [ZONE])
+    run = new_run(version, ZONE, checks=["rescue"], keep_resources_on_failure=True)
+
+    assert run_test_run(run.pk, WORKER) == TestRunState.FINISHED
+
+    run.refresh_from_db()
+    result = results(run)["rescue"]
+    assert result.state == CheckState.FAILED
+    kept = run.kept_resources
+    servers = [k for k in kept if k["kind"] == "server"]
+    try:
+        assert len(servers) == 1, kept
+        assert servers[0]["check"] == "rescue"
+        assert servers[0]["name"] == f"test-{run.pk}-rescue"
+        assert servers[0]["zone"] == ZONE
+        assert servers[0]["id"] in resource_ids(cloud)["instance_server"]
+        assert f"kept for debugging: server {servers[0]['id']}" in result.log
+        assert SHARED not in {k["check"] for k in kept}
+    finally:
+        apis = Apis(instance=clients.instance_api(), block=clients.block_api(), vpc=None)
+        for record in kept:
+            fields = dict(record)
+            fields["owner"] = fields.pop("check")
+            delete(apis, Entry(**fields), timeout=300)
+    assert tagged(cloud, f"test-run:{run.pk}") == []
