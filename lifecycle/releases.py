@@ -22,6 +22,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from builds import testruns
 from catalog import audit
 from catalog.choices import LocalImageState, VersionState
 from catalog.manifests import ManifestDiff, diff_manifests
@@ -83,17 +84,10 @@ def readiness(version: ImageVersion) -> Readiness:
             f"{len(enabled) - len(missing)} of {len(enabled)} enabled zones).",
             True,
         )
-    # The per-zone test runs are not recorded yet: until they are, the version's state is
-    # the matrix's verdict ("tested" = every check passed in every enabled zone).
-    if version.state == VersionState.TEST_FAILED:
-        return Readiness(False, "Some checks failed in the test runs.", True)
-    if version.state != VersionState.TESTED:
-        return Readiness(
-            False,
-            f"Published in every enabled zone ({len(enabled)}), but not tested yet: no test "
-            "run has passed every check in every enabled zone.",
-            True,
-        )
+    # The matrix's verdict: the latest result of every check in every enabled zone.
+    result = testruns.verdict(version)
+    if not result.passed:
+        return Readiness(False, result.reason, True)
     return Readiness(
         True,
         f"Published in every enabled zone ({len(enabled)}) and every check passed.",

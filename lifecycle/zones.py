@@ -14,9 +14,9 @@ a zone created already enabled, or saved again while enabled, queues nothing. Bu
 `QuerySet.update()` sends no signals and is not seen.
 
 Tasks are sent once the transaction commits, so a rolled-back toggle queues nothing.
-Test runs do not exist yet: `queue_zone_tests` marks where testing the version in the new
-zone is to be queued, and the new zone's image is not added to the Marketplace version
-until that test passes (a release is only offered where it was tested).
+Once published there, the version is tested in the new zone (`queue_zone_tests`), and the new
+zone's image is added to the released Marketplace version only when every check passed there
+(`zone_tested`): a release is only offered where it was tested.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ PUBLISH_TASK = "lifecycle.zones.publish_in_zone"
 QUEUED_ACTION = "zone.publish_queued"
 SKIPPED_ACTION = "zone.publish_skipped"
 PUBLISHED_ACTION = "zone.published"
+TESTS_QUEUED_ACTION = "zone.tests_queued"
+TESTS_FAILED_ACTION = "zone.tests_failed"
+OFFERED_ACTION = "zone.offered"
 
 # Images whose current version is worth publishing in a new zone: a deprecated image is
 # hidden from the Marketplace and refused for new servers.
@@ -169,14 +172,53 @@ def publish_in_zone(build_id: int, version_id: int, zone_code: str) -> str:
 
 
 def queue_zone_tests(version: ImageVersion, zone: Zone) -> None:
-    """Where the test run of `version` in `zone` is to be queued.
+    """Test `version` in the newly enabled `zone`; `zone_tested` offers it there once every
+    check passed (a release is only offered where it was tested)."""
+    from builds import testruns
 
-    Test runs do not exist yet (the test-runs issue). When they do, queue one here; when it
-    passes, add the zone's LocalImage to the released Marketplace version
-    (`cloud.publisher.get_publisher().publish_release(image, version, [local_image])`,
-    idempotent), so the label resolves in the new zone only once tested there.
-    """
-    log.info("zone %s: testing %s there is not queued yet (no test runs)", zone.code, version)
+    runs = testruns.create_runs(version, [zone], reason=f"Zone {zone.code} enabled")
+    testruns.enqueue(runs)
+    audit.record(
+        TESTS_QUEUED_ACTION,
+        image=version.image,
+        target=version,
+        after={"zone": zone.code, "test_run": runs[0].pk},
+        message=f"{version} is being tested in {zone.code} (zone enabled).",
+    )
+
+
+def zone_tested(sender: Any, test_run: Any, **kwargs: Any) -> None:
+    """A test run ended: if it was a zone-enabled run of the image's current release and
+    every check passed there, add that zone's local image to the released Marketplace version."""
+    from builds import testruns
+    from cloud.publisher import get_publisher
+    from lifecycle.releases import current_release
+
+    if not test_run.reason.startswith("Zone ") or test_run.state != "finished":
+        return
+    version, zone = test_run.version, test_run.zone
+    release = current_release(version.image)
+    if release is None or release.version_id != version.pk:
+        return
+    cells = [testruns.matrix(version, [zone]).cell(zone.code, c) for c in testruns.check_names()]
+    if not all(c.ok for c in cells):
+        audit.record(
+            TESTS_FAILED_ACTION,
+            image=version.image,
+            target=version,
+            after={"zone": zone.code},
+            message=f"{version} did not pass every check in {zone.code}: not offered there.",
+        )
+        return
+    local = LocalImage.objects.get(version=version, zone=zone)
+    get_publisher().publish_release(version.image, version, [local])
+    audit.record(
+        OFFERED_ACTION,
+        image=version.image,
+        target=version,
+        after={"zone": zone.code, "provider_image_id": local.provider_image_id},
+        message=f"{version} passed every check in {zone.code}: now offered there.",
+    )
 
 
 # --- the signal receivers (connected in lifecycle.apps) -----------------------------------------
@@ -209,3 +251,6 @@ def connect() -> None:
 
     pre_save.connect(remember_enabled, sender=Zone, dispatch_uid="lifecycle.zones.pre_save")
     post_save.connect(zone_saved, sender=Zone, dispatch_uid="lifecycle.zones.post_save")
+    from builds.signals import test_run_ended
+
+    test_run_ended.connect(zone_tested, dispatch_uid="lifecycle.zones.zone_tested")

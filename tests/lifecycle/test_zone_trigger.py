@@ -12,7 +12,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import OrmQ
 
+from builds import testruns
+from builds.choices import CheckState, TestRunState
+from builds.models import TestRun
 from builds.publish import image_name
+from builds.signals import test_run_ended
 from catalog.choices import LocalImageState, VersionState
 from catalog.models import AuditEntry, Zone
 from cloud import clients
@@ -75,7 +79,8 @@ def test_enabling_a_zone_publishes_the_current_versions_there(
     assert "zone fr-par-2 was enabled" in entry.message
 
     # The worker runs the task: the image now exists in the new zone, found through the SDK.
-    result = zones.publish_in_zone(*task["args"])
+    with django_capture_on_commit_callbacks(execute=True):
+        result = zones.publish_in_zone(*task["args"])
     local = current.local_images.get(zone__code=NEW_ZONE)
     assert local.state == LocalImageState.AVAILABLE and local.provider_image_id in result
     found = clients.instance_api().get_image(zone=NEW_ZONE, image_id=local.provider_image_id)
@@ -84,6 +89,30 @@ def test_enabling_a_zone_publishes_the_current_versions_there(
     assert AuditEntry.objects.filter(action=zones.PUBLISHED_ACTION).count() == 1
     # Only the current version went there.
     assert not old.local_images.filter(zone__code=NEW_ZONE).exists()
+
+    # Then it is tested there; the label resolves in the new zone only once every check passed.
+    run = TestRun.objects.get(version=current, zone__code=NEW_ZONE)
+    assert run.reason == f"Zone {NEW_ZONE} enabled" and run.state == TestRunState.QUEUED
+    assert [t["func"] for _, t in _queued()][-1] == testruns.RUN_TASK
+    market = clients.marketplace_api()
+
+    def offered() -> bool:
+        found = market.list_local_images(image_label="debian_bookworm", zone=NEW_ZONE)
+        return local.provider_image_id in {i.id for i in found.local_images}
+
+    def end_run(state: str) -> None:
+        # What the runner leaves when the checks end (the checks themselves boot VMs: vm tier).
+        run.results.update(state=state, duration=1.0)
+        TestRun.objects.filter(pk=run.pk).update(state=TestRunState.FINISHED)
+        run.refresh_from_db()
+        test_run_ended.send(sender=TestRun, test_run=run)
+
+    end_run(CheckState.FAILED)
+    assert not offered()
+    assert AuditEntry.objects.filter(action=zones.TESTS_FAILED_ACTION).count() == 1
+    end_run(CheckState.PASSED)
+    assert offered()
+    assert AuditEntry.objects.filter(action=zones.OFFERED_ACTION).count() == 1
 
 
 def test_disabling_a_zone_or_saving_an_enabled_one_queues_nothing(
