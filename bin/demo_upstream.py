@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Serve a local demo upstream: the small Debian test image and its SHA256SUMS.
+"""Serve a local demo upstream: a small bootable Debian image and its SHA256SUMS.
 
 `make run` starts it so that the "Debian 12 (local demo)" catalogue entry can be built with
-no network: its channel is http://127.0.0.1:8081/debian-12/. The image is built once by
-tests/fixtures/make_debian_image.sh (debootstrap; needs Debian's mirror) and cached.
+no network: its channel is http://127.0.0.1:8081/debian-12/. The image (kernel, GRUB for BIOS
+and UEFI, no provider package) is built once by tests/fixtures/bootable.py (debootstrap, then
+libguestfs; needs Debian's mirror) and cached. The stand-in provider package the demo recipe
+installs (`scaleway-ecosystem`, tests/fixtures/ecosystem/) is written into the files folder
+that recipe steps read (FACTORY_FILES_DIR).
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ sys.path.insert(0, str(ROOT))
 FILE_NAME = "debian-12-local-amd64.qcow2"
 
 
-def prepare(folder: Path) -> None:
-    from tests.fixtures.images import debian_fixture_image
+def prepare(folder: Path, files_dir: Path) -> None:
+    from tests.fixtures.bootable import bootable_debian_image
+    from tests.fixtures.ecosystem import build_ecosystem_deb
 
+    files_dir.mkdir(parents=True, exist_ok=True)
+    build_ecosystem_deb(files_dir)
     channel = folder / "debian-12"
     channel.mkdir(parents=True, exist_ok=True)
-    source = debian_fixture_image()
+    source = bootable_debian_image("base")
     target = channel / FILE_NAME
     if not target.exists() or target.stat().st_size != source.stat().st_size:
         tmp = target.with_suffix(".tmp")
@@ -50,7 +56,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=ROOT / "var" / "demo-upstream")
     args = parser.parse_args()
     print("Preparing the demo upstream image (the first time takes a few minutes)...", flush=True)
-    prepare(args.folder)
+    prepare(args.folder, Path(os.environ.get("FACTORY_FILES_DIR") or ROOT / "files"))
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(args.folder))
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     print(f"Demo upstream on http://127.0.0.1:{args.port}/debian-12/", flush=True)

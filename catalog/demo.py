@@ -681,10 +681,17 @@ OS_IMAGES: list[dict[str, Any]] = [
             "security_support_end": "2026-07-11",
             "extended_support_end": "2028-06-30",
         },
-        # Short on purpose, and without the provider package: its placeholder repository does
-        # not resolve, and this image must build anywhere.
+        # Short on purpose. The provider package is the project's stand-in .deb, which
+        # `make run` writes into FACTORY_FILES_DIR (the real one is not public).
         "recipe": [
             {"type": "update_packages", "params": {}},
+            {
+                "type": "ecosystem_package",
+                "params": {
+                    "package": "scaleway-ecosystem",
+                    "file": "scaleway-ecosystem_0.1.0-1_all.deb",
+                },
+            },
             {"type": "install_packages", "params": {"packages": ["curl"]}},
             {
                 "type": "write_file",
