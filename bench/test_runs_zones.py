@@ -1,0 +1,102 @@
+"""Wall time of the test suite on booted servers: one zone, three zones in parallel, and the
+same three zones one after the other.
+
+The fixture image ("ready": bootable, with the stand-in provider package) is published into a
+localcloud with real VMs (LOCALCLOUD_MACHINES=qemu) in fr-par-1, fr-par-2 and nl-ams-1 by the
+product's own publish code, then the product's runner runs the checks:
+
+  baseline  one zone alone                       (T1)
+  parallel  three zones at once, as a build does (T3p)
+  serial    three zones one after the other      (T3s)
+
+It prints T3p / T1 (what a second and third zone cost when zones run in parallel) and
+T3s / T3p (what running zones in parallel saves), and the absolute times against the targets
+(twelve checks in one zone within 10 minutes, in three zones within 25 minutes, on these
+2-core machines under TCG).
+
+    .venv/bin/python bench/test_runs_zones.py                    # every check
+    .venv/bin/python bench/test_runs_zones.py network,reboot     # a subset (quicker)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ZONES = ("fr-par-1", "fr-par-2", "nl-ams-1")
+
+
+def main(names: list[str] | None) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-testruns-"))
+    os.environ.update(
+        SQLITE_PATH=str(tmp / "bench.sqlite3"),
+        DJANGO_SECRET_KEY="bench-key",
+        FACTORY_LOCAL="1",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        LOG_LEVEL="WARNING",
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from builds import testruns
+    from builds.models import TestRun
+    from catalog.models import Zone
+    from tests.builds.testing import vmcloud
+
+    cloud = vmcloud.vm_cloud()
+    os.environ.update(vmcloud.scw_environment(cloud))
+    for name, value in {
+        "CLOUD_POLL_SECONDS": 1.0,
+        "CLOUD_POLL_MAX_SECONDS": 3.0,
+        "CLOUD_REQUEST_TIMEOUT_SECONDS": 60,
+        "PUBLISH_BUCKET": "factory-bench-artefacts",
+        "PUBLISH_IMPORT_TIMEOUT_SECONDS": 1800,
+        "PUBLISH_IMAGE_TIMEOUT_SECONDS": 600,
+    }.items():
+        setattr(settings, name, value)
+    print(f"publishing the fixture image in {', '.join(ZONES)}...", flush=True)
+    version = vmcloud.version_for("ready", ZONES)
+    checks = names or testruns.check_names()
+
+    def timed(zones: tuple[str, ...], parallel: bool) -> float:
+        runs = testruns.create_runs(
+            version, [Zone.objects.get(code=z) for z in zones], names=checks, reason="bench"
+        )
+        started = time.monotonic()
+        if parallel:
+            testruns.run_in_parallel([r.pk for r in runs], "bench")
+        else:
+            for run in runs:
+                testruns.run_in_parallel([run.pk], "bench")
+        took = time.monotonic() - started
+        for run in TestRun.objects.filter(pk__in=[r.pk for r in runs]):
+            states = sorted(run.results.values_list("state", flat=True))
+            print(f"  {run.zone.code}: {run.state}, checks {states}", flush=True)
+        return took
+
+    print(f"checks: {', '.join(checks)}", flush=True)
+    t1 = timed(ZONES[:1], parallel=True)
+    print(f"one zone: {t1:.0f} s", flush=True)
+    t3p = timed(ZONES, parallel=True)
+    print(f"three zones in parallel: {t3p:.0f} s", flush=True)
+    t3s = timed(ZONES, parallel=False)
+    print(f"three zones one after the other: {t3s:.0f} s", flush=True)
+    print(
+        f"\nparallel three zones / one zone: {t3p / t1:.2f}x"
+        f"\nserial / parallel three zones:   {t3s / t3p:.2f}x"
+        f"\ntargets (all twelve checks): one zone <= 600 s ({t1:.0f} s), "
+        f"three zones <= 1500 s ({t3p:.0f} s)"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1].split(",") if len(sys.argv) > 1 else None)
