@@ -150,6 +150,8 @@ class CheckContext:
         self.name = name
         self.not_applicable_items: list[str] = []
         self.server: str | None = None  # the shared server, for checks chained on it
+        # True once a command succeeded in a guest: the check proved something there.
+        self.proved_anything = False
 
     # --- plain facts ------------------------------------------------------------------------
     @property
@@ -468,6 +470,8 @@ class CheckContext:
             raise CheckFailed(
                 f"`{command}` failed on {label} (exit {result.status}: {result.last_error()})"
             )
+        if result.ok:
+            self.proved_anything = True
         return result
 
     def output(self, server_id: str, command: str, **kwargs: Any) -> str:

@@ -369,7 +369,10 @@ def _execute(harness: Harness, ctx: CheckContext, prepare: Callable[[], None] | 
         state, reason = CheckState.ERROR, str(exc) or type(exc).__name__
         reporter.log(name, "".join(traceback.format_exception(exc)).rstrip())
     else:
-        if ctx.not_applicable_items:
+        # Assertions this cloud cannot provide are listed with the result (and shown on the
+        # cell), never counted: the check passed what it could prove. A check that could
+        # prove nothing at all is not applicable as a whole.
+        if ctx.not_applicable_items and not ctx.proved_anything:
             state = CheckState.NOT_APPLICABLE
     reporter.log(name, f"{state}" + (f": {reason}" if reason else ""))
     reporter.finish(

@@ -97,15 +97,12 @@ def test_all_twelve_checks_pass_in_one_zone_and_leave_nothing_behind(
     assert_nothing_left(vm, run, before)  # whatever the outcomes, the clean-up is complete
     found = results(run)
     assert list(found) == registry.names()
-    not_passed = {
-        name: (r.state, r.reason)
-        for name, r in found.items()
-        if r.state != CheckState.PASSED and name != "dns"
-    }
+    not_passed = {name: (r.state, r.reason) for name, r in found.items() if r.state != "passed"}
     assert not not_passed, summary(run) + "\n" + logs(run, list(not_passed))
+    # What localcloud cannot provide is listed with the result, never counted as proved.
     dns = found["dns"]
-    assert dns.state == CheckState.NOT_APPLICABLE, summary(run) + "\n" + logs(run, ["dns"])
     assert dns.not_applicable and "public DNS name" in dns.not_applicable[0]
+    assert "not applicable on this cloud" in dns.log
     for result in found.values():
         assert result.started_at and result.finished_at and result.duration
         assert "$ " in result.log  # every check ran commands in a guest
