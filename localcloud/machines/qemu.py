@@ -1048,6 +1048,7 @@ class QemuBackend:
         if self.started:
             self.metadata.stop()
             self.started = False
+        shutil.rmtree(self.layout.runtime, ignore_errors=True)  # sockets only
 
     def reset(self) -> None:
         """The operator's reset: every VM stops and every disk goes with the records."""
