@@ -5,6 +5,8 @@
 - `harness`: what a check acts with (servers, SSH, cloud APIs, its log, not applicable);
 - `ledger`: every resource a run creates, deleted in dependency order at the end;
 - `ssh`: the run's key pair and the `ssh` client;
+- `outcomes`: how a check ends other than passing (a failed assertion, a cancel);
+- `powercycle`, `snapshots`: steps several checks share;
 - `reporting`: check events handed from worker threads to the thread that writes the rows;
 - `runner`: `run_test_run(test_run_id, worker)`, the entry point of a test run.
 """

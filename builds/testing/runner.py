@@ -247,6 +247,7 @@ def _apply(run: TestRun, events: list[Event]) -> None:
         event = events[index]
         rows = CheckResult.objects.filter(test_run=run, check_name=event.check)
         if event.kind == "log":
+            result = CheckResult(pk=_db(rows.values_list("pk", flat=True).first))
             lines = [event.text]
             while (
                 index + 1 < len(events)
@@ -255,12 +256,9 @@ def _apply(run: TestRun, events: list[Event]) -> None:
             ):
                 index += 1
                 lines.append(events[index].text)
-            text = "\n".join(lines) + "\n"
-            _db(
-                lambda rows=rows, text=text: rows.update(
-                    log=models.functions.Concat(F("log"), models.Value(text))
-                )
-            )
+            text = "\n".join(lines)
+            if result.pk is not None:
+                _db(lambda result=result, text=text: result.append_log(text))
         elif event.kind == "start":
             _db(lambda rows=rows, at=event.at: rows.update(state=CheckState.RUNNING, started_at=at))
         elif event.kind == "finish":
