@@ -505,7 +505,7 @@ def test_boot_without_metadata_is_not_held_up(boot_vm, tmp_path: Path) -> None:
     stamps = [int(v) for v in lines[4:10]]
     durations = [(end - start) / 1e6 for start, end in zip(stamps[::2], stamps[1::2], strict=True)]
     print("seconds each unit took without metadata:", [round(d, 1) for d in durations])
-    # curl gives up after 20 s (--retry-max-time); the unit timeout is 60 s.
+    # curl gives up after about 30 s (--retry-max-time); the unit timeout is 60 s.
     assert all(0 < d < 45 for d in durations), durations
     # A failed fetch leaves authorized_keys as it was.
     assert lines[10:] == ["kept"]
