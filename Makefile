@@ -18,7 +18,7 @@ export DJANGO_SECRET_KEY_FILE ?= $(CURDIR)/var/secret_key
 export DEMO_UPSTREAM_PORT ?= 8081
 export DEMO_UPSTREAM_URL ?= http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/debian-12/
 
-.PHONY: run test lint setup apt venv migrate demo test-fast test-browser test-guestfs clean
+.PHONY: run test lint setup apt venv migrate demo test-fast test-browser test-guestfs test-vm-extra clean
 
 # --- set-up ---------------------------------------------------------------------------------
 setup: apt venv var/secret_key
@@ -69,7 +69,13 @@ test-browser:
 	$(PY) -m pytest -m "browser and not guestfs and not vm" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 test-guestfs:
-	$(PY) -m pytest -m "guestfs or vm" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+	$(PY) -m pytest -m "(guestfs or vm) and not vm_extra" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+
+# localcloud's VM backend scenarios one by one (boot, power, security groups, hot-plug, rescue,
+# private networks) and the SeaBIOS fixture boot: the checks of `make test` cover the same
+# behaviour end to end, so these run on demand (about 15 minutes).
+test-vm-extra: setup
+	$(PY) -m pytest -m "vm_extra" -q
 
 lint: setup
 	$(VENV)/bin/ruff check .
