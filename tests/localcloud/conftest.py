@@ -56,8 +56,14 @@ class LocalCloudProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    start_timeout = 30.0  # seconds localcloud gets to answer after it is started
+
+    def environment(self) -> dict[str, str]:
+        """What the process gets on top of this one's environment."""
+        return {"LOCALCLOUD_TRANSITION_SECONDS": str(STEP)}
+
     def start(self) -> None:
-        env = {**os.environ, "LOCALCLOUD_TRANSITION_SECONDS": str(STEP)}
+        env = {**os.environ, **self.environment()}
         log = open(self.state_dir.parent / "localcloud.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -74,19 +80,19 @@ class LocalCloudProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"localcloud exited with {self.proc.returncode}")
             try:
-                answer = requests.get(f"{self.url}/localcloud/v1/endpoints", timeout=1)
+                answer = requests.get(f"{self.url}/localcloud/v1/endpoints", timeout=2)
                 if answer.ok:
                     self.s3 = answer.json()["s3"]
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("localcloud did not answer within 30 s")
+        raise RuntimeError(f"localcloud did not answer within {self.start_timeout:.0f} s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

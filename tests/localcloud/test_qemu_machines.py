@@ -45,24 +45,15 @@ TIMINGS: dict[str, float] = {}
 class QemuCloud(LocalCloudProcess):
     """localcloud with the QEMU backend, small VMs, TCG (KVM hangs on the test hosts)."""
 
-    def start(self) -> None:
-        wanted = {
+    def environment(self) -> dict[str, str]:
+        return {
+            **super().environment(),
             "LOCALCLOUD_MACHINES": "qemu",
             "LOCALCLOUD_ACCEL": os.environ.get("LOCALCLOUD_ACCEL", "tcg"),
             "LOCALCLOUD_VM_MEMORY_MB": os.environ.get("LOCALCLOUD_VM_MEMORY_MB", "768"),
             "LOCALCLOUD_VM_CPUS": "1",
             "LOCALCLOUD_POWEROFF_TIMEOUT": "90",
         }
-        saved = {name: os.environ.get(name) for name in wanted}
-        os.environ.update(wanted)
-        try:
-            super().start()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing runs the shutdown path."""

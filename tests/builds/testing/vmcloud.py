@@ -16,22 +16,19 @@ import fcntl
 import hashlib
 import os
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import guestfs
 import pytest
-import requests
 
 from tests.cloud.conftest import ACCESS_KEY, PROJECT_ID, SECRET_KEY
 from tests.fixtures.bootable import ROOT_PARTITION, bootable_debian_image
 from tests.fixtures.images import cache_dir
-from tests.localcloud.conftest import REPO, LocalCloudProcess, _free_port
+from tests.localcloud.conftest import LocalCloudProcess, _free_port
 
 VARIANTS = ("ready", "no-sshd", "no-network")
 DEFAULT_RULES = "instance_security_group_rule"  # the kind of a default group's rules
@@ -61,9 +58,10 @@ class VmCloudProcess(LocalCloudProcess):
 
     extra_env: dict[str, str] = field(default_factory=dict)
 
-    def start(self) -> None:
-        env = {
-            **os.environ,
+    start_timeout = 300.0
+
+    def environment(self) -> dict[str, str]:
+        return {
             "LOCALCLOUD_MACHINES": "qemu",
             # KVM hangs or aborts on the machines these tests run on: TCG, 1 vCPU, 768 MB.
             "LOCALCLOUD_ACCEL": "tcg",
@@ -71,35 +69,6 @@ class VmCloudProcess(LocalCloudProcess):
             "LOCALCLOUD_VM_MEMORY_MB": "768",
             **self.extra_env,
         }
-        log = open(self.state_dir.parent / "localcloud.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "localcloud",
-                "--port",
-                str(self.port),
-                "--state-dir",
-                str(self.state_dir),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"localcloud exited with {self.proc.returncode}")
-            try:
-                answer = requests.get(f"{self.url}/localcloud/v1/endpoints", timeout=2)
-                if answer.ok:
-                    self.s3 = answer.json()["s3"]
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("localcloud did not answer within 300 s")
 
     def inventory(self) -> dict[str, list[dict]]:
         return self.operator("GET", "inventory")
