@@ -36,6 +36,7 @@ _PROCESS: list[LocalCloudProcess] = []
 def _process() -> LocalCloudProcess:
     if not _PROCESS:
         root = Path(tempfile.mkdtemp(prefix="localcloud-cloud-tests-"))
+        atexit.register(shutil.rmtree, root, True)  # runs after the stop below (last in, first out)
         cloud = LocalCloudProcess(state_dir=root / "state", port=_free_port(3))
         cloud.state_dir.mkdir(parents=True)
         cloud.start()
@@ -133,11 +134,11 @@ def cloud(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[Cloud]:
 
 
 @pytest.fixture(scope="session")
-def qcow2_artefact() -> Path:
+def qcow2_artefact(tmp_path_factory) -> Path:
     """A small valid QCOW2 (1 GiB virtual, zlib-compressed, no backing file)."""
     if shutil.which("qemu-img") is None:
         pytest.skip("qemu-img is not installed")
-    root = Path(tempfile.mkdtemp(prefix="factory-qcow2-"))
+    root = tmp_path_factory.mktemp("qcow2")
     raw = root / "blank.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(raw), "1G"], check=True)
     final = root / "artefact.qcow2"
@@ -148,8 +149,8 @@ def qcow2_artefact() -> Path:
 
 
 @pytest.fixture(scope="session")
-def raw_artefact() -> Path:
+def raw_artefact(tmp_path_factory) -> Path:
     """Not a QCOW2 at all, though named like one: the import must refuse it."""
-    path = Path(tempfile.mkdtemp(prefix="factory-raw-")) / "artefact.qcow2"
+    path = tmp_path_factory.mktemp("raw") / "artefact.qcow2"
     path.write_bytes(b"\0" * 65536)
     return path

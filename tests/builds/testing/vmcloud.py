@@ -15,6 +15,7 @@ import atexit
 import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -87,6 +88,8 @@ def vm_cloud() -> VmCloudProcess:
     with _PROCESS_LOCK:
         if not _PROCESS:
             root = Path(tempfile.mkdtemp(prefix="localcloud-vm-tests-"))
+            # The disks go at exit (after the stop below); localcloud.log stays for a post-mortem.
+            atexit.register(shutil.rmtree, root / "state", True)
             cloud = VmCloudProcess(state_dir=root / "state", port=_free_port(3))
             cloud.state_dir.mkdir(parents=True)
             cloud.start()
