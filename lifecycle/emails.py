@@ -2,7 +2,8 @@
 
 Templates live in templates/emails/notices/<kind>_{subject,body}_<language>.{txt,html};
 a customer without a language gets English. Every message carries a signed unsubscribe
-link in its body and in the List-Unsubscribe headers (one-click, RFC 8058).
+link in its body and in the List-Unsubscribe headers (one-click, RFC 8058). The image
+requests' emails are rendered the same way (`render_localized`, templates/emails/requests/).
 """
 
 from __future__ import annotations
@@ -64,12 +65,13 @@ def instances_by_zone(usages: Iterable[Usage]) -> list[dict]:
     ]
 
 
-def _render(kind: str, language: str, context: dict) -> Rendered:
+def render_localized(folder: str, kind: str, language: str, context: dict) -> Rendered:
+    """The three parts of emails/<folder>/<kind>_*_<language>; English for an unknown language."""
     language = language if language in Language.values else Language.EN
     with translation.override(language):
-        subject = render_to_string(f"emails/notices/{kind}_subject_{language}.txt", context)
-        text = render_to_string(f"emails/notices/{kind}_body_{language}.txt", context)
-        html = render_to_string(f"emails/notices/{kind}_body_{language}.html", context)
+        subject = render_to_string(f"emails/{folder}/{kind}_subject_{language}.txt", context)
+        text = render_to_string(f"emails/{folder}/{kind}_body_{language}.txt", context)
+        html = render_to_string(f"emails/{folder}/{kind}_body_{language}.html", context)
     # A newline in a subject would end the header: keep one line.
     subject = " ".join(subject.split())
     return Rendered(subject, text, html)
@@ -125,7 +127,8 @@ def render_deprecation_notice(
     """The subject, text and HTML of a notice ahead of (or on) the deprecation date."""
     unsubscribe = unsubscribe_url(notice.customer)
     context = _context(notice, usages, unsubscribe, test)
-    return _render("deprecation", notice.customer.email_language, context), unsubscribe
+    language = notice.customer.email_language
+    return render_localized("notices", "deprecation", language, context), unsubscribe
 
 
 def render_correction_notice(
@@ -134,7 +137,8 @@ def render_correction_notice(
     """The subject, text and HTML of a correction: the date announced before has moved."""
     unsubscribe = unsubscribe_url(notice.customer)
     context = _context(notice, usages, unsubscribe, test)
-    return _render("correction", notice.customer.email_language, context), unsubscribe
+    language = notice.customer.email_language
+    return render_localized("notices", "correction", language, context), unsubscribe
 
 
 def deprecation_notice_email(

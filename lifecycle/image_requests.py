@@ -9,6 +9,9 @@
 - When a manager changes a request's status, each confirmed requester gets one email per
   change, through the alert ledger (row written before sending), with a signed link to stop
   those emails (List-Unsubscribe).
+- Every requester chose a language on the form (English or French, preset from the browser's
+  Accept-Language); their emails are rendered like the deprecation notices, from
+  templates/emails/requests/<kind>_{subject,body}_<language>.{txt,html}.
 """
 
 from __future__ import annotations
@@ -25,17 +28,19 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
 from catalog.choices import ImageKind
 from lifecycle.alerts import site_url
+from lifecycle.emails import render_localized
 from lifecycle.models import (
     AlertKind,
     AlertSent,
     ImageRequest,
+    Language,
     Requester,
+    RequestStatus,
     RequestStatusChange,
     RequestSubmission,
     normalize_request_name,
@@ -46,6 +51,19 @@ log = logging.getLogger(__name__)
 
 CONFIRM_SALT = "lifecycle.image_requests.confirm"
 UNSUBSCRIBE_SALT = "lifecycle.image_requests.unsubscribe"
+
+# What the emails call each status. The choices' labels are the dashboard's (English); the
+# French words agree with "la demande" and "l'image", both feminine.
+STATUS_WORDS: dict[str, dict[str, str]] = {
+    Language.EN: {status.value: status.label.lower() for status in RequestStatus},
+    Language.FR: {
+        RequestStatus.NEW: "en attente d'examen",
+        RequestStatus.PLANNED: "prévue",
+        RequestStatus.BUILDING: "en cours de construction",
+        RequestStatus.RELEASED: "publiée",
+        RequestStatus.DECLINED: "refusée",
+    },
+}
 
 
 def rate_limit() -> int:
@@ -63,8 +81,36 @@ def confirm_max_age() -> dt.timedelta:
     return dt.timedelta(hours=int(getattr(settings, "IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS", 48)))
 
 
+def status_word(status: str, language: str) -> str:
+    """A status as an email in `language` says it ("planned", "prévue")."""
+    words = STATUS_WORDS.get(language, STATUS_WORDS[Language.EN])
+    return words.get(status, status)
+
+
+def language_from_accept(header: str) -> str:
+    """French when the browser ranks it above English in Accept-Language, else English."""
+    best, best_q = Language.EN.value, 0.0
+    for item in header[:1000].split(","):
+        tag, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        primary = tag.split("-")[0].lower()
+        if primary in Language.values and q > best_q:  # the first of equals wins
+            best, best_q = primary, q
+    return best
+
+
 class ImageRequestForm(forms.Form):
-    """The public form: what to build, why, and where to tell the requester."""
+    """The public form: what to build, why, and where to tell the requester (in which language).
+
+    A language left out (a client posting without it) is the page's default: the browser's.
+    """
 
     kind = forms.ChoiceField(choices=ImageKind.choices, initial=ImageKind.OS)
     name = forms.CharField(
@@ -77,6 +123,20 @@ class ImageRequestForm(forms.Form):
         help_text="What you would use it for, versions, packages you need.",
     )
     email = forms.EmailField(help_text="We send a link to confirm it, then news of the request.")
+    language = forms.ChoiceField(
+        label="Language of our emails / Langue de nos e-mails",
+        choices=Language.choices,
+        required=False,
+        widget=forms.RadioSelect,
+        error_messages={
+            "invalid_choice": "Choose English or Français / Choisissez English ou Français."
+        },
+    )
+
+    def __init__(self, *args: Any, default_language: str = Language.EN, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_language = default_language
+        self.fields["language"].initial = default_language
 
     def clean_name(self) -> str:
         name = " ".join(self.cleaned_data["name"].split())
@@ -86,6 +146,9 @@ class ImageRequestForm(forms.Form):
 
     def clean_email(self) -> str:
         return self.cleaned_data["email"].strip().lower()
+
+    def clean_language(self) -> str:
+        return self.cleaned_data["language"] or self.default_language
 
 
 class StatusForm(forms.Form):
@@ -110,8 +173,18 @@ def is_rate_limited(ip: str | None, email: str, now: dt.datetime | None = None) 
     return recent.filter(email=email).count() >= limit
 
 
-def submit(kind: str, name: str, description: str, email: str, ip: str | None) -> Requester:
-    """Record a submission: merged into the request for the same thing, one row per email."""
+def submit(
+    kind: str,
+    name: str,
+    description: str,
+    email: str,
+    ip: str | None,
+    language: str = Language.EN,
+) -> Requester:
+    """Record a submission: merged into the request for the same thing, one row per email.
+
+    Asking again keeps the requester but takes their new language choice.
+    """
     RequestSubmission.objects.create(ip=ip, email=email)
     normalized = normalize_request_name(name)
     for _attempt in range(2):  # a concurrent first submission may win the unique constraint
@@ -122,9 +195,14 @@ def submit(kind: str, name: str, description: str, email: str, ip: str | None) -
                     normalized_name=normalized,
                     defaults={"name": name, "description": description},
                 )
-                requester, _created = Requester.objects.get_or_create(
-                    request=request, email=email, defaults={"description": description}
+                requester, created = Requester.objects.get_or_create(
+                    request=request,
+                    email=email,
+                    defaults={"description": description, "language": language},
                 )
+                if not created and requester.language != language:
+                    requester.language = language
+                    requester.save(update_fields=["language"])
                 return requester
         except IntegrityError:
             continue
@@ -173,20 +251,17 @@ def unsubscribe_url(requester: Requester) -> str:
 
 
 def _email(
-    kind: str, context: dict[str, Any], to: str, headers: dict[str, str] | None = None
+    kind: str, requester: Requester, context: dict[str, Any], headers: dict[str, str] | None = None
 ) -> EmailMultiAlternatives:
-    subject = render_to_string(f"emails/requests/{kind}_subject.txt", context)
-    text = render_to_string(f"emails/requests/{kind}_body.txt", context)
-    html = render_to_string(f"emails/requests/{kind}_body.html", context)
+    rendered = render_localized("requests", kind, requester.language, context)
     message = EmailMultiAlternatives(
-        # A newline in a subject would end the header: keep one line.
-        subject=" ".join(subject.split()),
-        body=text,
+        subject=rendered.subject,
+        body=rendered.text,
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[to],
+        to=[requester.email],
         headers=headers or {},
     )
-    message.attach_alternative(html, "text/html")
+    message.attach_alternative(rendered.html, "text/html")
     return message
 
 
@@ -199,16 +274,16 @@ def confirmation_email(requester: Requester) -> EmailMultiAlternatives:
         "confirm_url": confirmation_url(requester),
         "hours": hours,
     }
-    return _email("confirm", context, requester.email)
+    return _email("confirm", requester, context)
 
 
 def status_email(requester: Requester, change: RequestStatusChange) -> EmailMultiAlternatives:
-    """The email telling a requester that their request's status changed."""
+    """The email telling a requester, in their language, that their request's status changed."""
     stop = unsubscribe_url(requester)
     context = {
         "request": change.request,
         "change": change,
-        "status": change.get_status_display(),
+        "status": status_word(change.status, requester.language),
         "requester": requester,
         "unsubscribe_url": stop,
     }
@@ -216,7 +291,7 @@ def status_email(requester: Requester, change: RequestStatusChange) -> EmailMult
         "List-Unsubscribe": f"<{stop}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    return _email("status", context, requester.email, headers)
+    return _email("status", requester, context, headers)
 
 
 def send_confirmation(requester: Requester) -> str:

@@ -11,11 +11,13 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from catalog import audit, roles
 from lifecycle import image_requests
-from lifecycle.models import ImageRequest, RequestStatus
+from lifecycle.models import ImageRequest, Language, RequestStatus
 
 SORTS = {
     "count": ("-confirmed_count", "-created_at", "-id"),
@@ -28,9 +30,11 @@ SORTS = {
 
 
 @require_http_methods(["GET", "POST"])
+@vary_on_headers("Accept-Language")
 def request_new(request: HttpRequest) -> HttpResponse:
     """Public: ask for a new image or InstantApp; the address is confirmed by email."""
-    form = image_requests.ImageRequestForm(request.POST or None)
+    browser = image_requests.language_from_accept(request.headers.get("Accept-Language", ""))
+    form = image_requests.ImageRequestForm(request.POST or None, default_language=browser)
     if request.method == "POST":
         if not form.is_valid():
             return render(request, "lifecycle/requests/new.html", {"form": form}, status=400)
@@ -41,20 +45,25 @@ def request_new(request: HttpRequest) -> HttpResponse:
             context = {"limit": image_requests.rate_limit(), "minutes": window}
             return render(request, "lifecycle/requests/rate_limited.html", context, status=429)
         requester = image_requests.submit(
-            data["kind"], data["name"], data["description"], data["email"], ip
+            data["kind"], data["name"], data["description"], data["email"], ip, data["language"]
         )
         if not requester.is_confirmed:
             image_requests.send_confirmation(requester)
         # The same answer whether or not the address asked before: it tells nobody who asked.
-        return redirect("lifecycle:request_thanks")
+        return redirect(reverse("lifecycle:request_thanks") + f"?language={data['language']}")
     return render(request, "lifecycle/requests/new.html", {"form": form})
 
 
 @require_GET
+@vary_on_headers("Accept-Language")
 def request_thanks(request: HttpRequest) -> HttpResponse:
-    """Public: "check your inbox"."""
+    """Public: "check your inbox", in the language chosen on the form."""
     hours = int(image_requests.confirm_max_age().total_seconds() // 3600)
-    return render(request, "lifecycle/requests/thanks.html", {"hours": hours})
+    language = request.GET.get("language", "")
+    if language not in Language.values:
+        language = image_requests.language_from_accept(request.headers.get("Accept-Language", ""))
+    context = {"hours": hours, "language": language}
+    return render(request, "lifecycle/requests/thanks.html", context)
 
 
 @require_http_methods(["GET", "POST"])

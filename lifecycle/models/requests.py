@@ -2,8 +2,9 @@
 
 Requests for the same thing merge: a request is identified by its kind and its normalized
 name, and each person asking is a `Requester` that counts only once their email address is
-confirmed through a signed link. Every status change is a `RequestStatusChange` row, and the
-emails telling requesters about it go through the alert ledger (one per requester per change).
+confirmed through a signed link; each is written to in the language they chose (English or
+French). Every status change is a `RequestStatusChange` row, and the emails telling
+requesters about it go through the alert ledger (one per requester per change).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.choices import ImageKind
+from lifecycle.models.notices import Language
 
 __all__ = [
     "ImageRequest",
@@ -117,6 +119,12 @@ class Requester(models.Model):
 
     request = models.ForeignKey(ImageRequest, on_delete=models.CASCADE, related_name="requesters")
     email = models.EmailField(help_text="Lower-cased.")
+    language = models.CharField(
+        max_length=8,
+        choices=Language.choices,
+        default=Language.EN,
+        help_text="The language of the emails they get (their latest choice on the form).",
+    )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     confirmed_at = models.DateTimeField(null=True, blank=True)

@@ -61,7 +61,8 @@ def test_the_form_works_without_login_and_checks_csrf(smtp_server) -> None:  # n
             "csrfmiddlewaretoken": token,
         },
     )
-    assert response.status_code == 302 and response["Location"].endswith("/public/thanks/")
+    assert response.status_code == 302
+    assert response["Location"].endswith("/public/thanks/?language=en")
     assert anonymous.get(response["Location"]).status_code == 200
     requester = Requester.objects.get()
     assert requester.email == "a@example.com" and requester.confirmed_at is None
