@@ -52,6 +52,8 @@ class LocalImageState(models.TextChoices):
     AVAILABLE = "available", "Available"
     ERROR = "error", "Error"
     DELETED = "deleted", "Deleted"
+    # Retirement could not delete it yet (`error` says why); the daily deprecation run retries.
+    DELETE_FAILED = "delete_failed", "Deletion failed"
 
 
 class DateSource(models.TextChoices):

@@ -14,6 +14,9 @@ the cloud it is pointed at:
   JSON feed is the catalogue that consoles and scripts read. The cloud enforces nothing: a
   deprecated image can still start servers by id.
 
+Retiring an image (`retire`) removes its versions from the localcloud Marketplace and keeps
+the image entry, deprecated; the feed-only backend has nothing to remove.
+
 `MARKETPLACE_PUBLISHER` chooses ("localcloud" or "feed"); unset, the backend is "localcloud"
 when SCW_API_URL points at a localcloud (its /localcloud/v1/endpoints answers), else "feed".
 
@@ -67,6 +70,11 @@ class Publisher(Protocol):
 
     def set_valid_until(self, image: Any, when: dt.datetime | None) -> None:
         """Deprecate the image from `when` on (None clears it)."""
+        ...
+
+    def retire(self, image: Any, deprecated_at: dt.datetime) -> None:
+        """Stop offering a retired image's versions (their instance images are deleted
+        next); the image stays deprecated since `deprecated_at`. Idempotent."""
         ...
 
 
@@ -204,6 +212,17 @@ class LocalcloudPublisher:
         # An image never released has no Marketplace entry yet: create it, deprecated.
         self._ensure_image(image, valid_until=_iso(when))
 
+    def retire(self, image: Any, deprecated_at: dt.datetime) -> None:
+        # The entry stays, deprecated, so that its label still answers "deprecated since";
+        # its versions go, with local images that would name deleted instance images.
+        view = self._ensure_image(image, valid_until=_iso(deprecated_at))
+        for version in view.get("versions", []):
+            try:
+                self._request("DELETE", f"/versions/{version['id']}")
+            except CloudError as exc:
+                if not exc.not_found:
+                    raise
+
 
 def _error_of(response: requests.Response, what: str) -> CloudError:
     try:
@@ -279,6 +298,11 @@ class FeedOnlyPublisher:
         for version in image.versions.all():
             for local in version.local_images.select_related("zone"):
                 self._retag(local, add=add, remove=[DEPRECATED_TAG, VALID_UNTIL_PREFIX])
+
+    def retire(self, image: Any, deprecated_at: dt.datetime) -> None:
+        # Nothing to do: the tags live on the instance images, which retirement deletes,
+        # and the feed lists only available local images.
+        return None
 
 
 def _matches_prefix(tag: str, prefixes: set[str]) -> bool:

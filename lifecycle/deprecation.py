@@ -12,6 +12,11 @@ date moves only by a manager, with a reason (audited). A date already past, or t
 warn customers, becomes today + the shortest notice offset, so customers are always told
 before. State changes are guarded updates (`filter(pk=..., state=...).update(...)`), so two
 runs of the daily task never apply one twice.
+
+Retirement removes what the image left behind: its QCOW2 artefacts, its versions from the
+Marketplace, and its instance images with their snapshots in every zone. A zone that cannot
+be cleaned keeps its LocalImages marked "deletion failed", with the reason, and every daily
+run tries them again until they are gone.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -29,8 +36,17 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from catalog import audit
-from catalog.choices import DeprecationBasis, ImageKind, ImageState, VersionState
-from catalog.models import Image, ImageVersion
+from catalog.choices import (
+    DeprecationBasis,
+    ImageKind,
+    ImageState,
+    LocalImageState,
+    VersionState,
+)
+from catalog.models import Image, ImageVersion, LocalImage
+from cloud import clients
+from cloud.deletion import ImageRemoval
+from cloud.retries import CloudError
 from lifecycle import versions
 
 log = logging.getLogger(__name__)
@@ -349,8 +365,9 @@ def _follow_base(app: Image, base: Image, *, user: object) -> None:
 # --- the daily transitions -------------------------------------------------------------------
 
 
-def _publisher_set_valid_until(image: Image, when: dt.datetime | None) -> bool:
-    """Tell the Marketplace (localcloud or the tag feed); True when it was told.
+def _tell_marketplace(image: Image, what: str, action: Callable[[Any], None]) -> str:
+    """Run `action(publisher)`; "" when the Marketplace (localcloud or the tag feed) was
+    told, else why not.
 
     The state change stands even when this fails: the failure is logged and audited, so a
     release manager can act; the cloud adapter may not be installed in every deployment.
@@ -359,19 +376,26 @@ def _publisher_set_valid_until(image: Image, when: dt.datetime | None) -> bool:
         from cloud.publisher import get_publisher
     except ImportError:
         log.warning("cloud.publisher is not available: %s stays in the Marketplace", image.label)
-        return False
+        return "cloud.publisher is not available"
     try:
-        get_publisher().set_valid_until(image, when)
+        action(get_publisher())
     except Exception as exc:  # any cloud or configuration error: record it, do not undo
-        log.exception("could not set valid_until of %s", image.label)
+        log.exception("could not %s %s", what, image.label)
         audit.record(
             "deprecation.marketplace_failed",
             image=image,
             target=image,
             message=f"The Marketplace was not told: {exc}",
         )
-        return False
-    return True
+        return str(exc) or type(exc).__name__
+    return ""
+
+
+def _publisher_set_valid_until(image: Image, when: dt.datetime | None) -> bool:
+    """Tell the Marketplace the image is deprecated from `when`; True when it was told."""
+    return not _tell_marketplace(
+        image, "set valid_until of", lambda port: port.set_valid_until(image, when)
+    )
 
 
 def deprecate(image: Image, now: dt.datetime | None = None) -> bool:
@@ -401,14 +425,30 @@ def deprecate(image: Image, now: dt.datetime | None = None) -> bool:
 
 
 def retire(image: Image, now: dt.datetime | None = None) -> bool:
-    """Deprecated -> retired after the retention period: artefacts removed, versions retired."""
+    """Deprecated -> retired after the retention period: the Marketplace stops offering its
+    versions, its instance images and their snapshots are deleted in every zone, its
+    artefacts are removed and its versions retired.
+
+    The cloud goes first, outside any transaction (network calls must not hold the
+    database), so that the one audit entry says what was removed; deleting is idempotent, so
+    a run that stopped half-way, or two runs at once, only find things already gone. A zone
+    that fails does not hold the retirement back: its LocalImages are marked "deletion
+    failed" with the reason, and `run_transitions` retries them every day.
+    """
     now = now or timezone.now()
     limit = now - dt.timedelta(days=retention_days())
+    due = Image.objects.filter(pk=image.pk, state=ImageState.DEPRECATED, deprecated_at__lte=limit)
+    if not due.exists():
+        return False
+    image.refresh_from_db()
     before = audit.snapshot(image, ("state", "retired_at"))
+    deprecated_at = image.deprecated_at or now
+    marketplace = _tell_marketplace(
+        image, "retire in the Marketplace", lambda port: port.retire(image, deprecated_at)
+    )
+    cloud = remove_from_cloud(image)
     with transaction.atomic():
-        changed = Image.objects.filter(
-            pk=image.pk, state=ImageState.DEPRECATED, deprecated_at__lte=limit
-        ).update(state=ImageState.RETIRED, retired_at=now, updated_at=now)
+        changed = due.update(state=ImageState.RETIRED, retired_at=now, updated_at=now)
         if changed != 1:
             return False
         image.refresh_from_db()
@@ -418,11 +458,16 @@ def retire(image: Image, now: dt.datetime | None = None) -> bool:
             image=image,
             target=image,
             before=before,
-            after={**audit.snapshot(image, ("state", "retired_at")), "artefacts": removed},
+            after={
+                **audit.snapshot(image, ("state", "retired_at")),
+                "artefacts": removed,
+                **cloud.as_audit(),
+                "marketplace": f"not told: {marketplace}" if marketplace else "told",
+            },
             message=f"Retained {retention_days()} days after deprecation; "
-            f"{len(removed)} artefact(s) removed.",
+            f"{len(removed)} artefact(s) removed; {cloud.summary()}",
         )
-    log.info("%s retired", image.label)
+    log.info("%s retired: %s", image.label, cloud.summary())
     return True
 
 
@@ -439,6 +484,167 @@ def _remove_artefacts(image: Image) -> list[str]:
     return removed
 
 
+# --- retirement: the cloud side --------------------------------------------------------------
+
+
+@dataclass
+class CloudRemoval:
+    """What one pass over a retired image's cloud resources did, for the audit and the log."""
+
+    removed: list[str] = field(default_factory=list)  # "fr-par-1 image <id>", "... snapshot"
+    already_gone: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "fr-par-1 <version> (<arch>): <reason>"
+    zones_done: set[str] = field(default_factory=set)
+    zones_failed: set[str] = field(default_factory=set)
+
+    @property
+    def attempted(self) -> bool:
+        return bool(self.zones_done or self.zones_failed)
+
+    def as_audit(self) -> dict[str, list[str]]:
+        return {
+            "cloud_removed": self.removed,
+            "cloud_already_gone": self.already_gone,
+            "cloud_failed": self.failed,
+        }
+
+    def summary(self) -> str:
+        if not self.attempted:
+            return "no cloud image to remove."
+        images = sum(1 for r in self.removed if " image " in r)
+        snapshots = sum(1 for r in self.removed if " snapshot " in r)
+        text = (
+            f"cloud: {images} image(s) and {snapshots} snapshot(s) removed"
+            f"{f', {len(self.already_gone)} already gone' if self.already_gone else ''}"
+        )
+        if self.zones_done:
+            text += f"; done in {', '.join(sorted(self.zones_done))}"
+        if self.failed:
+            text += (
+                f"; left for the next daily run in {', '.join(sorted(self.zones_failed))}: "
+                + "; ".join(self.failed)
+            )
+        return text + "."
+
+
+def _pending_local_images(image: Image) -> QuerySet[LocalImage]:
+    """The image's LocalImages whose cloud resources may still exist."""
+    return (
+        LocalImage.objects.filter(version__image=image)
+        .exclude(state=LocalImageState.DELETED)
+        .select_related("zone", "version")
+        .order_by("zone__code", "version__name", "version__arch", "pk")
+    )
+
+
+def _mark(local: LocalImage, state: str, error: str = "") -> None:
+    # Guarded: a concurrent run that already deleted it is never undone.
+    LocalImage.objects.filter(pk=local.pk).exclude(state=LocalImageState.DELETED).update(
+        state=state, error=error[:2000], updated_at=timezone.now()
+    )
+
+
+def _zone_unavailable(exc: CloudError) -> bool:
+    """True when the zone's API itself failed (no answer, 5xx), not this one resource: the
+    zone's other resources are then left for the next run instead of failing one by one."""
+    return exc.status is None or exc.status >= 500
+
+
+def remove_from_cloud(image: Image) -> CloudRemoval:
+    """Delete the instance image and its snapshots of every LocalImage of `image` not yet
+    deleted, zone by zone; mark each LocalImage deleted, or "deletion failed" with the
+    reason. A resource already gone counts as deleted."""
+    result = CloudRemoval()
+    pending = list(_pending_local_images(image))
+    if not pending:
+        return result
+    api: Any = None
+    unconfigured = ""
+    try:
+        api = clients.instance_api()
+    except CloudError as exc:
+        unconfigured = str(exc)
+    down: dict[str, str] = {}  # zone -> why its API failed in this run
+    for local in pending:
+        zone = local.zone.code
+        where = f"{zone} {local.version.name} ({local.version.arch})"
+        removal = ImageRemoval(zone, local.provider_image_id, [local.snapshot_id])
+        if unconfigured:
+            reason = unconfigured
+        elif zone in down:
+            reason = f"not tried, {zone} failed earlier in this run: {down[zone]}"
+        else:
+            reason = ""
+            try:
+                removal.run(api)
+            except CloudError as exc:
+                reason = str(exc)
+                if _zone_unavailable(exc):
+                    down[zone] = reason
+        result.removed += [f"{zone} {item}" for item in removal.deleted]
+        result.already_gone += [f"{zone} {item}" for item in removal.already_gone]
+        if reason:
+            log.warning("%s: cloud resources left in %s: %s", image.label, where, reason)
+            _mark(local, LocalImageState.DELETE_FAILED, reason)
+            result.failed.append(f"{where}: {reason}")
+            result.zones_failed.add(zone)
+        else:
+            _mark(local, LocalImageState.DELETED)
+            result.zones_done.add(zone)
+    result.zones_done -= result.zones_failed
+    return result
+
+
+def retry_cloud_removal(image: Image) -> CloudRemoval | None:
+    """Try again what retiring `image` left in the cloud; None when nothing was left."""
+    if image.state != ImageState.RETIRED:
+        return None
+    result = remove_from_cloud(image)
+    if not result.attempted:
+        return None
+    audit.record(
+        "deprecation.cloud_removal_retried",
+        image=image,
+        target=image,
+        after=result.as_audit(),
+        message=f"Cloud removal retried after the retirement: {result.summary()}",
+    )
+    log.info("%s: cloud removal retried: %s", image.label, result.summary())
+    return result
+
+
+@dataclass
+class CloudStatus:
+    """A retired image's LocalImages: those removed from the cloud and those left, with the
+    reason (for the deprecation panel)."""
+
+    removed: list[LocalImage]
+    leftovers: list[LocalImage]
+
+    @property
+    def removed_zones(self) -> list[str]:
+        return sorted({local.zone.code for local in self.removed})
+
+    @property
+    def leftover_zones(self) -> list[str]:
+        return sorted({local.zone.code for local in self.leftovers})
+
+
+def cloud_status(image: Image) -> CloudStatus | None:
+    """What retirement removed from the cloud; None for an image not retired."""
+    if image.state != ImageState.RETIRED:
+        return None
+    locals_ = list(
+        LocalImage.objects.filter(version__image=image)
+        .select_related("zone", "version__image")
+        .order_by("zone__code", "version__name", "version__arch", "pk")
+    )
+    return CloudStatus(
+        removed=[local for local in locals_ if local.state == LocalImageState.DELETED],
+        leftovers=[local for local in locals_ if local.state != LocalImageState.DELETED],
+    )
+
+
 @dataclass
 class TransitionSummary:
     """What one daily run did, by label."""
@@ -446,16 +652,21 @@ class TransitionSummary:
     scheduled: list[str] = field(default_factory=list)
     deprecated: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
+    # Retired images whose cloud leftovers were tried again, and those still left after that.
+    cloud_retried: list[str] = field(default_factory=list)
+    cloud_left: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
             f"deprecation: {len(self.scheduled)} scheduled, {len(self.deprecated)} deprecated, "
-            f"{len(self.retired)} retired"
+            f"{len(self.retired)} retired, {len(self.cloud_retried)} cloud removal(s) retried "
+            f"({len(self.cloud_left)} still with leftovers)"
         )
 
 
 def run_transitions(now: dt.datetime | None = None) -> TransitionSummary:
-    """The daily deprecation task: schedule by policy, then deprecate and retire what is due.
+    """The daily deprecation task: schedule by policy, then deprecate and retire what is due,
+    then retry the cloud removal of images retired earlier that left something behind.
 
     OS images are scheduled before InstantApps, so that an app follows the date its base
     image received in the same run.
@@ -482,4 +693,16 @@ def run_transitions(now: dt.datetime | None = None) -> TransitionSummary:
     for image in Image.objects.filter(state=ImageState.DEPRECATED, deprecated_at__lte=limit):
         if retire(image, now):
             summary.retired.append(image.label)
+    left = (
+        LocalImage.objects.filter(version__image__state=ImageState.RETIRED)
+        .exclude(state=LocalImageState.DELETED)
+        .values("version__image")
+    )
+    retried = Image.objects.filter(pk__in=left).exclude(label__in=summary.retired)
+    for image in retried.order_by("label"):
+        result = retry_cloud_removal(image)
+        if result is not None:
+            summary.cloud_retried.append(image.label)
+            if result.failed:
+                summary.cloud_left.append(image.label)
     return summary

@@ -199,6 +199,7 @@ def _panel(request: HttpRequest, image: Image, form: DeprecationForm | None = No
         "editable": image.state in (ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED),
         "lead_days": deprecation.notice_lead_days(),
         "retention_days": deprecation.retention_days(),
+        "cloud": deprecation.cloud_status(image),
     }
     template = "lifecycle/triggers/deprecation_panel.html"
     if not _partial_request(request):
