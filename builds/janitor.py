@@ -1,17 +1,24 @@
 """The janitor: finds what the factory left in the cloud and no longer needs, and deletes it.
 
 It lists everything tagged "image-factory" in every zone (instance images, snapshots,
-volumes and servers; Block Storage volumes and snapshots) and every object under the
-factory's prefix in each region's bucket, and decides for each one:
+volumes, servers, security groups and flexible IPs; Block Storage volumes and snapshots),
+in every region (VPC private networks), and every object under the factory's prefix in each
+region's bucket, and decides for each one:
 
-- kept: its build is still running, or (build done) a LocalImage still references it;
-- orphan: no build tag, its build no longer exists, its build failed or was cancelled, or
-  its build is done and no LocalImage references it (a duplicate, a test server left
-  behind, the upload an import has finished with).
+- what a test run made (tagged "test-run:<id>") is kept while that run is queued or
+  running, and an orphan once it has ended or no longer exists (kept-for-debugging
+  resources included: they were kept for a person to look at, not for ever);
+- otherwise kept: its build is still running, or (build done) a LocalImage still
+  references it;
+- otherwise orphan: no build tag, its build no longer exists, its build failed or was
+  cancelled, or its build is done and no LocalImage references it (a duplicate, a test
+  server left behind, the upload an import has finished with).
 
-An orphan is deleted only when older than the threshold (by its creation date), so that
-work in progress is never touched; with `dry_run` nothing is deleted. Every finding,
-deletion and error is recorded on a JanitorRun row.
+An orphan is deleted only when older than the threshold (by its creation date, and for a
+test run's resource also by the run's end: a flexible IP has no creation date), so that
+work in progress is never touched; with `dry_run` nothing is deleted. Orphans are deleted
+servers first (which frees their security groups, IPs and private NICs), private networks
+after them. Every finding, deletion and error is recorded on a JanitorRun row.
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ from django.conf import settings
 from django.utils import timezone
 
 from builds.choices import ACTIVE_STATES, BuildState
-from builds.models import Build, JanitorRun
+from builds.models import Build, JanitorRun, TestRun
+from builds.testing import ledger
 from catalog.choices import LocalImageState
 from catalog.models import LocalImage, Zone
-from cloud import clients, objectstorage, tags, waiters
+from cloud import clients, deletion, objectstorage, tags
 from cloud.retries import CloudError, call
 
 log = logging.getLogger(__name__)
+
+HELD_RETRY_SECONDS = 120.0  # a security group or private network still held, at most
 
 # Deletion order: what holds something goes before what it holds.
 KIND_ORDER = (
@@ -42,6 +52,9 @@ KIND_ORDER = (
     "volume",
     "block_volume",
     "block_snapshot",
+    "security_group",
+    "private_network",
+    "ip",
     "object",
 )
 
@@ -51,7 +64,7 @@ class Finding:
     """One tagged resource the janitor saw, and what it decided."""
 
     kind: str
-    where: str  # zone, or region/bucket for objects
+    where: str  # zone, region for private networks, or region/bucket for objects
     id: str
     name: str
     build: int | None
@@ -60,6 +73,7 @@ class Finding:
     reason: str
     action: str = "kept"  # kept | deleted | would delete | too recent | error
     state: str = ""
+    test_run: int | None = None
 
     @property
     def label(self) -> str:
@@ -95,12 +109,14 @@ def _list_zone(zone: str, errors: list[str]) -> list[Finding]:
                     kind=kind,
                     where=zone,
                     id=item.id,
-                    name=getattr(item, "name", "") or "",
+                    # A flexible IP has no name: its address stands for it.
+                    name=getattr(item, "name", "") or getattr(item, "address", "") or "",
                     build=tags.build_id_of(item_tags),
                     created=_iso(getattr(item, created, None)),
                     orphan=False,
                     reason="",
                     state=str(getattr(item, state, "") or ""),
+                    test_run=tags.run_id_of(item_tags),
                 )
             )
 
@@ -146,7 +162,49 @@ def _list_zone(zone: str, errors: list[str]) -> list[Finding]:
         "created_at",
         "status",
     )
+    collect(
+        "security_group",
+        listing(instance.list_security_groups_all, "security groups", tags=[factory]),
+        "creation_date",
+        "state",
+    )
+    collect(
+        "ip",
+        listing(instance.list_ips_all, "flexible IPs", tags=[factory]),
+        "creation_date",  # none: see _old_enough
+        "state",
+    )
     return found
+
+
+def _list_private_networks(region: str, errors: list[str]) -> list[Finding]:
+    """The factory's private networks of a region (VPC v2 is regional)."""
+    try:
+        items = call(
+            clients.vpc_api().list_private_networks_all,
+            region=region,
+            tags=[tags.FACTORY_TAG],
+            what=f"list private networks in {region}",
+        )
+    except CloudError as exc:
+        errors.append(f"listing private networks in {region}: {exc}")
+        return []
+    # The filter is "any of" on VPC: the factory's tag is checked again.
+    return [
+        Finding(
+            kind="private_network",
+            where=region,
+            id=item.id,
+            name=item.name or "",
+            build=tags.build_id_of(item.tags),
+            created=_iso(item.created_at),
+            orphan=False,
+            reason="",
+            test_run=tags.run_id_of(item.tags),
+        )
+        for item in items
+        if tags.is_factory(item.tags)
+    ]
 
 
 def _list_region(region: str, errors: list[str]) -> list[Finding]:
@@ -176,8 +234,23 @@ def _list_region(region: str, errors: list[str]) -> list[Finding]:
 # --- deciding ---------------------------------------------------------------------------------
 
 
-def _decide(finding: Finding, builds: dict[int, Build], referenced: set[str]) -> None:
+def _decide(
+    finding: Finding, builds: dict[int, Build], referenced: set[str], runs: dict[int, TestRun]
+) -> None:
     """Set `orphan` and `reason` (see the module docstring)."""
+    if finding.test_run is not None:
+        run = runs.get(finding.test_run)
+        if run is None:
+            finding.orphan = True
+            finding.reason = f"test run #{finding.test_run} no longer exists"
+        elif run.is_active:
+            finding.orphan, finding.reason = False, f"test run #{run.pk} is still {run.state}"
+        else:
+            finding.orphan = True
+            finding.reason = f"test run #{run.pk} has ended ({run.get_state_display().lower()})"
+            if any(k.get("id") == finding.id for k in run.kept_resources or []):
+                finding.reason += "; it was kept for debugging"
+        return
     if finding.build is None:
         finding.orphan, finding.reason = True, "tagged by the factory but with no build tag"
         return
@@ -199,9 +272,12 @@ def _decide(finding: Finding, builds: dict[int, Build], referenced: set[str]) ->
         finding.reason = f"build #{build.pk} is done and no published image references it"
 
 
-def _old_enough(finding: Finding, limit: dt.datetime) -> bool:
+def _old_enough(finding: Finding, limit: dt.datetime, runs: dict[int, TestRun]) -> bool:
+    run = runs.get(finding.test_run) if finding.test_run is not None else None
+    if run is not None and run.finished_at and run.finished_at > limit:
+        return False  # its test run ended too recently (kept resources get the threshold)
     if not finding.created:
-        return True  # no creation date to go by: the tag and the build decide alone
+        return True  # no creation date to go by: the tags and their run or build decide
     try:
         created = dt.datetime.fromisoformat(finding.created)
     except ValueError:
@@ -218,99 +294,34 @@ def _delete(finding: Finding) -> None:
     """Delete one orphan; an already-gone resource counts as deleted."""
     zone = finding.where
     timeout = float(getattr(settings, "JANITOR_WAIT_SECONDS", 600))
-    try:
-        if finding.kind == "object":
-            region, bucket = finding.where.split("/", 1)
-            s3 = clients.s3_client(region)
-            objectstorage.delete_object(s3, bucket, finding.id)
-            return
-        instance = clients.instance_api()
-        if finding.kind == "server":
-            _delete_server(instance, zone, finding.id, timeout)
-        elif finding.kind == "image":
-            call(
-                instance.delete_image,
-                image_id=finding.id,
-                zone=zone,
-                what=f"delete image in {zone}",
-            )
-        elif finding.kind == "snapshot":
-            call(
-                instance.delete_snapshot,
-                snapshot_id=finding.id,
-                zone=zone,
-                what=f"delete snapshot in {zone}",
-            )
-        elif finding.kind == "volume":
-            call(
-                instance.delete_volume,
-                volume_id=finding.id,
-                zone=zone,
-                what=f"delete volume in {zone}",
-            )
-        elif finding.kind == "block_volume":
-            call(
-                clients.block_api().delete_volume,
-                volume_id=finding.id,
-                zone=zone,
-                what=f"delete block volume in {zone}",
-            )
-        elif finding.kind == "block_snapshot":
-            call(
-                clients.block_api().delete_snapshot,
-                snapshot_id=finding.id,
-                zone=zone,
-                what=f"delete block snapshot in {zone}",
-            )
-    except CloudError as exc:
-        if not exc.not_found:
-            raise
-
-
-def _delete_server(api: Any, zone: str, server_id: str, timeout: float) -> None:
-    """A stopped server is deleted with its local volumes; a running one is terminated
-    (which deletes its local volumes); one in transition is waited for first."""
-    server = call(api.get_server, server_id=server_id, zone=zone, what=f"get server in {zone}")
-    server = server.server
-    if server.state in ("starting", "stopping"):
-        server = waiters.wait_for_server(
-            api,
-            zone,
-            server_id,
-            until=("running", "stopped", "stopped in place"),
-            timeout=timeout,
+    if finding.kind in ("security_group", "private_network", "ip"):
+        # As a test run deletes them: a group or a network still held by a server on its way
+        # out (its NICs going away) is tried again for a while, not for the whole wait (one
+        # held by a server that stays is an error to report, not to wait out).
+        entry = ledger.Entry(
+            kind=finding.kind, id=finding.id, owner="janitor", zone=zone, region=zone
         )
-    if server.state == "stopped":
-        local = [
-            v.id
-            for v in (server.volumes or {}).values()
-            if getattr(v, "volume_type", "") in ("l_ssd", "scratch")
-        ]
-        call(api.delete_server, server_id=server_id, zone=zone, what=f"delete server in {zone}")
-        for volume_id in local:
-            try:
-                call(
-                    api.delete_volume,
-                    volume_id=volume_id,
-                    zone=zone,
-                    what=f"delete volume in {zone}",
-                )
-            except CloudError as exc:
-                if not exc.not_found:
-                    raise
+        ledger.delete(ledger.Apis.from_env(), entry, timeout=min(timeout, HELD_RETRY_SECONDS))
         return
-    call(
-        api.server_action,
-        server_id=server_id,
-        zone=zone,
-        action="terminate",
-        what=f"terminate server in {zone}",
-    )
-    waiters.wait_until_gone(
-        lambda: call(api.get_server, server_id=server_id, zone=zone, what="get server"),
-        what=f"server {server_id} in {zone}",
-        timeout=timeout,
-    )
+    if finding.kind == "object":
+        region, bucket = finding.where.split("/", 1)
+        objectstorage.delete_object(clients.s3_client(region), bucket, finding.id)
+        return
+    if finding.kind == "block_volume":
+        deletion.delete_block_volume(zone, finding.id)
+        return
+    if finding.kind == "block_snapshot":
+        deletion.delete_block_snapshot(zone, finding.id)
+        return
+    instance = clients.instance_api()
+    if finding.kind == "server":
+        deletion.delete_server(instance, zone, finding.id, timeout=timeout)
+    elif finding.kind == "image":
+        deletion.delete_image(instance, zone, finding.id)
+    elif finding.kind == "snapshot":
+        deletion.delete_snapshot(instance, zone, finding.id, timeout=timeout)
+    elif finding.kind == "volume":
+        deletion.delete_volume(instance, zone, finding.id)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -334,8 +345,11 @@ def run_janitor(*, older_than: dt.timedelta, dry_run: bool, user: Any = None) ->
     for zone in zones:
         findings.extend(_list_zone(zone, errors))
     for region in sorted({code.rsplit("-", 1)[0] for code in zones}):
+        findings.extend(_list_private_networks(region, errors))
         findings.extend(_list_region(region, errors))
 
+    run_ids = {f.test_run for f in findings if f.test_run is not None}
+    runs = {r.pk: r for r in TestRun.objects.filter(pk__in=run_ids)}
     build_ids = {f.build for f in findings if f.build is not None}
     builds = {b.pk: b for b in Build.objects.filter(pk__in=build_ids)}
     referenced: set[str] = set()
@@ -347,8 +361,8 @@ def run_janitor(*, older_than: dt.timedelta, dry_run: bool, user: Any = None) ->
         referenced.update(x for x in (image_id, snapshot_id) if x)
     limit = timezone.now() - older_than
     for finding in findings:
-        _decide(finding, builds, referenced)
-        if finding.orphan and not _old_enough(finding, limit):
+        _decide(finding, builds, referenced, runs)
+        if finding.orphan and not _old_enough(finding, limit, runs):
             finding.action = "too recent"
 
     findings.sort(key=lambda f: (KIND_ORDER.index(f.kind), f.where, f.id))

@@ -382,3 +382,35 @@ class CheckResult(models.Model):
         CheckResult.objects.filter(pk=self.pk).update(
             log=models.functions.Concat(F("log"), models.Value(line.rstrip("\n") + "\n"))
         )
+
+
+class TestRunResource(models.Model):
+    """A cloud resource a test run created and has not deleted (yet): the run's ledger on
+    disk (see builds.testing.ledger). The row is written when the resource is created, before
+    the check goes on, and removed once the resource is deleted; so the rows left behind by a
+    worker that died are what the worker that takes the run over deletes first. Rows of
+    resources kept on failure stay with the run."""
+
+    __test__ = False  # not a pytest test class
+
+    test_run = models.ForeignKey(TestRun, on_delete=models.CASCADE, related_name="resources")
+    kind = models.CharField(max_length=32)
+    resource_id = models.CharField(max_length=64)
+    zone = models.CharField(max_length=32)
+    region = models.CharField(max_length=32, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    owner = models.CharField(
+        max_length=64, help_text="The check that created it, or the zone's shared chain."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["test_run", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["test_run", "kind", "resource_id"], name="one_row_per_test_resource"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.resource_id} of test run #{self.test_run_id}"

@@ -23,7 +23,9 @@ from scaleway import Client
 from scaleway.block.v1 import BlockV1API
 from scaleway.instance.v1 import InstanceV1API
 from scaleway.instance.v1.custom_api import InstanceUtilsV1API
+from scaleway.ipam.v1 import IpamV1API
 from scaleway.marketplace.v2 import MarketplaceV2API
+from scaleway.vpc.v2 import VpcV2API
 
 from cloud.retries import CloudError
 
@@ -66,7 +68,8 @@ def project_id() -> str:
 
 
 def instance_api() -> InstanceUtilsV1API:
-    """Instance v1 (images, snapshots, volumes, servers), with the SDK's user-data helpers."""
+    """Instance v1 (images, snapshots, volumes, servers, security groups, flexible IPs,
+    private NICs), with the SDK's user-data helpers."""
     return InstanceUtilsV1API(client())
 
 
@@ -78,6 +81,16 @@ def instance_v1_api() -> InstanceV1API:
 def block_api() -> BlockV1API:
     """Block Storage (SBS) volumes and snapshots."""
     return BlockV1API(client())
+
+
+def vpc_api() -> VpcV2API:
+    """VPC v2 (regional): VPCs and Private Networks."""
+    return VpcV2API(client())
+
+
+def ipam_api() -> IpamV1API:
+    """IPAM (regional): the addresses of private NICs."""
+    return IpamV1API(client())
 
 
 def marketplace_api() -> MarketplaceV2API:

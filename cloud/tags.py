@@ -1,10 +1,12 @@
 """The marks the factory leaves on what it creates, and lookups by them.
 
 Every resource the factory creates carries the tags ["image-factory", "build:<id>"], and
-every object it uploads sits under "image-factory/build-<id>/". That is what makes a
-publish resumable (after a timeout, a lookup by tag finds what the lost call created instead
-of creating a duplicate), a cancel clean (discard finds everything of a build), and the
-janitor possible (it finds everything of the factory).
+every object it uploads sits under "image-factory/build-<id>/". What a test run creates also
+carries "test-run:<id>" (and the build tag only when the run belongs to a build). That is
+what makes a publish resumable (after a timeout, a lookup by tag finds what the lost call
+created instead of creating a duplicate), a cancel clean (discard finds everything of a
+build), a test run's takeover clean (it finds what the dead worker left), and the janitor
+possible (it finds everything of the factory).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from cloud.retries import call
 FACTORY_TAG = "image-factory"
 OBJECT_PREFIX = "image-factory/"
 _BUILD_TAG = re.compile(r"^build:(\d+)$")
+_RUN_TAG = re.compile(r"^test-run:(\d+)$")
 _BUILD_KEY = re.compile(r"^image-factory/build-(\d+)/")
 
 
@@ -30,6 +33,17 @@ def tags_for(build_id: int) -> list[str]:
     return [FACTORY_TAG, build_tag(build_id)]
 
 
+def run_tag(test_run_id: int) -> str:
+    """The tag of everything one test run creates."""
+    return f"test-run:{test_run_id}"
+
+
+def tags_for_run(test_run_id: int, build_id: int | None = None) -> list[str]:
+    """The tags of every resource a test run creates (a re-run belongs to no build)."""
+    build = [build_tag(build_id)] if build_id is not None else []
+    return [FACTORY_TAG, *build, run_tag(test_run_id)]
+
+
 def object_prefix(build_id: int) -> str:
     """The key prefix of a build's objects in the artefact bucket."""
     return f"{OBJECT_PREFIX}build-{build_id}/"
@@ -39,6 +53,15 @@ def build_id_of(tags: Iterable[str] | None) -> int | None:
     """The build id in a resource's tags, or None when it carries none."""
     for tag in tags or ():
         found = _BUILD_TAG.match(tag)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def run_id_of(tags: Iterable[str] | None) -> int | None:
+    """The test run id in a resource's tags, or None when it carries none."""
+    for tag in tags or ():
+        found = _RUN_TAG.match(tag)
         if found:
             return int(found.group(1))
     return None

@@ -20,14 +20,12 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from scaleway.instance.v1 import VolumeServerTemplate
-from scaleway.ipam.v1 import IpamV1API
-from scaleway.vpc.v2 import VpcV2API
 
 from builds.testing import ssh
-from builds.testing.ledger import Apis, Entry, Ledger, delete
+from builds.testing.ledger import Apis, Entry, Journal, Ledger, delete
 from builds.testing.outcomes import CheckCancelled, CheckFailed
 from builds.testing.reporting import Reporter
-from cloud import clients, endpoints, waiters
+from cloud import clients, endpoints, tags, waiters
 from cloud.retries import CloudCancelled, CloudError, call
 
 T = TypeVar("T")
@@ -62,23 +60,26 @@ class RunSpec:
 
     @property
     def run_tag(self) -> str:
-        return f"test-run:{self.test_run_id}"
+        return tags.run_tag(self.test_run_id)
 
 
 class Harness:
     """The shared state of one test run in one zone."""
 
-    def __init__(self, spec: RunSpec, reporter: Reporter, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        reporter: Reporter,
+        stop: threading.Event,
+        journal: Journal | None = None,
+    ) -> None:
         self.spec = spec
         self.reporter = reporter
         self.stop = stop
-        self.ledger = Ledger()
+        self.ledger = Ledger(journal)
         self.key: ssh.KeyPair | None = None
-        client = clients.client()
-        self.apis = Apis(
-            instance=clients.instance_api(), block=clients.block_api(), vpc=VpcV2API(client)
-        )
-        self.ipam = IpamV1API(client)
+        self.apis = Apis.from_env()
+        self.ipam = clients.ipam_api()
         self.names: dict[str, str] = {}  # server id -> name, for logs
         self._endpoints: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()

@@ -1,11 +1,17 @@
 """Every cloud resource a test run creates, and its deletion in dependency order.
 
 A resource is written down the moment the API returns it, with the check that owns it (or
-the zone's shared server chain). At the end of the run, whatever happened (pass, failure,
-error, cancel), the ledger deletes what is left: servers first (terminating a running one
-also frees its local volumes, and its private NICs go with it), then images, the snapshots
-under them, volumes, security groups, private networks and IPs. The resources of a failed
-check are kept instead when the run asks for it, so a person can look at them.
+the zone's shared server chain). With a `Journal`, the ledger is also written on disk (the
+run's TestRunResource rows) before the check that created the resource goes on: a worker
+that dies leaves its ledger behind, and the worker that takes the run over deletes what it
+lists (and what carries the run's tag, see `tagged`, for the instant between an API's
+answer and that write) before it runs the unfinished checks again.
+
+At the end of the run, whatever happened (pass, failure, error, cancel), the ledger deletes
+what is left: servers first (terminating a running one also frees its local volumes, and
+its private NICs go with it), then images, the snapshots under them, volumes, security
+groups, private networks and IPs. The resources of a failed check are kept instead when the
+run asks for it, so a person can look at them.
 
 A deletion that fails is retried for a while (a volume still detaching, a private network
 whose NICs are still going away), then reported; it never hides the check's own outcome.
@@ -14,14 +20,18 @@ whose NICs are still going away), then reported; it never hides the check's own 
 from __future__ import annotations
 
 import contextlib
+import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cloud import waiters
+from cloud import clients, waiters
 from cloud.retries import CloudError, call
+
+log = logging.getLogger(__name__)
 
 Log = Callable[[str], None]
 
@@ -39,6 +49,9 @@ KIND_ORDER = (
 )
 SERVER_SETTLED = ("running", "stopped", "stopped in place", "stopped_in_place")
 RETRY_SECONDS = 2.0
+# How long a check thread waits for its ledger write before it goes on without it (the
+# writing thread is stuck: the resource is still in memory and still carries the run's tag).
+JOURNAL_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -68,23 +81,96 @@ class Apis:
     block: Any
     vpc: Any
 
+    @classmethod
+    def from_env(cls) -> Apis:
+        return cls(
+            instance=clients.instance_api(), block=clients.block_api(), vpc=clients.vpc_api()
+        )
+
+
+Write = Callable[[str, Entry], None]  # ("add" | "forget", entry)
+
+
+class Journal:
+    """Writes ledger changes through `write`, always on the thread that made the journal.
+
+    Check threads never touch the database (see `reporting`): a change made on another
+    thread waits in a queue until that thread calls `flush()`, and the caller waits until it
+    is written (or JOURNAL_WAIT_SECONDS), so a resource is on disk before its check goes on.
+    """
+
+    def __init__(self, write: Write, *, wait_seconds: float = JOURNAL_WAIT_SECONDS) -> None:
+        self._write = write
+        self._thread = threading.get_ident()
+        self._queue: queue.SimpleQueue[tuple[str, Entry, threading.Event]] = queue.SimpleQueue()
+        self._wait_seconds = wait_seconds
+        self.pending = threading.Event()  # set while something waits for `flush()`
+
+    def submit(self, op: str, entry: Entry) -> None:
+        if threading.get_ident() == self._thread:
+            self._apply(op, entry)
+            return
+        done = threading.Event()
+        self._queue.put((op, entry, done))
+        self.pending.set()
+        if not done.wait(self._wait_seconds):
+            log.warning("ledger: %s of %s not written after %gs", op, entry, self._wait_seconds)
+
+    def flush(self) -> None:
+        """Write what other threads handed over (on the journal's own thread)."""
+        self.pending.clear()
+        while True:
+            try:
+                op, entry, done = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._apply(op, entry)
+            finally:
+                done.set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, less when a write is waiting."""
+        self.pending.wait(seconds)
+
+    def _apply(self, op: str, entry: Entry) -> None:
+        try:
+            self._write(op, entry)
+        except Exception:
+            # The in-memory ledger still deletes it at the end, and its tag still finds it.
+            log.exception("ledger: could not write %s of %s", op, entry)
+
 
 class Ledger:
-    """The resources of one run, safe to add to from several check threads."""
+    """The resources of one run, safe to add to from several check threads; written through
+    `journal` when there is one."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Journal | None = None) -> None:
         self._entries: list[Entry] = []
         self._lock = threading.Lock()
+        self.journal = journal
 
     def add(self, entry: Entry) -> Entry:
+        if self.journal is not None:
+            self.journal.submit("add", entry)
         with self._lock:
             self._entries.append(entry)
         return entry
 
-    def forget(self, kind: str, id_: str) -> None:
-        """A check deleted the resource itself."""
+    def restore(self, entries: list[Entry]) -> None:
+        """Entries already written (by an earlier worker): in memory only."""
         with self._lock:
+            known = {(e.kind, e.id) for e in self._entries}
+            self._entries.extend(e for e in entries if (e.kind, e.id) not in known)
+
+    def forget(self, kind: str, id_: str) -> None:
+        """The resource is deleted (by a check itself, or by `clean`)."""
+        with self._lock:
+            gone = [e for e in self._entries if (e.kind, e.id) == (kind, id_)]
             self._entries = [e for e in self._entries if (e.kind, e.id) != (kind, id_)]
+        if self.journal is not None:
+            for entry in gone:
+                self.journal.submit("forget", entry)
 
     def entries(self) -> list[Entry]:
         with self._lock:
@@ -287,3 +373,56 @@ def delete(apis: Apis, entry: Entry, *, timeout: float) -> None:
         _gone(lambda: call(instance.delete_ip, ip=id_, zone=zone, what="delete IP"))
     else:
         raise ValueError(f"unknown resource kind {entry.kind}")
+
+
+# --- finding what a run left, by its tag -------------------------------------------------------
+
+
+def tagged(apis: Apis, *, zone: str, region: str, tag: str, owner: str = "") -> list[Entry]:
+    """Everything carrying `tag` in a run's zone (and its region's private networks), as
+    entries of `owner`: what a worker that died may have created without writing it down.
+
+    The list filters' tag semantics differ between APIs (all of, any of): the tag is checked
+    again on each item. A listing that fails raises: a takeover must not start the checks
+    again believing the zone is clean when it could not look.
+    """
+    instance, block = apis.instance, apis.block
+    listings: list[tuple[str, Callable[[], list[Any]]]] = [
+        ("server", lambda: instance.list_servers_all(zone=zone, tags=[tag])),
+        ("image", lambda: instance.list_images_all(zone=zone, tags=tag)),
+        ("snapshot", lambda: instance.list_snapshots_all(zone=zone, tags=tag)),
+        ("volume", lambda: instance.list_volumes_all(zone=zone, tags=[tag])),
+        (
+            "block_volume",
+            lambda: block.list_volumes_all(zone=zone, tags=[tag], include_deleted=False),
+        ),
+        (
+            "block_snapshot",
+            lambda: block.list_snapshots_all(zone=zone, tags=[tag], include_deleted=False),
+        ),
+        ("security_group", lambda: instance.list_security_groups_all(zone=zone, tags=[tag])),
+        ("ip", lambda: instance.list_ips_all(zone=zone, tags=[tag])),
+        (
+            "private_network",
+            lambda: apis.vpc.list_private_networks_all(region=region, tags=[tag]),
+        ),
+    ]
+    found: list[Entry] = []
+    for kind, listing in listings:
+        where = region if kind == "private_network" else zone
+        items = call(listing, what=f"list {kind.replace('_', ' ')}s tagged {tag} in {where}")
+        for item in items:
+            if tag not in (getattr(item, "tags", None) or []):
+                continue
+            name = getattr(item, "name", "") or (getattr(item, "address", "") or "")
+            found.append(
+                Entry(
+                    kind=kind,
+                    id=item.id,
+                    owner=owner,
+                    zone=zone,
+                    name=str(name),
+                    region=region if kind == "private_network" else "",
+                )
+            )
+    return found

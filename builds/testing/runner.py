@@ -10,11 +10,18 @@ check, and runs the checks on the version's image in the run's zone:
 - every other check runs on servers of its own;
 - the chain and the other checks share `TEST_CHECK_CONCURRENCY` worker threads.
 
-Worker threads only talk to the cloud and the guests; this thread writes every row, sends
-the heartbeat, and polls the cancel flag between steps. Whatever happens, everything the run
-created is deleted at the end (see `ledger`), except what failed checks own when the run
-keeps resources on failure. It never raises: the outcome is on the rows, and the run's
+Worker threads only talk to the cloud and the guests; this thread writes every row (the
+ledger's TestRunResource rows too, before the check that created the resource goes on),
+sends the heartbeat, and polls the cancel flag between steps. Whatever happens, everything
+the run created is deleted at the end (see `ledger`), except what failed checks own when the
+run keeps resources on failure. It never raises: the outcome is on the rows, and the run's
 final state is returned.
+
+A worker that takes a run over (its worker stopped sending heartbeats) first deletes what the
+dead worker left: the resources its ledger rows list and whatever carries the run's tag,
+each deletion in the owning check's log. Then only the checks that had not ended run again.
+A run cancelled while its worker was dead is taken over the same way, cleaned, and ends
+cancelled.
 
 Settings (read with their defaults when the project does not set them):
 TEST_CHECK_CONCURRENCY (2), TEST_COMMERCIAL_TYPE ("DEV1-S"), TEST_BOOT_TIMEOUT_SECONDS (600),
@@ -26,12 +33,14 @@ over).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -40,10 +49,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from builds.choices import CHECK_DONE_STATES, CheckState, TestRunState
-from builds.models import CheckResult, TestRun
+from builds.models import CheckResult, TestRun, TestRunResource
 from builds.testing import registry
 from builds.testing.harness import SETTLED, SHARED, CheckContext, Harness, RunSpec
-from builds.testing.ledger import Entry
+from builds.testing.ledger import Apis, Entry, Journal, Ledger, tagged
 from builds.testing.outcomes import CheckCancelled, CheckFailed
 from builds.testing.reporting import Event, Reporter
 from catalog.choices import LocalImageState
@@ -58,6 +67,7 @@ CANCEL_POLL_SECONDS = 2.0
 DRAIN_SECONDS = 0.5
 FAILED_STATES = (CheckState.FAILED, CheckState.ERROR)
 NOT_STARTED = "the test run was cancelled before this check started"
+CANCELLED_REASON = "the test run was cancelled"
 LOCK_ATTEMPTS = 8
 T = TypeVar("T")
 
@@ -109,6 +119,7 @@ def _run(test_run_id: int, worker: str) -> str:
     if run.state == TestRunState.QUEUED and run.cancel_requested:
         _cancel_unstarted(run, names)
         return TestRunState.CANCELLED
+    resumed, previous = run.state == TestRunState.RUNNING, run.claimed_by
     if not _db(lambda: _claim(run, worker)):
         _db(run.refresh_from_db)
         if run.state == TestRunState.QUEUED and run.cancel_requested:
@@ -116,6 +127,25 @@ def _run(test_run_id: int, worker: str) -> str:
             return TestRunState.CANCELLED
         return run.state
     _prepare_results(run, names)
+    journal = ledger_journal(run.pk)
+    earlier_failed = _checks_in(run, FAILED_STATES)
+    left = Leftovers()
+    if resumed or _db(TestRunResource.objects.filter(test_run=run).exists):
+        try:
+            cleared = _clear_leftovers(
+                run, worker, names, journal, earlier_failed, previous=previous, sweep=resumed
+            )
+        except CloudError as exc:
+            return _fail(run, f"could not delete what an earlier worker left: {exc}")
+        if cleared is None:
+            log.warning("test run %s: the claim was lost; another worker has it", run.pk)
+            _db(run.refresh_from_db)
+            return run.state
+        left = cleared
+    if _db(run.cancel_is_requested):
+        # Taken over after a cancel (its worker had died): cleaned up, nothing runs again.
+        _close_open_results(run, CheckState.CANCELLED, CANCELLED_REASON if resumed else NOT_STARTED)
+        return _end(run, TestRunState.CANCELLED, **_outcome_fields(run, left.kept, left.errors))
     unknown = [n for n in names if n not in registry.CHECKS]
     for name in unknown:
         _db(
@@ -125,7 +155,9 @@ def _run(test_run_id: int, worker: str) -> str:
                 finished_at=timezone.now(),
             )
         )
-    names = [n for n in names if n in registry.CHECKS]
+    done = _checks_in(run, CHECK_DONE_STATES)
+    # A check that ended under an earlier worker keeps its result.
+    names = [n for n in names if n in registry.CHECKS and n not in done]
     local = _db(
         LocalImage.objects.filter(version_id=run.version_id, zone_id=run.zone_id)
         .exclude(provider_image_id="")
@@ -137,15 +169,12 @@ def _run(test_run_id: int, worker: str) -> str:
     if local.state != LocalImageState.AVAILABLE:
         return _fail(run, f"the image of version {run.version} in {run.zone.code} is {local.state}")
     if not names:
-        return _end(run, TestRunState.FINISHED)
+        return _end(run, TestRunState.FINISHED, **_outcome_fields(run, left.kept, left.errors))
     spec = RunSpec(
         test_run_id=run.pk,
         zone=run.zone.code,
         image_id=local.provider_image_id,
-        tags=(
-            *(tags.tags_for(run.build_id) if run.build_id else [tags.FACTORY_TAG]),
-            f"test-run:{run.pk}",
-        ),
+        tags=tuple(tags.tags_for_run(run.pk, run.build_id)),
         keep_on_failure=run.keep_resources_on_failure,
         commercial_type=str(_setting("TEST_COMMERCIAL_TYPE", "DEV1-S")),
         boot_timeout=float(_setting("TEST_BOOT_TIMEOUT_SECONDS", 600)),
@@ -156,26 +185,31 @@ def _run(test_run_id: int, worker: str) -> str:
     reporter = Reporter()
     stop = threading.Event()
     try:
-        harness = Harness(spec, reporter, stop)
+        harness = Harness(spec, reporter, stop, journal)
         harness.open()
     except CloudError as exc:
         return _fail(run, f"the cloud cannot be used: {exc}")
     except Exception as exc:
         return _fail(run, f"the test run could not start: {type(exc).__name__}: {exc}")
-    return _execute_run(run, worker, harness, names)
+    # Kept on failure, or not deleted yet: the end of the run decides again.
+    harness.ledger.restore(left.remaining)
+    return _execute_run(run, worker, harness, names, earlier_failed)
 
 
 # --- claiming and rows -------------------------------------------------------------------------
 
 
 def _claim(run: TestRun, worker: str) -> bool:
-    """Take a queued run, or a running one whose heartbeat stopped (or that is ours)."""
+    """Take a queued run, or a running one whose heartbeat stopped (or that is ours).
+
+    A running run whose cancel was asked while its worker was dead is taken too: someone
+    has to delete what that worker left, and end the run."""
     now = timezone.now()
     limit = now - dt.timedelta(seconds=float(_setting("TEST_LEASE_SECONDS", 120)))
-    claimable = Q(state=TestRunState.QUEUED) | Q(state=TestRunState.RUNNING) & (
-        Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True) | Q(claimed_by=worker)
-    )
-    updated = TestRun.objects.filter(claimable, pk=run.pk, cancel_requested=False).update(
+    claimable = Q(state=TestRunState.QUEUED, cancel_requested=False) | Q(
+        state=TestRunState.RUNNING
+    ) & (Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True) | Q(claimed_by=worker))
+    updated = TestRun.objects.filter(claimable, pk=run.pk).update(
         state=TestRunState.RUNNING,
         claimed_by=worker,
         heartbeat_at=now,
@@ -205,6 +239,50 @@ def _prepare_results(run: TestRun, names: list[str]) -> None:
                 )
             )
             _db(lambda result=result: result.append_log("(taken over by another worker)"))
+
+
+def ledger_journal(test_run_id: int) -> Journal:
+    """The journal that writes a run's ledger to its TestRunResource rows; made on (and
+    writing from) the thread that owns the run's rows."""
+    return Journal(functools.partial(_write_resource, test_run_id))
+
+
+def _write_resource(test_run_id: int, op: str, entry: Entry) -> None:
+    """The ledger on disk (the journal's writer): a row per resource not deleted yet."""
+    rows = TestRunResource.objects.filter(
+        test_run_id=test_run_id, kind=entry.kind, resource_id=entry.id
+    )
+    if op == "forget":
+        _db(rows.delete)
+        return
+    _db(
+        lambda: TestRunResource.objects.get_or_create(
+            test_run_id=test_run_id,
+            kind=entry.kind,
+            resource_id=entry.id,
+            defaults={
+                "zone": entry.zone,
+                "region": entry.region,
+                "name": entry.name[:200],
+                "owner": entry.owner,
+            },
+        )
+    )
+
+
+def _outcome_fields(run: TestRun, kept: list[Entry], errors: list[str]) -> dict[str, Any]:
+    """The run's kept resources and, when something could not be deleted, its error."""
+    fields: dict[str, Any] = {"kept_resources": [_kept(entry) for entry in kept]}
+    if errors:
+        fields["error"] = "could not delete: " + "; ".join(errors)
+        log.warning("test run %s: %s", run.pk, fields["error"])
+    return fields
+
+
+def _checks_in(run: TestRun, states: Collection[str]) -> set[str]:
+    """The names of the run's checks whose result is in one of `states`."""
+    rows = CheckResult.objects.filter(test_run=run, state__in=list(states))
+    return set(_db(lambda: list(rows.values_list("check_name", flat=True))))
 
 
 def _close_open_results(run: TestRun, state: str, reason: str) -> None:
@@ -269,7 +347,9 @@ def _apply(run: TestRun, events: list[Event]) -> None:
 # --- running the checks ------------------------------------------------------------------------
 
 
-def _execute_run(run: TestRun, worker: str, harness: Harness, names: list[str]) -> str:
+def _execute_run(
+    run: TestRun, worker: str, harness: Harness, names: list[str], earlier_failed: set[str]
+) -> str:
     shared = [n for n in names if registry.get(n).SHARED]
     own = [n for n in names if not registry.get(n).SHARED]
     harness.shared_checks = shared
@@ -277,18 +357,19 @@ def _execute_run(run: TestRun, worker: str, harness: Harness, names: list[str]) 
     concurrency = max(1, int(_setting("TEST_CHECK_CONCURRENCY", 2)))
     lost = threading.Event()
     cancelled = threading.Event()
+    watch = Watch(harness.reporter, harness.stop, harness.ledger.journal)
     with ThreadPoolExecutor(concurrency, thread_name_prefix=f"test-run-{run.pk}") as pool:
         futures: list[Future] = []
         if shared:
             futures.append(pool.submit(_run_chain, harness, shared, outcomes))
         futures.extend(pool.submit(_run_alone, harness, name, outcomes) for name in own)
-        _supervise(run, worker, harness, lambda: all(f.done() for f in futures), lost, cancelled)
+        _supervise(run, worker, watch, lambda: all(f.done() for f in futures), lost, cancelled)
         for future in futures:
             if future.exception() is not None:  # a bug in the chain or runner, not a check
                 log.error("test run %s: %s", run.pk, future.exception())
         failed = {name for name, state in outcomes.items() if state in FAILED_STATES}
-        cleanup = pool.submit(harness.close, failed)
-        _supervise(run, worker, harness, cleanup.done, lost, cancelled, poll_cancel=False)
+        cleanup = pool.submit(harness.close, failed | earlier_failed)
+        _supervise(run, worker, watch, cleanup.done, lost, cancelled, poll_cancel=False)
     try:
         kept, errors = cleanup.result()
     except Exception as exc:
@@ -299,14 +380,10 @@ def _execute_run(run: TestRun, worker: str, harness: Harness, names: list[str]) 
         _db(run.refresh_from_db)
         return run.state
     _close_open_results(run, CheckState.ERROR, "the check did not report an outcome")
-    fields: dict[str, Any] = {"kept_resources": [_kept(entry) for entry in kept]}
-    if errors:
-        fields["error"] = "could not delete: " + "; ".join(errors)
-        log.warning("test run %s: %s", run.pk, fields["error"])
     state = TestRunState.FINISHED
     if cancelled.is_set() and any(s == CheckState.CANCELLED for s in outcomes.values()):
         state = TestRunState.CANCELLED
-    return _end(run, state, **fields)
+    return _end(run, state, **_outcome_fields(run, kept, errors))
 
 
 def _kept(entry: Entry) -> dict[str, str]:
@@ -315,33 +392,152 @@ def _kept(entry: Entry) -> dict[str, str]:
     return record
 
 
+@dataclass
+class Watch:
+    """What `_supervise` relays between worker threads and the rows."""
+
+    reporter: Reporter
+    stop: threading.Event
+    journal: Journal | None
+
+
 def _supervise(
     run: TestRun,
     worker: str,
-    harness: Harness,
+    watch: Watch,
     done: Callable[[], bool],
     lost: threading.Event,
     cancelled: threading.Event,
     *,
     poll_cancel: bool = True,
 ) -> None:
-    """Until `done()`: write reported events, send the heartbeat, relay a cancel request."""
+    """Until `done()`: write ledger changes and reported events, send the heartbeat, relay a
+    cancel request."""
+    journal = watch.journal
     last_beat = last_poll = time.monotonic()
     while not done():
-        _apply(run, harness.reporter.drain())
+        if journal is not None:
+            journal.flush()
+        _apply(run, watch.reporter.drain())
         now = time.monotonic()
         if poll_cancel and now - last_poll >= CANCEL_POLL_SECONDS:
             last_poll = now
             if _db(run.cancel_is_requested):
                 cancelled.set()
-                harness.stop.set()
+                watch.stop.set()
         if now - last_beat >= HEARTBEAT_SECONDS and not lost.is_set():
             last_beat = now
             if not _heartbeat(run, worker):
                 lost.set()
-                harness.stop.set()
-        time.sleep(DRAIN_SECONDS)
-    _apply(run, harness.reporter.drain())
+                watch.stop.set()
+        if journal is not None:
+            journal.wait(DRAIN_SECONDS)  # woken early by a ledger write waiting
+        else:
+            time.sleep(DRAIN_SECONDS)
+    if journal is not None:
+        journal.flush()
+    _apply(run, watch.reporter.drain())
+
+
+# --- taking over: what the dead worker left ----------------------------------------------------
+
+
+@dataclass
+class Leftovers:
+    """What is still there after the clean-up of a takeover."""
+
+    remaining: list[Entry] = field(default_factory=list)  # kept, or not deleted yet
+    kept: list[Entry] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _clear_leftovers(
+    run: TestRun,
+    worker: str,
+    names: list[str],
+    journal: Journal,
+    earlier_failed: set[str],
+    *,
+    previous: str,
+    sweep: bool,
+) -> Leftovers | None:
+    """Delete what an earlier worker of this run left in the cloud, before anything runs
+    again: the resources its ledger rows list and, when it had started (`sweep`), whatever
+    carries the run's tag (created but not written down yet when it died). Resources of a
+    check that already failed stay when the run keeps resources on failure.
+
+    Each line goes to the owning check's log (a resource of no known check: to every check
+    that starts again). Runs in a thread while this one sends the heartbeat; returns None
+    when the claim was lost meanwhile. A listing that fails raises CloudError.
+    """
+    rows = _db(lambda: list(TestRunResource.objects.filter(test_run=run)))
+    ledger = Ledger(journal)
+    ledger.restore(
+        [
+            Entry(
+                kind=r.kind,
+                id=r.resource_id,
+                owner=r.owner,
+                zone=r.zone,
+                name=r.name,
+                region=r.region,
+            )
+            for r in rows
+        ]
+    )
+    zone = run.zone.code
+    region = zone.rsplit("-", 1)[0]
+    done = _checks_in(run, CHECK_DONE_STATES)
+    audience = [n for n in names if n not in done] or names  # the checks that start again
+    chain = [n for n in names if n in registry.CHECKS and registry.get(n).SHARED]
+    who = f"worker {previous}" if previous else "an earlier worker"
+    reporter = Reporter()
+
+    def log_to(owner: str, text: str) -> None:
+        targets = audience
+        if owner == SHARED and chain:
+            targets = chain
+        elif owner in names:
+            targets = [owner]
+        for name in targets:
+            reporter.log(name, text)
+
+    def keep(entry: Entry) -> bool:
+        return run.keep_resources_on_failure and entry.owner in earlier_failed
+
+    def work() -> tuple[list[Entry], list[str]]:
+        apis = Apis.from_env()
+        if sweep:
+            known = {(e.kind, e.id) for e in ledger.entries()}
+            tag = tags.run_tag(run.pk)
+            for entry in tagged(apis, zone=zone, region=region, tag=tag):
+                if (entry.kind, entry.id) not in known:
+                    ledger.add(entry)
+        count = len(ledger.entries())
+        for name in audience:
+            reporter.log(
+                name,
+                f"taken over from {who}: deleting the {count} resource(s) it left "
+                "before the checks start again"
+                if count
+                else f"taken over from {who}: it left no resource behind",
+            )
+        return ledger.clean(
+            apis,
+            keep=keep,
+            log=lambda entry, text: log_to(entry.owner, f"{text} (left by {who})"),
+            timeout=float(_setting("TEST_ACTION_TIMEOUT_SECONDS", 300)),
+        )
+
+    lost = threading.Event()
+    watch = Watch(reporter, threading.Event(), journal)
+    with ThreadPoolExecutor(1, thread_name_prefix=f"test-run-{run.pk}-takeover") as pool:
+        future = pool.submit(work)
+        _supervise(run, worker, watch, future.done, lost, threading.Event(), poll_cancel=False)
+    kept, errors = future.result()  # a listing that failed raises here
+    if lost.is_set():
+        return None
+    return Leftovers(remaining=ledger.entries(), kept=kept, errors=errors)
 
 
 def _execute(harness: Harness, ctx: CheckContext, prepare: Callable[[], None] | None) -> str:
