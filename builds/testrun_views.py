@@ -8,31 +8,49 @@ from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from builds import testruns
-from builds.models import CheckResult
+from builds.models import CheckResult, TestRun
 from catalog import audit, roles
 from catalog.models import ImageVersion, Zone
 
 POLL_SECONDS = 3
 
 
+def _partial_request(request: HttpRequest) -> bool:
+    return bool(request.htmx) and not request.htmx.boosted
+
+
 @require_GET
+@vary_on_headers("HX-Request")
 def matrix_panel(request: HttpRequest, version_id: int) -> HttpResponse:
-    """The matrix card (the version page loads it with htmx and it polls while tests run)."""
+    """The matrix card, which the version page loads with htmx and which polls while tests
+    run; without JavaScript the version page links here, to a page of its own."""
     version = get_object_or_404(ImageVersion.objects.select_related("image"), pk=version_id)
     grid = testruns.matrix(version)
+    # Once every active run was asked to stop, say so rather than offer Cancel again.
+    cancelling = (
+        grid.active
+        and not TestRun.objects.filter(
+            version=version, state__in=testruns.ACTIVE, cancel_requested=False
+        ).exists()
+    )
     context = {
         "version": version,
         "grid": grid,
         "verdict": testruns.verdict(version),
         "poll": POLL_SECONDS if grid.active else None,
+        "cancelling": cancelling,
         "can_run": request.user.has_perm(roles.RUN_BUILDS),
     }
-    return render(request, "builds/test_matrix.html", context)
+    partial = _partial_request(request)
+    template = "builds/test_matrix.html#matrix" if partial else "builds/test_matrix.html"
+    return render(request, template, context)
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 def check_log(request: HttpRequest, result_id: int) -> HttpResponse:
     result = get_object_or_404(
         CheckResult.objects.select_related(
@@ -47,7 +65,7 @@ def check_log(request: HttpRequest, result_id: int) -> HttpResponse:
         "poll": POLL_SECONDS if not result.is_done else None,
         "label": dict((c.name, c.label) for c in testruns.checks()).get(result.check_name),
     }
-    template = "builds/check_log.html#log" if request.htmx else "builds/check_log.html"
+    template = "builds/check_log.html#log" if _partial_request(request) else "builds/check_log.html"
     return render(request, template, context)
 
 
