@@ -319,6 +319,14 @@ class Verdict:
     reason: str
 
 
+# How the verdict words a cell that did not pass.
+OUTCOME_WORDS = {
+    CheckState.FAILED: "failed",
+    CheckState.ERROR: "could not run",
+    CheckState.CANCELLED: "was cancelled",
+}
+
+
 def verdict(version: ImageVersion) -> Verdict:
     """Whether every check passed in every enabled zone, and if not, why in plain words."""
     grid = matrix(version)
@@ -335,8 +343,9 @@ def verdict(version: ImageVersion) -> Verdict:
         first = bad[0]
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         why = f": {first.reason}" if first.reason else ""
+        what = OUTCOME_WORDS.get(first.state, "failed")
         return Verdict(
-            False, f"{first.check} failed in {first.zone}{why}{more} ({grid.passed}/{grid.total})."
+            False, f"{first.check} {what} in {first.zone}{why}{more} ({grid.passed}/{grid.total})."
         )
     na = counts.get(CheckState.NOT_APPLICABLE, 0)
     pending = grid.total - grid.passed - na

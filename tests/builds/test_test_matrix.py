@@ -93,6 +93,22 @@ def test_a_failed_cell_rerun_alone_turns_the_matrix_green(version) -> None:
     assert testruns.verdict(version).passed
 
 
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [(CheckState.ERROR, "could not run in"), (CheckState.CANCELLED, "was cancelled in")],
+)
+def test_the_verdict_says_a_cell_errored_or_was_cancelled_not_that_it_failed(
+    version, state, words
+) -> None:
+    for zone in ZONES:
+        states = all_checks()
+        if zone == "fr-par-1":
+            states["backup"] = state
+        finished_run(version, zone, states)
+    reason = testruns.verdict(version).reason
+    assert f"backup {words} fr-par-1" in reason and "failed" not in reason
+
+
 def test_not_applicable_is_never_counted_as_passed(version) -> None:
     for zone in ZONES:
         states = all_checks()
