@@ -2,7 +2,7 @@
 
 - a build failure: one email to ALERT_EMAILS and, when ALERT_WEBHOOK_URL is set, a JSON POST
   `{"text": ..., "kind": ...}` (Slack, Mattermost and most chat tools take that shape);
-- a test-run failure: the same, once test runs exist (`test_run_failed`);
+- a test-run failure (a run that could not run, or a check failed or in error): the same;
 - a daily digest: stale images and images due for a refresh, deprecations in the next
   30 days, uncertain and failed notices, the latest janitor findings; nothing is sent on a
   day with nothing to say.
@@ -158,9 +158,7 @@ def test_run_failed(
 ) -> bool:
     """Tell the team that a test run failed; once per `key` (the test run's id).
 
-    Test runs do not exist yet: the test-runs work calls this where a run ends failed, with
-    `path` the run's page (`get_absolute_url()`), inside a try/except that logs, as
-    builds.pipeline does for builds.
+    Called by `test_run_ended_alert` when a run ends with a check that did not pass.
     """
     context = {
         "key": key,
@@ -176,6 +174,44 @@ def test_run_failed(
     )
     alert = render_alert(AlertKind.TEST_RUN_FAILED, context, text)
     return send_once(AlertKind.TEST_RUN_FAILED, key, alert)
+
+
+def test_run_ended_alert(sender: Any, test_run: Any, **kwargs: Any) -> None:
+    """Receiver of builds' `test_run_ended`: a run that could not run, or ended with a check
+    failed or in error, is told to the team (a cancelled run is not a failure)."""
+    from builds.choices import CheckState, TestRunState
+
+    run = test_run
+    if run.state == TestRunState.CANCELLED:
+        return
+    bad = list(
+        run.results.filter(state__in=(CheckState.FAILED, CheckState.ERROR)).order_by("check_name")
+    )
+    if run.state != TestRunState.ERROR and not bad:
+        return
+    reasons = [f"{r.check_name}: {r.reason or r.get_state_display().lower()}" for r in bad]
+    reason = run.error or "; ".join(reasons)
+    if run.error and reasons:
+        reason += "; " + "; ".join(reasons)
+    version = run.version
+    try:
+        test_run_failed(
+            key=str(run.pk),
+            image=version.image,
+            arch=version.arch,
+            zone=run.zone.code,
+            reason=f"{len(bad)} check(s) did not pass. {reason}" if bad else reason,
+            path=version.get_absolute_url(),
+        )
+    except Exception:  # alerting must never break the run that failed
+        log.exception("test run %s: the failure alert could not be sent", run.pk)
+
+
+def connect() -> None:
+    """Connect the team alerts to the signals they listen to (once)."""
+    from builds.signals import test_run_ended
+
+    test_run_ended.connect(test_run_ended_alert, dispatch_uid="lifecycle.alerts.test_run_ended")
 
 
 # --- the daily digest ------------------------------------------------------------------------

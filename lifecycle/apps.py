@@ -13,9 +13,10 @@ class LifecycleConfig(AppConfig):
 
     def ready(self) -> None:
         from catalog.schedules import SCHEDULES
-        from lifecycle import zones
+        from lifecycle import alerts, zones
 
         zones.connect()
+        alerts.connect()
 
         # Each concern lists its recurring tasks in lifecycle/schedules_<concern>.py.
         for concern in ("releases", "notices", "triggers", "alerts"):

@@ -12,14 +12,16 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from builds.choices import BuildState
-from builds.models import Build, JanitorRun
+from builds.choices import BuildState, CheckState
+from builds.models import Build, CheckResult, JanitorRun, TestRun
+from builds.signals import test_run_ended
 from catalog.choices import ImageState
-from catalog.models import ImageVersion
+from catalog.models import ImageVersion, Zone
 from lifecycle import alerts, tasks_alerts
 from lifecycle.models import AlertKind, AlertSent, Customer, Notice, NoticeState
 from tests.builds import upstream_server
 from tests.catalog import factories
+from tests.lifecycle import version_with_images
 from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 upstream = upstream_server.upstream
@@ -170,6 +172,60 @@ def test_a_test_run_failure_is_told_once(smtp_server, team) -> None:  # noqa: F8
     ]
     assert sent == [True, False]
     assert "fr-par-1" in smtp_server.received[0].subject
+
+
+def _ended_run(states: dict[str, str], run_state: str = "finished", error: str = "") -> TestRun:
+    image = factories.os_image("debian_bookworm")
+    version = version_with_images(image, "2026-11-20", zones=("fr-par-1",))
+    run = TestRun.objects.create(
+        version=version,
+        zone=Zone.objects.get(code="fr-par-1"),
+        checks=list(states),
+        state=run_state,
+        error=error,
+    )
+    for name, state in states.items():
+        reason = "boot id did not change after reboot" if state == CheckState.FAILED else ""
+        CheckResult.objects.create(test_run=run, check_name=name, state=state, reason=reason)
+    return run
+
+
+def test_a_test_run_that_ends_with_a_failed_check_alerts_the_team_once(
+    smtp_server,  # noqa: F811
+    team,
+) -> None:
+    run = _ended_run({"network": CheckState.PASSED, "reboot": CheckState.FAILED})
+    for _ in range(2):  # the signal as the runner sends it when the run ends; twice: one alert
+        test_run_ended.send(sender=TestRun, test_run=run)
+    assert len(smtp_server.received) == 1
+    message = smtp_server.received[0]
+    assert "fr-par-1" in message.subject and "debian_bookworm" in message.subject
+    assert "reboot: boot id did not change after reboot" in message.part("text/plain")
+    assert run.version.get_absolute_url() in message.part("text/plain")
+
+
+@pytest.mark.parametrize(
+    ("states", "run_state", "error", "told"),
+    [
+        ({"network": CheckState.PASSED}, "finished", "", False),
+        ({"network": CheckState.CANCELLED}, "cancelled", "", False),
+        ({"network": CheckState.ERROR}, "finished", "", True),
+        ({}, "error", "the cloud cannot be used: 503", True),
+    ],
+    ids=["passed", "cancelled", "check-error", "run-error"],
+)
+def test_only_a_run_that_did_not_pass_alerts(
+    smtp_server,  # noqa: F811
+    team,
+    states,
+    run_state,
+    error,
+    told,
+) -> None:
+    test_run_ended.send(sender=TestRun, test_run=_ended_run(states, run_state, error))
+    assert len(smtp_server.received) == (1 if told else 0)
+    if error:
+        assert error in smtp_server.received[0].part("text/plain")
 
 
 def _digest_world() -> None:
