@@ -23,6 +23,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from catalog import audit, overview, roles
 from catalog.choices import DateSource, ImageKind, StepType
+from catalog.current import current_versions
 from catalog.forms import LifecycleDateForm, StepForm
 from catalog.manifests import diff_manifests
 from catalog.models import AuditEntry, Image, ImageVersion, RecipeStep, UpstreamLifecycle, Zone
@@ -272,20 +273,55 @@ def zones_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 @permission_required(roles.MANAGE_ZONES, raise_exception=True)
 def zone_toggle(request: HttpRequest, code: str) -> HttpResponse:
+    """Disable a zone in one click; enable it only once confirmed, like admin's delete_selected.
+
+    Enabling publishes, then tests, every current version in the zone (`lifecycle.zones`), so
+    the first POST shows what will happen and only a second one with `confirm=yes` enables.
+    Disabling deletes nothing (images already there stay; publishes queued there are dropped),
+    so it stays one click. The form says which it means (`action`), so a double submit, or a
+    zone someone changed meanwhile, is never flipped back; without it the zone's state decides.
+    """
+    zone = get_object_or_404(Zone, code=code)
+    action = request.POST.get("action")
+    enable = action == "enable" if action in ("enable", "disable") else not zone.enabled
+    if enable and not zone.enabled and request.POST.get("confirm") != "yes":
+        versions = current_versions()
+        # Publishing needs the QCOW2: a version whose artefact is gone is skipped (and audited).
+        publishable = [v for v in versions if v.artefact_path]
+        context = {"zone": zone, "versions": versions, "publishable": publishable}
+        return render(request, "catalog/zone_confirm.html", context)
     with transaction.atomic():
         zone = get_object_or_404(Zone.objects.select_for_update(), code=code)
-        before = {"enabled": zone.enabled}
-        zone.enabled = not zone.enabled
-        zone.save(update_fields=["enabled"])
-        audit.record(
-            "zone.enabled" if zone.enabled else "zone.disabled",
-            actor=request.user,
-            target=zone,
-            before=before,
-            after={"enabled": zone.enabled},
-        )
+        changed = zone.enabled != enable
+        if changed:
+            before = {"enabled": zone.enabled}
+            zone.enabled = enable
+            # lifecycle.zones queues the publishes on this save, sent once it commits.
+            zone.save(update_fields=["enabled"])
+            audit.record(
+                "zone.enabled" if zone.enabled else "zone.disabled",
+                actor=request.user,
+                target=zone,
+                before=before,
+                after={"enabled": zone.enabled},
+            )
     if _partial_request(request):
         return render(request, "catalog/zones.html#zone-row", {"zone": zone})
+    if not changed:
+        state = "enabled" if zone.enabled else "disabled"
+        messages.info(request, f"Zone {zone.code} was already {state}: nothing changed.")
+    elif zone.enabled:
+        messages.success(
+            request,
+            f"Zone {zone.code} enabled: its current versions are queued to be published "
+            "there, then tested; the audit log records each.",
+        )
+    else:
+        messages.success(
+            request,
+            f"Zone {zone.code} disabled: new versions are no longer published there; "
+            "images already there stay.",
+        )
     return redirect("catalog:zones")
 
 

@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Max
 
 from builds.choices import Trigger
 from builds.models import Build
 from builds.publish import retry_zone
 from builds.queue import queue_for
 from catalog import audit
-from catalog.choices import ImageState, VersionState
+from catalog.current import current_versions
 from catalog.models import ImageVersion, LocalImage, Zone
 
 log = logging.getLogger(__name__)
@@ -47,33 +46,7 @@ TESTS_QUEUED_ACTION = "zone.tests_queued"
 TESTS_FAILED_ACTION = "zone.tests_failed"
 OFFERED_ACTION = "zone.offered"
 
-# Images whose current version is worth publishing in a new zone: a deprecated image is
-# hidden from the Marketplace and refused for new servers.
-LIVE_STATES = (ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED)
-
 _WAS_ENABLED = "_lifecycle_zone_was_enabled"
-
-
-def current_versions() -> list[ImageVersion]:
-    """The current version of every live image and architecture: among its released
-    versions, the one released last."""
-    released = ImageVersion.objects.filter(
-        state=VersionState.RELEASED,
-        released_at__isnull=False,
-        image__state__in=LIVE_STATES,
-    )
-    latest = released.values("image_id", "arch").annotate(last=Max("released_at"))
-    found: list[ImageVersion] = []
-    for row in latest.order_by("image_id", "arch"):
-        version = (
-            released.filter(image_id=row["image_id"], arch=row["arch"], released_at=row["last"])
-            .select_related("image")
-            .order_by("-id")
-            .first()
-        )
-        if version is not None:
-            found.append(version)
-    return found
 
 
 def _build_id(version: ImageVersion) -> int | None:

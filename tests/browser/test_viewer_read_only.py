@@ -143,7 +143,10 @@ def test_the_same_post_from_an_administrator_goes_through(
     """The control of the test above: its requests are refused for the role only."""
     login(page, live_server, admin_user)
 
-    response = post(page, f"{live_server.url}/zones/nl-ams-1/toggle/")
+    url = f"{live_server.url}/zones/nl-ams-1/toggle/"
+    asked = post(page, url, {"action": "enable"})  # the confirmation page; nothing changes yet
+    assert asked.status == 200 and not Zone.objects.get(code="nl-ams-1").enabled
+    response = post(page, url, {"action": "enable", "confirm": "yes"})
 
     assert response.status == 302
     assert Zone.objects.get(code="nl-ams-1").enabled

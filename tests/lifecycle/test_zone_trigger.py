@@ -34,11 +34,12 @@ pytestmark = pytest.mark.django_db
 NEW_ZONE = "fr-par-2"
 
 
-def _toggle(user, code: str, capture) -> None:
+def _toggle(user, code: str, capture, **data: str) -> None:
+    """Enabling needs `confirm=yes` (the zones page asks first: tests/catalog/test_zones.py)."""
     client = Client()
     client.force_login(user)
     with capture(execute=True):
-        response = client.post(reverse("catalog:zone_toggle", args=[code]))
+        response = client.post(reverse("catalog:zone_toggle", args=[code]), data)
     assert response.status_code == 302
 
 
@@ -66,7 +67,9 @@ def test_enabling_a_zone_publishes_the_current_versions_there(
     published_version(image, "2026-12-01", qcow2_artefact, state=VersionState.PUBLISHED)
     OrmQ.objects.all().delete()
 
-    _toggle(admin_user, NEW_ZONE, django_capture_on_commit_callbacks)
+    _toggle(
+        admin_user, NEW_ZONE, django_capture_on_commit_callbacks, action="enable", confirm="yes"
+    )
 
     assert Zone.objects.get(code=NEW_ZONE).enabled
     [(queue, task)] = _queued()
@@ -128,7 +131,7 @@ def test_disabling_a_zone_or_saving_an_enabled_one_queues_nothing(
     )
     OrmQ.objects.all().delete()
 
-    _toggle(admin_user, NEW_ZONE, django_capture_on_commit_callbacks)  # enabled -> disabled
+    _toggle(admin_user, NEW_ZONE, django_capture_on_commit_callbacks, action="disable")
     assert not Zone.objects.get(code=NEW_ZONE).enabled
     zone = Zone.objects.get(code="fr-par-1")
     with django_capture_on_commit_callbacks(execute=True):
