@@ -36,6 +36,11 @@ class ImageState(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+# Images still offered, hence rebuilt and published in new zones (a deprecated image is hidden
+# from the Marketplace and refused for new servers).
+LIVE_IMAGE_STATES = (ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED)
+
+
 class VersionState(models.TextChoices):
     BUILT = "built", "Built"
     PUBLISHED = "published", "Published"

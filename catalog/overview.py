@@ -14,6 +14,7 @@ from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from catalog import staleness
 from catalog.choices import ImageKind, ImageState
 from catalog.models import Image, ImageVersion
 
@@ -103,13 +104,18 @@ def filtered(filters: OverviewFilters, today: dt.date | None = None) -> QuerySet
         # known values, so a text match on the stored JSON is exact enough.
         qs = qs.filter(architectures__icontains=f'"{filters.arch}"')
     warn_until = today + dt.timedelta(days=settings.EOL_WARNING_DAYS)
-    stale_before = timezone.now() - dt.timedelta(days=settings.STALE_AFTER_DAYS)
     if filters.badge == "eol_soon":
         qs = qs.filter(eol_date__gte=today, eol_date__lte=warn_until)
     elif filters.badge == "past_eol":
         qs = qs.filter(eol_date__lt=today)
     elif filters.badge == "stale":
-        qs = qs.filter(last_release_at__lt=stale_before)
+        # catalog.staleness.is_stale, as a query: the same rule as build_row's badge.
+        qs = qs.annotate(
+            refresh_reference_at=Coalesce("last_release_at", "latest_version_at")
+        ).filter(
+            state__in=staleness.LIVE_STATES,
+            refresh_reference_at__lt=staleness.stale_before(today),
+        )
     elif filters.badge == "deprecated":
         qs = qs.filter(state__in=[ImageState.DEPRECATED, ImageState.RETIRED])
     return qs.order_by(*SORTS[filters.sort])
@@ -132,7 +138,9 @@ def build_row(image: Image, today: dt.date, now: dt.datetime) -> Row:
         row.badges.append("past_eol")
     elif eol_days is not None and eol_days <= settings.EOL_WARNING_DAYS:
         row.badges.append("eol_soon")
-    if row.days_since_release is not None and row.days_since_release >= settings.STALE_AFTER_DAYS:
+    # The refresh cadence's rule: never-released images count from their latest version, and
+    # deprecated or retired images are never stale.
+    if staleness.is_stale(image.state, staleness.reference_at(released_at, latest_at), today):
         row.badges.append("stale")
     if image.state in (ImageState.DEPRECATED, ImageState.RETIRED):
         row.badges.append("deprecated")

@@ -30,22 +30,14 @@ from builds.choices import BuildState, Trigger
 from builds.models import Build
 from builds.queue import Requested, request_build
 from builds.upstream import ResolveError, SourceSpec, resolve
-from catalog import audit
-from catalog.choices import ImageKind, ImageState
+from catalog import audit, staleness
+from catalog.choices import ImageKind
 from catalog.models import Image, ImageVersion, UpstreamSource
+from catalog.staleness import LIVE_STATES, refresh_days
 from lifecycle import versions
 from lifecycle.models.triggers import CheckOutcome, SecurityAdvisory, UpstreamCheck
 
 log = logging.getLogger(__name__)
-
-# Images that still get new versions: a deprecated image is refused for new servers, so
-# rebuilding it would only spend build time.
-LIVE_STATES = (ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED)
-
-
-def refresh_days() -> int:
-    """Longest time between two releases of an image (setting REFRESH_DAYS, default 90)."""
-    return int(getattr(settings, "REFRESH_DAYS", getattr(settings, "STALE_AFTER_DAYS", 90)))
 
 
 def refresh_margin_days() -> int:
@@ -105,12 +97,13 @@ class StaleStatus:
 def refresh_status(today: dt.date | None = None) -> list[StaleStatus]:
     """Each live image's refresh due date, soonest first (never-built images last).
 
-    An image never released is measured from its latest version. A version built after the
+    An image never released is measured from its latest version (the rule is
+    catalog.staleness, which the overview's stale badge uses too). A version built after the
     image entered the margin is a refresh waiting for a release manager: it is shown, and
     no second rebuild is queued for it.
     """
     today = today or timezone.localdate()
-    period, margin = refresh_days(), refresh_margin_days()
+    margin = refresh_margin_days()
     images = live_images().annotate(
         last_release=Max("versions__released_at"), latest_built=Max("versions__created_at")
     )
@@ -118,11 +111,11 @@ def refresh_status(today: dt.date | None = None) -> list[StaleStatus]:
     for image in images:
         released = image.last_release  # type: ignore[attr-defined]
         built = image.latest_built  # type: ignore[attr-defined]
-        reference = released or built
+        reference = staleness.reference_at(released, built)
         if reference is None:
             statuses.append(StaleStatus(image, None, None, None, None))
             continue
-        due = timezone.localdate(reference) + dt.timedelta(days=period)
+        due = staleness.due_on(reference)
         status = StaleStatus(image, released, reference, due, (due - today).days)
         window_start = due - dt.timedelta(days=margin)
         if (

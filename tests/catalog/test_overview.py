@@ -43,6 +43,85 @@ def test_it_badges_past_eol_soon_and_stale_images(client, viewer, frozen) -> Non
     assert b"13 days" in response.content  # fedora_43's countdown
 
 
+def test_stale_follows_the_refresh_rule_never_released_counts_from_its_latest_build(
+    client, viewer, frozen
+) -> None:
+    now = timezone.now()
+    built_long_ago = os_image("debian_built")
+    ImageVersion.objects.create(
+        image=built_long_ago, name="2026-08-18", created_at=now - dt.timedelta(days=100)
+    )
+    built_lately = os_image("debian_recent")
+    ImageVersion.objects.create(
+        image=built_lately, name="2026-11-16", created_at=now - dt.timedelta(days=10)
+    )
+    os_image("debian_never_built")
+    released_lately = os_image("ubuntu_noble")
+    ImageVersion.objects.create(
+        image=released_lately,
+        name="2026-06-01",
+        created_at=now - dt.timedelta(days=178),
+        released_at=now - dt.timedelta(days=30),
+    )
+    for label, state in [
+        ("debian_buster", ImageState.DEPRECATED),
+        ("centos_7", ImageState.RETIRED),
+    ]:
+        gone = os_image(label)
+        gone.state = state
+        gone.save()
+        ImageVersion.objects.create(
+            image=gone,
+            name="2026-01-01",
+            created_at=now - dt.timedelta(days=300),
+            released_at=now - dt.timedelta(days=300),
+        )
+    client.force_login(viewer)
+
+    response = client.get("/")
+    assert _labels_with_badge(response, "stale") == {"debian_built"}
+    assert _labels_with_badge(response, "deprecated") == {"debian_buster", "centos_7"}
+    filtered = client.get("/?badge=stale")
+    assert [row.image.label for row in filtered.context["rows"]] == ["debian_built"]
+
+
+def test_an_image_is_stale_from_the_day_its_refresh_was_due(client, viewer, frozen, settings):
+    settings.REFRESH_DAYS = 90
+    now = timezone.now()
+    for label, days in [("due_today", 90), ("due_tomorrow", 89)]:
+        image = os_image(label)
+        ImageVersion.objects.create(
+            image=image, name="v", created_at=now - dt.timedelta(days=days, hours=11)
+        )
+    client.force_login(viewer)
+    assert _labels_with_badge(client.get("/"), "stale") == {"due_today"}
+    rows = client.get("/?badge=stale").context["rows"]
+    assert [row.image.label for row in rows] == ["due_today"]
+
+
+def test_the_overview_says_how_long_ago_an_image_was_released(client, viewer, frozen) -> None:
+    now = timezone.now()
+    noble = os_image("ubuntu_noble")
+    ImageVersion.objects.create(
+        image=noble,
+        name="2026-11-01",
+        created_at=now - dt.timedelta(days=26),
+        released_at=now - dt.timedelta(days=25, hours=3),
+    )
+    unreleased = os_image("debian_trixie")
+    ImageVersion.objects.create(image=unreleased, name="2026-11-20")
+    client.force_login(viewer)
+    response = client.get("/")
+    body = response.content.decode()
+    rows = {row.image.label: row for row in response.context["rows"]}
+    assert rows["ubuntu_noble"].days_since_release == 25
+    assert rows["debian_trixie"].days_since_release is None
+    noble_row = body[body.index('data-label="ubuntu_noble"') :].split("</tr>", 1)[0]
+    trixie_row = body[body.index('data-label="debian_trixie"') :].split("</tr>", 1)[0]
+    assert "released 25 d ago" in noble_row
+    assert "released" not in trixie_row and "0 days old" in trixie_row
+
+
 def test_an_instantapp_shows_its_base_images_eol(client, viewer, frozen) -> None:
     focal = os_image("ubuntu_focal", eol=dt.date(2025, 5, 31))
     instantapp("wordpress", focal)

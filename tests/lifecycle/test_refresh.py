@@ -101,6 +101,51 @@ def test_the_triggers_page_lists_images_by_refresh_due_date(client, manager) -> 
     assert "stale (-10)" in page
 
 
+@time_machine.travel(NOW, tick=False)
+def test_the_overview_flags_stale_exactly_the_images_the_cadence_counts_stale(
+    client, viewer, settings
+) -> None:
+    settings.REFRESH_DAYS = 90
+    released_long_ago = os_image("debian_released")
+    version(released_long_ago, name="a", days_ago=120, released_days_ago=120)
+    built_long_ago = os_image("debian_built")
+    version(built_long_ago, name="a", days_ago=100)  # never released
+    fresh = os_image("debian_fresh")
+    version(fresh, name="a", days_ago=30, released_days_ago=30)
+    due_today = os_image("debian_due_today")
+    version(due_today, name="a", days_ago=90)
+    rebuilt = os_image("debian_rebuilt")  # the last release counts, not the newer build
+    version(rebuilt, name="a", days_ago=95, released_days_ago=95)
+    version(rebuilt, name="b", days_ago=3)
+    scheduled = os_image("debian_scheduled")
+    scheduled.state = ImageState.DEPRECATION_SCHEDULED
+    scheduled.save()
+    version(scheduled, name="a", days_ago=200, released_days_ago=200)
+    for label, state in [
+        ("debian_gone", ImageState.DEPRECATED),
+        ("debian_old", ImageState.RETIRED),
+    ]:
+        gone = os_image(label)
+        gone.state = state
+        gone.save()
+        version(gone, name="a", days_ago=300, released_days_ago=300)
+    os_image("debian_never")
+    client.force_login(viewer)
+
+    cadence = {s.image.label for s in refresh.refresh_status() if s.stale}
+    rows = client.get(reverse("catalog:overview")).context["rows"]
+    overview = {row.image.label for row in rows if "stale" in row.badges}
+    filtered = client.get(reverse("catalog:overview"), {"badge": "stale"}).context["rows"]
+    assert cadence == overview == {row.image.label for row in filtered}
+    assert overview == {
+        "debian_released",
+        "debian_built",
+        "debian_due_today",
+        "debian_rebuilt",
+        "debian_scheduled",
+    }
+
+
 # --- upstream release check ------------------------------------------------------------------
 
 
