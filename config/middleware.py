@@ -18,6 +18,9 @@ PUBLIC_PREFIXES = (
     "/lifecycle/unsubscribe/",
     "/lifecycle/requests/public/",
 )
+# Exact paths whose view authenticates the request itself: the catalogue feed takes a session
+# or a bearer token (scripts), and still sends an anonymous browser to the login page.
+SELF_AUTHENTICATING_PATHS = frozenset({"/lifecycle/feed.json"})
 
 
 class LoginRequiredEverywhere:
@@ -27,7 +30,11 @@ class LoginRequiredEverywhere:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.user.is_authenticated and not request.path.startswith(PUBLIC_PREFIXES):
+        if (
+            not request.user.is_authenticated
+            and not request.path.startswith(PUBLIC_PREFIXES)
+            and request.path not in SELF_AUTHENTICATING_PATHS
+        ):
             if request.headers.get("HX-Request"):
                 response = HttpResponse(status=401)
                 response["HX-Redirect"] = resolve_url(settings.LOGIN_URL)

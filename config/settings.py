@@ -261,6 +261,20 @@ IMAGE_REQUEST_RATE_LIMIT = env_int("IMAGE_REQUEST_RATE_LIMIT", 5, minimum=1)
 IMAGE_REQUEST_RATE_WINDOW_MINUTES = env_int("IMAGE_REQUEST_RATE_WINDOW_MINUTES", 60, minimum=1)
 IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS = env_int("IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS", 48, minimum=1)
 
+# --- The catalogue feed for scripts ----------------------------------------------------------
+# Bearer tokens that may read /lifecycle/feed.json without a session (comma- or line-separated;
+# FEED_TOKENS_FILE for a file). Empty: only logged-in users read the feed. Never logged.
+FEED_TOKEN_MIN_LENGTH = 32
+FEED_TOKENS = [
+    token.strip() for token in env_str("FEED_TOKENS").replace("\n", ",").split(",") if token.strip()
+]
+if any(len(token) < FEED_TOKEN_MIN_LENGTH for token in FEED_TOKENS):
+    # The message names no token: settings errors end up in logs.
+    raise ImproperlyConfigured(
+        f"FEED_TOKENS: every token must be at least {FEED_TOKEN_MIN_LENGTH} characters "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+    )
+
 # --- Email -----------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
 EMAIL_PORT = env_int("EMAIL_PORT", 1025, minimum=1)

@@ -7,15 +7,20 @@ account without Marketplace write access) this feed *is* the catalogue.
 The document holds nothing that changes by itself (no generation time), so its hash is a
 stable ETag: a client that sends it back in If-None-Match gets a 304 until something changed.
 The number of queries does not depend on the number of images (four, whatever the catalogue).
+
+Scripts read it without a session with `Authorization: Bearer <token>`, one of the tokens of
+the FEED_TOKENS setting (none: only logged-in users). Tokens never reach a log.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Prefetch
 
 from catalog.choices import LocalImageState
@@ -137,3 +142,16 @@ def render(feed: dict[str, Any]) -> tuple[bytes, str]:
     """The feed's bytes and its ETag (a strong one: the hash of exactly those bytes)."""
     body = json.dumps(feed, sort_keys=True, separators=(",", ":")).encode()
     return body, f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+def token_allowed(given: str) -> bool:
+    """Whether `given` is one of the FEED_TOKENS, compared in constant time.
+
+    Every token is compared, so the time taken says nothing about which one (or how much of
+    one) matched. No tokens configured: nothing is allowed.
+    """
+    given_bytes = given.encode()
+    matched = False
+    for token in getattr(settings, "FEED_TOKENS", []):
+        matched |= hmac.compare_digest(given_bytes, token.encode())
+    return bool(given) and matched

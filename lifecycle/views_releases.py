@@ -1,5 +1,5 @@
 """Release pages: the release panel of a version, release and withdraw, release notes, an
-image's release history, and the JSON catalogue feed.
+image's release history, and the JSON catalogue feed (session or bearer token).
 
 Views stay thin: the work is in lifecycle.releases and lifecycle.feed. Release and withdraw
 need POST and the release permission, checked here whatever the page showed. The panel and
@@ -11,8 +11,10 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -167,9 +169,41 @@ def release_history(request: HttpRequest, label: str) -> HttpResponse:
     return render(request, template, {"image": image, "rows": rows, "current": current})
 
 
+def _feed_unauthorized(message: str, error: str = "") -> JsonResponse:
+    response = JsonResponse({"error": message}, status=401)
+    challenge = 'Bearer realm="catalogue feed"'
+    response["WWW-Authenticate"] = f'{challenge}, error="{error}"' if error else challenge
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _feed_access_denied(request: HttpRequest) -> HttpResponse | None:
+    """None when the request may read the feed: a session, or a valid bearer token.
+
+    The login middleware lets this one path through, so the check is here: a browser without
+    a session goes to the login page as everywhere else; a script gets a 401 it can read.
+    """
+    if request.user.is_authenticated:
+        return None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        if feed.token_allowed(token.strip()):
+            return None
+        return _feed_unauthorized("The bearer token is not valid.", "invalid_token")
+    if not scheme and "text/html" in request.headers.get("Accept", ""):
+        return redirect_to_login(request.get_full_path())
+    return _feed_unauthorized("Log in, or send Authorization: Bearer <token>.")
+
+
 @require_GET
 def catalogue_feed(request: HttpRequest) -> HttpResponse:
-    """The JSON catalogue feed, with an ETag and 304 Not Modified on If-None-Match."""
+    """The JSON catalogue feed, with an ETag and 304 Not Modified on If-None-Match.
+
+    Readable with a session or, for scripts, a bearer token from FEED_TOKENS.
+    """
+    denied = _feed_access_denied(request)
+    if denied is not None:
+        return denied
     body, etag = feed.render(feed.build_feed())
     wanted = parse_etags(request.headers.get("If-None-Match", ""))
     if "*" in wanted or etag in wanted or f"W/{etag}" in wanted:
@@ -179,4 +213,5 @@ def catalogue_feed(request: HttpRequest) -> HttpResponse:
     response["ETag"] = etag
     # Behind the login: caches may keep it per user, and must ask again each time.
     response["Cache-Control"] = "private, no-cache"
+    patch_vary_headers(response, ["Authorization"])
     return response

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -16,6 +20,7 @@ from tests.lifecycle import version_with_images
 pytestmark = pytest.mark.django_db
 
 FEED = "/lifecycle/feed.json"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def logged_in(user) -> Client:
@@ -91,9 +96,64 @@ def test_the_feed_answers_304_while_its_etag_matches_and_200_after_a_change(view
     assert changed.json()["images"][0]["current_version"]["name"] == "2026-11-01"
 
 
-def test_the_feed_needs_a_login() -> None:
-    response = Client().get(FEED)
+TOKEN = "feed-token-for-scripts-0123456789abcdef"
+OTHER_TOKEN = "another-feed-token-0123456789abcdefghij"
+
+
+def test_a_browser_without_a_login_or_token_is_sent_to_the_login_page(settings) -> None:
+    settings.FEED_TOKENS = [TOKEN]
+    response = Client().get(FEED, HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_a_script_without_a_login_or_token_gets_a_401_not_the_feed(settings) -> None:
+    settings.FEED_TOKENS = [TOKEN]
+    os_image("debian_bookworm")
+    response = Client().get(FEED, HTTP_ACCEPT="application/json")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert set(response.json()) == {"error"}
+    assert "ETag" not in response and b"debian_bookworm" not in response.content
+
+
+def test_a_script_reads_the_feed_with_a_bearer_token_and_its_etag(settings, caplog) -> None:
+    settings.FEED_TOKENS = [OTHER_TOKEN, TOKEN]
+    released(os_image("debian_bookworm"), "2026-08-01", 90)
+    script = Client()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+
+    first = script.get(FEED, **auth)
+    assert first.status_code == 200 and first.json()["images"][0]["label"] == "debian_bookworm"
+    etag = first["ETag"]
+    assert "Authorization" in first["Vary"]
+    again = script.get(FEED, HTTP_IF_NONE_MATCH=etag, **auth)
+    assert again.status_code == 304 and again["ETag"] == etag
+    assert script.get(FEED, HTTP_IF_NONE_MATCH=etag).status_code == 401  # the ETag is no key
+    assert TOKEN not in caplog.text
+
+
+def test_a_wrong_token_gets_a_401(settings, caplog) -> None:
+    settings.FEED_TOKENS = [TOKEN]
+    for wrong in [TOKEN[:-1], TOKEN + "x", "x" * len(TOKEN)]:
+        response = Client().get(FEED, HTTP_AUTHORIZATION=f"Bearer {wrong}")
+        assert response.status_code == 401 and "error" in response.json()
+        assert 'error="invalid_token"' in response["WWW-Authenticate"]
+        assert wrong not in caplog.text
+    basic = Client().get(FEED, HTTP_AUTHORIZATION=f"Basic {TOKEN}")
+    assert basic.status_code == 401
+
+
+def test_no_feed_tokens_means_tokens_are_off(settings) -> None:
+    settings.FEED_TOKENS = []
+    for header in ["Bearer ", "Bearer", f"Bearer {TOKEN}"]:
+        assert Client().get(FEED, HTTP_AUTHORIZATION=header).status_code == 401
+
+
+def test_a_token_opens_only_the_feed(settings) -> None:
+    settings.FEED_TOKENS = [TOKEN]
+    for url in ["/", "/lifecycle/feed.jsonx", "/lifecycle/feed.json/"]:
+        response = Client().get(url, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
 
 
 def test_the_feed_makes_the_same_number_of_queries_for_many_images(
@@ -115,3 +175,28 @@ def test_the_feed_makes_the_same_number_of_queries_for_many_images(
         data = client.get(FEED).json()
     assert data["total_count"] == 77
     assert all(i["current_version"] for i in data["images"] if i["kind"] == "os")
+
+
+def _settings_feed_tokens(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """config.settings read in a fresh process, with the given environment."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FEED_TOKENS")}
+    environ.update(FACTORY_VAR_DIR=str(tmp_path), DJANGO_SECRET_KEY="settings-test-key", **env)
+    return subprocess.run(
+        [sys.executable, "-c", "from config import settings; print(settings.FEED_TOKENS)"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_feed_tokens_are_read_from_a_file_and_too_short_ones_are_refused(tmp_path) -> None:
+    tokens = tmp_path / "feed_tokens"
+    tokens.write_text(f"{TOKEN}\n{OTHER_TOKEN}\n")
+    read = _settings_feed_tokens(tmp_path, FEED_TOKENS="ignored-" * 5, FEED_TOKENS_FILE=str(tokens))
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip() == repr([TOKEN, OTHER_TOKEN])
+    short = _settings_feed_tokens(tmp_path, FEED_TOKENS=f"{TOKEN},tiny-secret")
+    assert short.returncode != 0 and "at least 32 characters" in short.stderr
+    assert "tiny-secret" not in short.stderr
