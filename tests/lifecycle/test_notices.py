@@ -256,6 +256,88 @@ def test_a_stale_claim_becomes_uncertain_and_a_release_manager_decides(
     assert AuditEntry.objects.filter(action="notice.resend").exists()
 
 
+def test_marking_an_uncertain_notice_sent_records_it_audited_and_sends_nothing(
+    smtp_server,  # noqa: F811
+    client: Client,
+    release_manager,
+) -> None:
+    from catalog.models import AuditEntry
+
+    image = _image()
+    _uses(_customer(1), image)
+    with _at(_day(90)):
+        notices.plan_notices(image)
+        notice = Notice.objects.get(kind="90")
+        assert notice.claim("dead-worker")
+    with _at(_day(89)):
+        notices.send_due(lease_seconds=600)
+    notice.refresh_from_db()
+    assert notice.state == NoticeState.UNCERTAIN
+    claimed_at = notice.claimed_at
+
+    client.force_login(release_manager)
+    response = client.post(
+        f"/lifecycle/notices/{notice.pk}/decide/",
+        {"action": "mark_sent", "reason": "found in the mail server log"},
+    )
+    assert response.status_code == 302
+    notice.refresh_from_db()
+    assert notice.state == NoticeState.SENT and notice.sent_at == claimed_at
+    entry = AuditEntry.objects.get(action="notice.mark_sent")
+    assert entry.actor == release_manager and entry.message == "found in the mail server log"
+    assert f"notice-{notice.pk}" not in client.get("/lifecycle/notices/").content.decode()
+    with _at(_day(89)):
+        assert notices.send_due().sent == 0
+    assert smtp_server.received == []
+    with _at(_day(30)):
+        assert notices.send_due().sent == 1  # the next notice; the 90-day one never again
+    assert len(smtp_server.received) == 1
+    assert Notice.objects.get(kind="30").state == NoticeState.SENT
+
+
+def test_failed_notices_are_listed_for_a_decision_with_the_recipient_and_the_reason(
+    smtp_server,  # noqa: F811
+    client: Client,
+    release_manager,
+) -> None:
+    image = _image()
+    _uses(_customer(1), image)
+    _uses(_customer(2), image)
+    smtp_server.refuse("c1@example.com", 550)
+    with _at(_day(90)):
+        notices.plan_notices(image)
+        notices.send_due()
+    failed = Notice.objects.get(customer__email="c1@example.com", kind="90")
+    sent = Notice.objects.get(customer__email="c2@example.com", kind="90")
+    client.force_login(release_manager)
+    page = client.get("/lifecycle/notices/")
+    body = page.content.decode()
+    assert page.status_code == 200
+    row = body[body.index(f'data-testid="notice-{failed.pk}"') :].split("</tr>", 1)[0]
+    assert "Failed" in row and "c1@example.com" in row and "Customer 1" in row
+    assert "550" in row and "No such user" in row
+    assert f"notice-{sent.pk}" not in body
+
+
+def test_a_catalogue_manager_can_neither_preview_nor_send_a_test_notice(
+    smtp_server,  # noqa: F811
+    client: Client,
+    manager,
+) -> None:
+    image = _image()
+    customer = _customer(1)
+    _uses(customer, image)
+    manager.email = "manon@factory.example"
+    manager.save()
+    client.force_login(manager)
+    preview = client.get(f"/lifecycle/notices/image/{image.label}/preview/?customer={customer.pk}")
+    assert preview.status_code == 403 and "c1@example.com" not in preview.content.decode()
+    sent = client.post(f"/lifecycle/notices/image/{image.label}/test/", {"customer": customer.pk})
+    assert sent.status_code == 403
+    assert client.get("/lifecycle/notices/").status_code == 403
+    assert smtp_server.received == []
+
+
 def test_the_sender_reuses_one_smtp_connection_and_throttles(smtp_server, settings) -> None:  # noqa: F811
     image = _image()
     for n in range(5):
