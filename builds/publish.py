@@ -34,7 +34,7 @@ from django.db import connection
 from builds.pipeline import Cancelled, StageContext, StageFailed
 from catalog.choices import LocalImageState, VersionState
 from catalog.models import ImageVersion, LocalImage, Zone
-from cloud import clients, objectstorage, tags, waiters
+from cloud import clients, deletion, objectstorage, tags, waiters
 from cloud.retries import CloudCancelled, CloudError, CloudTimeout, call, setting
 
 log = logging.getLogger(__name__)
@@ -491,7 +491,7 @@ def _existing_image(api: Any, target: _Target, say: Log, stop: Check) -> Any:
     for image in images:
         if image is not keep:
             say(f"{target.zone}: deleting {image.state} duplicate image {image.id}")
-            _delete_image(api, target.zone, image.id, stop)
+            deletion.delete_image(api, target.zone, image.id, cancelled=stop)
     if keep is not None:
         say(f"{target.zone}: reusing image {keep.id} ({keep.state})")
     return keep
@@ -515,45 +515,11 @@ def _existing_snapshot(api: Any, target: _Target, say: Log, stop: Check) -> Any:
 # --- deleting ---------------------------------------------------------------------------------
 
 
-def _delete_image(api: Any, zone: str, image_id: str, stop: Check | None = None) -> bool:
-    """Delete an image; False when it was already gone."""
-    try:
-        call(
-            api.delete_image,
-            image_id=image_id,
-            zone=zone,
-            what=f"delete image in {zone}",
-            cancelled=stop,
-        )
-    except CloudError as exc:
-        if exc.not_found:
-            return False
-        raise
-    return True
-
-
 def _delete_snapshot(api: Any, zone: str, snapshot_id: str, stop: Check | None = None) -> bool:
-    """Delete a snapshot, waiting first for an import in progress to end (a transient
-    snapshot cannot be deleted); False when it was already gone."""
-    what = f"delete snapshot {snapshot_id} in {zone}"
-    for _attempt in range(2):
-        try:
-            call(api.delete_snapshot, snapshot_id=snapshot_id, zone=zone, what=what, cancelled=stop)
-            return True
-        except CloudError as exc:
-            if exc.not_found:
-                return False
-            if exc.status != 409:
-                raise
-        waiters.wait_for_snapshot(
-            api,
-            zone,
-            snapshot_id,
-            until=("available", "error", "invalid_data"),
-            timeout=float(setting("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600)),
-            cancelled=stop,
-        )
-    raise CloudError(f"{what}: still in a transient state")
+    """Delete a snapshot, waiting first (up to the import timeout) for an import in progress
+    to end (a transient snapshot cannot be deleted); False when it was already gone."""
+    timeout = float(setting("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600))
+    return deletion.delete_snapshot(api, zone, snapshot_id, timeout=timeout, cancelled=stop)
 
 
 def discard(build_id: int, *, log: Log | None = None) -> dict[str, list[str]]:
@@ -576,7 +542,7 @@ def discard(build_id: int, *, log: Log | None = None) -> dict[str, list[str]]:
     for zone in zone_codes:
         try:
             for image in tags.find_images(api, zone, build_id):
-                if _delete_image(api, zone, image.id):
+                if deletion.delete_image(api, zone, image.id):
                     removed["images"].append(f"{zone}/{image.id}")
             for snapshot in tags.find_snapshots(api, zone, build_id):
                 if _delete_snapshot(api, zone, snapshot.id):

@@ -102,24 +102,24 @@ def delete_volume(api: Any, zone: str, volume_id: str) -> bool:
     )
 
 
+def _delete_block(kind: str, zone: str, resource_id: str) -> bool:
+    """Delete a Block Storage (SBS) `kind`: "volume" or "snapshot"."""
+    return _gone_ok(
+        getattr(clients.block_api(), f"delete_{kind}"),
+        zone=zone,
+        what=f"delete block {kind} in {zone}",
+        **{f"{kind}_id": resource_id},
+    )
+
+
 def delete_block_volume(zone: str, volume_id: str) -> bool:
     """Delete a Block Storage (SBS) volume."""
-    return _gone_ok(
-        clients.block_api().delete_volume,
-        volume_id=volume_id,
-        zone=zone,
-        what=f"delete block volume in {zone}",
-    )
+    return _delete_block("volume", zone, volume_id)
 
 
 def delete_block_snapshot(zone: str, snapshot_id: str) -> bool:
     """Delete a Block Storage (SBS) snapshot."""
-    return _gone_ok(
-        clients.block_api().delete_snapshot,
-        snapshot_id=snapshot_id,
-        zone=zone,
-        what=f"delete block snapshot in {zone}",
-    )
+    return _delete_block("snapshot", zone, snapshot_id)
 
 
 def delete_server(api: Any, zone: str, server_id: str, *, timeout: float | None = None) -> bool:

@@ -16,11 +16,10 @@ from scaleway_core.api import ScalewayException
 
 from builds.choices import TestRunState as RunState
 from builds.janitor import run_janitor
-from builds.models import Build, TestRun
-from builds.publish import publish
+from builds.models import TestRun
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, tags
-from tests.catalog.factories import os_image
+from tests.builds.testing.published import published_version
 from tests.cloud import conftest as cloud_fixtures
 from tests.cloud.conftest import ZONES, Cloud
 
@@ -35,22 +34,7 @@ def version(cloud: Cloud, db, qcow2_artefact: Path) -> ImageVersion:
     """A version published in fr-par-1 by a build that is done."""
     for code in ZONES:
         Zone.objects.create(code=code, enabled=True)
-    image = os_image("debian_bookworm")
-    version = ImageVersion.objects.create(
-        image=image, arch="x86_64", name="2026-11-26", artefact_path=str(qcow2_artefact)
-    )
-    build = Build.objects.create(image=image, arch="x86_64", state="publishing", version=version)
-    publish(
-        build_id=build.pk,
-        version=version,
-        artefact=qcow2_artefact,
-        zones=Zone.objects.filter(code=ZONE),
-        log=lambda line: None,
-        progress=lambda *args: None,
-        cancelled=lambda: False,
-    )
-    Build.objects.filter(pk=build.pk).update(state="done")
-    return version
+    return published_version(qcow2_artefact, Zone.objects.filter(code=ZONE), build_state="done")
 
 
 def make_run(version: ImageVersion, state: str, ended: dt.datetime | None = None) -> TestRun:

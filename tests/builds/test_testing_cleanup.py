@@ -17,12 +17,11 @@ from django.db import connection
 
 from builds.choices import CheckState
 from builds.choices import TestRunState as RunState
-from builds.models import Build, CheckResult, TestRun
-from builds.publish import publish
+from builds.models import CheckResult, TestRun
 from builds.testing import registry
 from catalog.models import ImageVersion, Zone
 from cloud import endpoints
-from tests.catalog.factories import os_image
+from tests.builds.testing.published import timer_run_version
 from tests.cloud import conftest as cloud_fixtures
 from tests.cloud.conftest import Cloud
 
@@ -36,25 +35,7 @@ ZONE = "fr-par-1"
 
 @pytest.fixture
 def version(cloud: Cloud, qcow2_artefact: Path, settings) -> ImageVersion:
-    settings.TEST_BOOT_TIMEOUT_SECONDS = 2
-    settings.TEST_ACTION_TIMEOUT_SECONDS = 30
-    settings.TEST_CHECK_CONCURRENCY = 3
-    image = os_image("debian_bookworm")
-    zone = Zone.objects.create(code=ZONE, enabled=True)
-    version = ImageVersion.objects.create(
-        image=image, arch="x86_64", name="2026-11-26", artefact_path=str(qcow2_artefact)
-    )
-    build = Build.objects.create(image=image, arch="x86_64", state="testing", version=version)
-    publish(
-        build_id=build.pk,
-        version=version,
-        artefact=qcow2_artefact,
-        zones=[zone],
-        log=lambda line: None,
-        progress=lambda *args, **kwargs: None,
-        cancelled=lambda: False,
-    )
-    return version
+    return timer_run_version(settings, qcow2_artefact, ZONE, TEST_CHECK_CONCURRENCY=3)
 
 
 def run_resources(cloud: Cloud, run: TestRun) -> list[tuple[str, str]]:

@@ -23,15 +23,14 @@ from scaleway_core.api import ScalewayException
 
 from builds.choices import CheckState
 from builds.choices import TestRunState as RunState
-from builds.models import Build, CheckResult, TestRun, TestRunResource
-from builds.publish import publish
+from builds.models import CheckResult, TestRun, TestRunResource
 from builds.testing.harness import SHARED, Harness, RunSpec
 from builds.testing.ledger import Entry, Journal, Ledger
 from builds.testing.reporting import Reporter
 from builds.testing.runner import ledger_journal, run_test_run
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, tags
-from tests.catalog.factories import os_image
+from tests.builds.testing.published import timer_run_version
 from tests.cloud import conftest as cloud_fixtures
 from tests.cloud.conftest import Cloud
 
@@ -47,25 +46,7 @@ DEAD = "host-a:4242"
 
 @pytest.fixture
 def version(cloud: Cloud, qcow2_artefact: Path, settings) -> ImageVersion:
-    settings.TEST_BOOT_TIMEOUT_SECONDS = 2
-    settings.TEST_ACTION_TIMEOUT_SECONDS = 30
-    settings.TEST_LEASE_SECONDS = 120
-    image = os_image("debian_bookworm")
-    zone = Zone.objects.create(code=ZONE, enabled=True)
-    version = ImageVersion.objects.create(
-        image=image, arch="x86_64", name="2026-11-26", artefact_path=str(qcow2_artefact)
-    )
-    build = Build.objects.create(image=image, arch="x86_64", state="testing", version=version)
-    publish(
-        build_id=build.pk,
-        version=version,
-        artefact=qcow2_artefact,
-        zones=[zone],
-        log=lambda line: None,
-        progress=lambda *args, **kwargs: None,
-        cancelled=lambda: False,
-    )
-    return version
+    return timer_run_version(settings, qcow2_artefact, ZONE, TEST_LEASE_SECONDS=120)
 
 
 def stale_run(version: ImageVersion, **fields: Any) -> TestRun:

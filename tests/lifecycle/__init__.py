@@ -2,7 +2,7 @@
 
 `published_version` publishes a real QCOW2 through builds.publish (so its LocalImages point
 at real instance images in localcloud); `version_with_images` makes rows only, for tests that
-never reach the cloud.
+never reach the cloud. `post_status` is the image-request tests' status change in the view.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from pathlib import Path
+from typing import Any
 
+from django.test import Client, TestCase
+from django.urls import reverse
 from django.utils import timezone
 
 from builds.choices import CheckState, TestRunState
@@ -19,6 +22,7 @@ from builds.publish import publish
 from builds.testruns import check_names
 from catalog.choices import LocalImageState, VersionState
 from catalog.models import Image, ImageVersion, LocalImage, Zone
+from lifecycle.models import ImageRequest, RequestStatusChange
 
 ZONE_CODES = ("fr-par-1", "fr-par-2")
 COMMERCIAL_TYPES = ["DEV1-S", "DEV1-M"]
@@ -108,3 +112,19 @@ def published_version(
     version.refresh_from_db()
     record_checks(version, state)
     return version
+
+
+def post_status(
+    client: Client, manager: Any, request: ImageRequest, status: str, note: str
+) -> RequestStatusChange:
+    """`manager` sets `request`'s status and note in the view, whose on-commit callbacks run
+    (as with pytest-django's `django_capture_on_commit_callbacks`); returns the one change it
+    recorded."""
+    client.force_login(manager)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = client.post(
+            reverse("lifecycle:request_status", args=[request.pk]),
+            {"status": status, "note": note},
+        )
+    assert response.status_code == 302
+    return RequestStatusChange.objects.get()

@@ -8,16 +8,15 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
-from django.urls import reverse
 
 from lifecycle import image_requests, tasks_alerts
 from lifecycle.models import (
     ImageRequest,
     Requester,
     RequestStatus,
-    RequestStatusChange,
     RequestSubmission,
 )
+from tests.lifecycle import post_status
 from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 NEW = "/lifecycle/requests/public/new/"
@@ -175,7 +174,6 @@ def test_each_requester_hears_of_a_status_change_in_their_own_language(
     client: Client,
     smtp_server,  # noqa: F811
     manager,
-    django_capture_on_commit_callbacks,
 ) -> None:
     asked = {"fr1@example.fr": "fr", "en1@example.com": "en", "fr2@example.fr": "fr"}
     for n, (email, language) in enumerate(asked.items()):
@@ -184,14 +182,7 @@ def test_each_requester_hears_of_a_status_change_in_their_own_language(
     _ask(Client(), "late@example.fr", language="fr", name="Rocky Linux 10", ip="192.0.2.9")
     request = ImageRequest.objects.get()
     before = len(smtp_server.received)
-    client.force_login(manager)
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
-            reverse("lifecycle:request_status", args=[request.pk]),
-            {"status": "building", "note": "x86_64 d'abord / x86_64 first."},
-        )
-    assert response.status_code == 302
-    change = RequestStatusChange.objects.get()
+    change = post_status(client, manager, request, "building", "x86_64 d'abord / x86_64 first.")
     assert tasks_alerts.send_request_status_emails_task(change.pk) == (
         "sent 3, failed 0, already told 0"
     )

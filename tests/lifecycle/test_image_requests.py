@@ -17,6 +17,7 @@ from lifecycle.models import (
     RequestStatus,
     RequestStatusChange,
 )
+from tests.lifecycle import post_status
 from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
@@ -164,7 +165,6 @@ def test_every_confirmed_requester_gets_one_email_per_status_change(
     client: Client,
     smtp_server,  # noqa: F811
     manager,
-    django_capture_on_commit_callbacks,
 ) -> None:
     for n in range(3):
         _ask(Client(), f"r{n}@example.com", name="Rocky Linux 10", ip=f"192.0.2.{n}")
@@ -172,14 +172,7 @@ def test_every_confirmed_requester_gets_one_email_per_status_change(
     _confirm(Client(), smtp_server, "r1@example.com")  # r2 never confirms
     request = ImageRequest.objects.get()
     before = len(smtp_server.received)
-    client.force_login(manager)
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
-            reverse("lifecycle:request_status", args=[request.pk]),
-            {"status": "planned", "note": "Next month, x86_64 first."},
-        )
-    assert response.status_code == 302
-    change = RequestStatusChange.objects.get()
+    change = post_status(client, manager, request, "planned", "Next month, x86_64 first.")
     assert change.previous_status == "new" and change.status == "planned"
     # The view enqueued the task; the worker runs it (twice here: a replay sends nothing).
     assert tasks_alerts.send_request_status_emails_task(change.pk) == (
