@@ -239,7 +239,7 @@ GUESTFS_MEMSIZE_MB = env_int("GUESTFS_MEMSIZE_MB", 2048, minimum=512)
 
 # --- Test runs: the checks on booted servers in every enabled zone (builds/testing/) --------
 BUILD_TEST_STAGE = env_bool("BUILD_TEST_STAGE", True)
-TEST_CHECK_CONCURRENCY = env_int("TEST_CHECK_CONCURRENCY", 2, minimum=1)
+TEST_CHECK_CONCURRENCY = env_int("TEST_CHECK_CONCURRENCY", 3, minimum=1)
 TEST_COMMERCIAL_TYPE = env_str("TEST_COMMERCIAL_TYPE", "DEV1-S")
 TEST_BOOT_TIMEOUT_SECONDS = env_int("TEST_BOOT_TIMEOUT_SECONDS", 600, minimum=10)
 TEST_SSH_TIMEOUT_SECONDS = env_int("TEST_SSH_TIMEOUT_SECONDS", 30, minimum=1)

@@ -24,7 +24,7 @@ A run cancelled while its worker was dead is taken over the same way, cleaned, a
 cancelled.
 
 Settings (read with their defaults when the project does not set them):
-TEST_CHECK_CONCURRENCY (2), TEST_COMMERCIAL_TYPE ("DEV1-S"), TEST_BOOT_TIMEOUT_SECONDS (600),
+TEST_CHECK_CONCURRENCY (3), TEST_COMMERCIAL_TYPE ("DEV1-S"), TEST_BOOT_TIMEOUT_SECONDS (600),
 TEST_SSH_TIMEOUT_SECONDS (30, per command), TEST_ACTION_TIMEOUT_SECONDS (300),
 TEST_SSH_USER ("root"), TEST_LEASE_SECONDS (120: a heartbeat older than this may be taken
 over).
@@ -354,7 +354,7 @@ def _execute_run(
     own = [n for n in names if not registry.get(n).SHARED]
     harness.shared_checks = shared
     outcomes: dict[str, str] = {}
-    concurrency = max(1, int(_setting("TEST_CHECK_CONCURRENCY", 2)))
+    concurrency = max(1, int(_setting("TEST_CHECK_CONCURRENCY", 3)))
     lost = threading.Event()
     cancelled = threading.Event()
     watch = Watch(harness.reporter, harness.stop, harness.ledger.journal)
