@@ -93,9 +93,11 @@ def main(names: list[str] | None) -> None:
     print(
         f"\nparallel three zones / one zone: {t3p / t1:.2f}x"
         f"\nserial / parallel three zones:   {t3s / t3p:.2f}x"
-        f"\ntargets (all twelve checks): one zone <= 600 s ({t1:.0f} s), "
-        f"three zones <= 1500 s ({t3p:.0f} s)"
     )
+    if sorted(checks) == sorted(testruns.check_names()):
+        print(f"targets: one zone <= 600 s ({t1:.0f} s), three zones <= 1500 s ({t3p:.0f} s)")
+    else:
+        print("a subset of the checks: the targets (600 s / 1500 s) are for all twelve")
 
 
 if __name__ == "__main__":
