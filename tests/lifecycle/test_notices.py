@@ -223,12 +223,8 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(
     assert Notice.objects.get(kind="90").state == NoticeState.FAILED
 
 
-def test_a_stale_claim_becomes_uncertain_and_a_release_manager_decides(
-    smtp_server,  # noqa: F811
-    client: Client,
-    release_manager,
-    viewer,
-) -> None:
+def _uncertain_notice() -> tuple[Notice, notices.SendReport]:
+    """A 90-day notice claimed by a worker that died, found stale by the next send."""
     image = _image()
     _uses(_customer(1), image)
     with _at(_day(90)):
@@ -238,6 +234,16 @@ def test_a_stale_claim_becomes_uncertain_and_a_release_manager_decides(
     with _at(_day(89)):
         report = notices.send_due(lease_seconds=600)
     notice.refresh_from_db()
+    return notice, report
+
+
+def test_a_stale_claim_becomes_uncertain_and_a_release_manager_decides(
+    smtp_server,  # noqa: F811
+    client: Client,
+    release_manager,
+    viewer,
+) -> None:
+    notice, report = _uncertain_notice()
     assert report.made_uncertain == 1 and notice.state == NoticeState.UNCERTAIN
     assert smtp_server.received == []
     client.force_login(viewer)
@@ -263,15 +269,7 @@ def test_marking_an_uncertain_notice_sent_records_it_audited_and_sends_nothing(
 ) -> None:
     from catalog.models import AuditEntry
 
-    image = _image()
-    _uses(_customer(1), image)
-    with _at(_day(90)):
-        notices.plan_notices(image)
-        notice = Notice.objects.get(kind="90")
-        assert notice.claim("dead-worker")
-    with _at(_day(89)):
-        notices.send_due(lease_seconds=600)
-    notice.refresh_from_db()
+    notice, _ = _uncertain_notice()
     assert notice.state == NoticeState.UNCERTAIN
     claimed_at = notice.claimed_at
 
