@@ -69,7 +69,7 @@ test-browser:
 	$(PY) -m pytest -m "browser and not guestfs and not vm" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 test-guestfs:
-	$(PY) -m pytest -m "(guestfs or vm) and not vm_extra" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+	$(PY) -m pytest -m "(guestfs or vm) and not vm_extra" -q --durations=15; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 # localcloud's VM backend scenarios one by one (boot, power, security groups, hot-plug, rescue,
 # private networks) and the SeaBIOS fixture boot: the checks of `make test` cover the same

@@ -6,7 +6,8 @@
 - `ledger`: every resource a run creates, deleted in dependency order at the end;
 - `ssh`: the run's key pair and the `ssh` client;
 - `outcomes`: how a check ends other than passing (a failed assertion, a cancel);
-- `powercycle`, `snapshots`: steps several checks share;
+- `source`: the one server the snapshot and backup checks copy;
+- `powercycle`: stopping and starting again, for the checks that do so;
 - `reporting`: check events handed from worker threads to the thread that writes the rows;
 - `runner`: `run_test_run(test_run_id, worker)`, the entry point of a test run.
 """

@@ -17,24 +17,29 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from scaleway.instance.v1 import VolumeServerTemplate
 
 from builds.testing import ssh
 from builds.testing.ledger import Apis, Entry, Journal, Ledger, delete
 from builds.testing.outcomes import CheckCancelled, CheckFailed
+from builds.testing.registry import SHARED, SOURCE
 from builds.testing.reporting import Reporter
 from cloud import clients, endpoints, tags, waiters
 from cloud.retries import CloudCancelled, CloudError, call
 
+if TYPE_CHECKING:
+    from builds.testing.source import Capture, Source
+
 T = TypeVar("T")
 
-SHARED = "shared"  # the ledger owner of the zone's shared server
+__all__ = ["SHARED", "SOURCE", "CheckContext", "Harness", "RunSpec"]
 STOPPED = ("stopped",)
 STOPPED_IN_PLACE = ("stopped in place", "stopped_in_place")
 RUNNING = ("running",)
 SETTLED = ("running", "stopped", "stopped in place", "stopped_in_place")
+BOOTING_ACTIONS = ("poweron", "reboot")
 SSH_RETRY_SECONDS = 3.0
 SAME_BOOT_GRACE = 60.0  # how long the old boot may still answer after a restarting action
 
@@ -83,10 +88,12 @@ class Harness:
         self.names: dict[str, str] = {}  # server id -> name, for logs
         self._endpoints: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
-        # The zone's shared server and the checks chained on it (their logs get its lines).
+        # The zone's shared server, and the checks behind each shared owner (SHARED: the
+        # chain on that server; SOURCE: the checks that copy the source server). A line about
+        # a shared resource goes to each of its checks' logs.
         self.shared_server: str | None = None
-        self.shared_checks: list[str] = []
-        self.shared_broken = ""
+        self.groups: dict[str, list[str]] = {SHARED: [], SOURCE: []}
+        self.source: Source | None = None
 
     # --- life -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -96,12 +103,11 @@ class Harness:
         """Delete what the run created (keeping what failed checks own, when asked), then
         remove the key. Returns (kept entries, deletion errors)."""
         failed = set(failed)
-        chain_failed = bool(failed & set(self.shared_checks))
 
         def keep(entry: Entry) -> bool:
             if not self.spec.keep_on_failure:
                 return False
-            return entry.owner in failed or (entry.owner == SHARED and chain_failed)
+            return entry.owner in failed or bool(failed & set(self.groups.get(entry.owner, ())))
 
         try:
             return self.ledger.clean(
@@ -118,11 +124,8 @@ class Harness:
         return self.stop.is_set()
 
     def log_to(self, owner: str, text: str) -> None:
-        if owner == SHARED:
-            for name in self.shared_checks:
-                self.reporter.log(name, text)
-        else:
-            self.reporter.log(owner, text)
+        for name in self.groups.get(owner) or [owner]:
+            self.reporter.log(name, text)
 
     def context(self, check: str) -> CheckContext:
         return CheckContext(self, check)
@@ -196,7 +199,7 @@ class CheckContext:
 
     # --- reporting and cancel ---------------------------------------------------------------
     def log(self, text: str) -> None:
-        self.harness.reporter.log(self.name, text)
+        self.harness.log_to(self.name, text)
 
     def not_applicable(self, text: str) -> None:
         """An assertion this cloud cannot provide: reported, never counted as passed."""
@@ -227,6 +230,11 @@ class CheckContext:
             return waiter(*args, cancelled=self.harness.cancelled, **kwargs)
         except CloudCancelled as exc:
             raise CheckCancelled("the test run was cancelled") from exc
+
+    def captured(self) -> Capture:
+        """This check's copy of the source server (made by the first check that asks)."""
+        assert self.harness.source is not None, "the run has no source server"
+        return self.harness.source.captured(self)
 
     # --- the ledger -------------------------------------------------------------------------
     def record(self, kind: str, id_: str, *, name: str = "", owner: str | None = None) -> None:
@@ -346,7 +354,11 @@ class CheckContext:
         *,
         timeout: float | None = None,
     ) -> Any:
-        """Run a server action and wait until the server reaches one of `until`."""
+        """Run a server action and wait until the server reaches one of `until` (within the
+        boot timeout for an action that starts the VM: the cloud may first have to find it a
+        hypervisor, and localcloud queues boots when the host is busy)."""
+        if timeout is None and action in BOOTING_ACTIONS:
+            timeout = self.spec.boot_timeout
         self.checkpoint()
         label = self.label(server_id)
         self.log(f"server {label}: {action}")
@@ -377,16 +389,16 @@ class CheckContext:
         return server
 
     def power_on(self, server_id: str) -> None:
-        """Power on and wait until SSH answers, within the boot timeout."""
-        started = time.monotonic()
-        self.act(server_id, "poweron", RUNNING, timeout=self.spec.boot_timeout)
-        self.wait_ssh(server_id, started=started)
+        """Power on and wait until SSH answers, within the boot timeout once it runs."""
+        self.act(server_id, "poweron", RUNNING)
+        self.wait_ssh(server_id)
 
     def power_off(self, server_id: str) -> None:
         self.act(server_id, "poweroff", STOPPED)
 
     def wait_ssh(self, server_id: str, *, started: float | None = None) -> tuple[str, int]:
-        """Wait until `ssh true` works, at most the boot timeout after `started` (now)."""
+        """Wait until `ssh true` works, at most the boot timeout after `started` (now; the
+        server is running: its boot started)."""
         timeout = self.spec.boot_timeout
         started = time.monotonic() if started is None else started
         deadline = started + timeout

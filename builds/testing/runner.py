@@ -7,6 +7,8 @@ check, and runs the checks on the version's image in the run's zone:
 - the checks that leave their server usable (`SHARED`) run one after the other on a single
   long-lived server, in the registry's order (boots are the expensive part); if that server
   cannot boot, each of them fails with that reason and the other checks still run;
+- Cold snapshot, Hot snapshot and Backup copy one source server, booted once for the three
+  (see `source`);
 - every other check runs on servers of its own;
 - the chain and the other checks share `TEST_CHECK_CONCURRENCY` worker threads.
 
@@ -51,10 +53,11 @@ from django.utils import timezone
 from builds.choices import CHECK_DONE_STATES, CheckState, TestRunState
 from builds.models import CheckResult, TestRun, TestRunResource
 from builds.testing import registry
-from builds.testing.harness import SETTLED, SHARED, CheckContext, Harness, RunSpec
+from builds.testing.harness import SETTLED, SHARED, SOURCE, CheckContext, Harness, RunSpec
 from builds.testing.ledger import Apis, Entry, Journal, Ledger, tagged
 from builds.testing.outcomes import CheckCancelled, CheckFailed
 from builds.testing.reporting import Event, Reporter
+from builds.testing.source import Source
 from catalog.choices import LocalImageState
 from catalog.models import LocalImage
 from cloud import tags, waiters
@@ -350,9 +353,13 @@ def _apply(run: TestRun, events: list[Event]) -> None:
 def _execute_run(
     run: TestRun, worker: str, harness: Harness, names: list[str], earlier_failed: set[str]
 ) -> str:
-    shared = [n for n in names if registry.get(n).SHARED]
-    own = [n for n in names if not registry.get(n).SHARED]
-    harness.shared_checks = shared
+    harness.groups = registry.groups(names)
+    shared, copying = harness.groups[SHARED], harness.groups[SOURCE]
+    if copying:
+        harness.source = Source(harness, copying)
+    # The first check that copies the source server makes every copy; the others would only
+    # wait for theirs meanwhile, so they queue behind the checks that do not use it.
+    own = [n for n in names if n not in shared and n not in copying[1:]] + copying[1:]
     outcomes: dict[str, str] = {}
     concurrency = max(1, int(_setting("TEST_CHECK_CONCURRENCY", 3)))
     lost = threading.Event()
@@ -489,14 +496,14 @@ def _clear_leftovers(
     region = zone.rsplit("-", 1)[0]
     done = _checks_in(run, CHECK_DONE_STATES)
     audience = [n for n in names if n not in done] or names  # the checks that start again
-    chain = [n for n in names if n in registry.CHECKS and registry.get(n).SHARED]
+    groups = registry.groups(names)
     who = f"worker {previous}" if previous else "an earlier worker"
     reporter = Reporter()
 
     def log_to(owner: str, text: str) -> None:
         targets = audience
-        if owner == SHARED and chain:
-            targets = chain
+        if groups.get(owner):
+            targets = groups[owner]
         elif owner in names:
             targets = [owner]
         for name in targets:

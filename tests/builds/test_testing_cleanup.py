@@ -93,6 +93,14 @@ def test_every_check_gets_a_reason_and_nothing_is_left_behind(
     assert "waiting for SSH on test-" in results[chain[0]].log
     assert "waiting for SSH" not in results[chain[1]].log
     assert "deleted server" in results[chain[1]].log  # its clean-up is every chained check's
+    # The snapshot and backup checks share one source server, booted once for the three.
+    copying = ["hot_snapshot", "backup", "cold_snapshot"]
+    for name in copying:
+        assert results[name].reason.startswith("the source server could not be prepared: SSH")
+        assert results[name].log.count("created server") == 1  # the source, in each log
+    assert "waiting for its copy of the source server (made by hot_snapshot)" in (
+        results["backup"].log
+    )
     assert "created private network" in results["private_networks"].log
     assert run_resources(cloud, run) == []
     assert counts(cloud) == before
@@ -116,7 +124,7 @@ def test_kept_resources_of_a_failed_check_are_listed_and_left_in_place(
 
     run.refresh_from_db()
     kept = {(k["kind"], k["check"], k["name"]) for k in run.kept_resources}
-    assert ("server", "cold_snapshot", f"test-{run.pk}-cold-src") in kept
+    assert ("server", "source", f"test-{run.pk}-source") in kept
     assert ("server", "private_networks", f"test-{run.pk}-pn-a") in kept
     assert ("server", "private_networks", f"test-{run.pk}-pn-b") in kept
     assert ("private_network", "private_networks", f"test-{run.pk}-pn") in kept

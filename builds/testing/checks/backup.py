@@ -1,33 +1,35 @@
 """Backup: the backup action makes an image of a server, and a server booted from that image
-has the data written before it.
+has the data written before it. The server is the run's source server, running (see
+`source`).
 
 The action names its image in the task's `href_result`; the image and its snapshots are
-tagged like everything else the run makes (the action itself tags nothing), so that the
-janitor finds them if the run could not delete them.
+written in the ledger at once and tagged like everything else the run makes (the action
+itself tags nothing), so that the janitor finds them if the run could not delete them.
 """
 
 from __future__ import annotations
 
 from builds.testing.harness import CheckContext
 from builds.testing.outcomes import CheckFailed
+from builds.testing.source import boot_copy
 from cloud import waiters
 from cloud.retries import CloudError
 
 NAME = "backup"
 LABEL = "Backup"
 SHARED = False
+SOURCE_STATE = "running"
 
 
-def run(ctx: CheckContext) -> None:
+def capture(ctx: CheckContext, server_id: str) -> str:
+    """Back the server up; return the id of the image, once available."""
     api = ctx.instance
-    source = ctx.create_server("backup-src")
-    token = ctx.write_marker(source)
     name = ctx.resource_name("backup")
     task = ctx.call(
         api.server_action,
-        what=f"backup server {ctx.label(source)}",
+        what=f"backup server {ctx.label(server_id)}",
         zone=ctx.zone,
-        server_id=source,
+        server_id=server_id,
         action="backup",
         name=name,
     ).task
@@ -58,9 +60,9 @@ def run(ctx: CheckContext) -> None:
         ctx.log(f"could not tag the backup's image or snapshots: {exc}")
     image = ctx.wait(waiters.wait_for_image, api, ctx.zone, image_id)
     ctx.log(f"image {image_id} is {image.state}")
-    ctx.release(source)
-    copy = ctx.create_server("backup-copy", image=image_id)
-    if ctx.read_marker(copy) != token:
-        raise CheckFailed(
-            "the file written before the backup is missing on the server booted from its image"
-        )
+    return image_id
+
+
+def run(ctx: CheckContext) -> None:
+    capture = ctx.captured()
+    boot_copy(ctx, capture, "backup", image=capture.copy)

@@ -1,14 +1,18 @@
-"""Cold snapshot: a snapshot of a stopped server's root volume boots with the data in it."""
+"""Cold snapshot: a snapshot of a stopped server's root volume boots with the data in it. The
+server is the run's source server, powered off (see `source`)."""
 
 from __future__ import annotations
 
 from builds.testing.harness import CheckContext
-from builds.testing.snapshots import snapshot_and_boot
+from builds.testing.source import boot_from_snapshot, snapshot_root
 
 NAME = "cold_snapshot"
 LABEL = "Cold snapshot"
 SHARED = False
+SOURCE_STATE = "stopped"
+
+capture = snapshot_root
 
 
 def run(ctx: CheckContext) -> None:
-    snapshot_and_boot(ctx, cold=True)
+    boot_from_snapshot(ctx, "cold snapshot")

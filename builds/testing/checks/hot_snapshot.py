@@ -1,15 +1,18 @@
 """Hot snapshot: a snapshot of a running server's root volume (taken after `sync`) boots with
-the data in it."""
+the data in it. The server is the run's source server (see `source`)."""
 
 from __future__ import annotations
 
 from builds.testing.harness import CheckContext
-from builds.testing.snapshots import snapshot_and_boot
+from builds.testing.source import boot_from_snapshot, snapshot_root
 
 NAME = "hot_snapshot"
 LABEL = "Hot snapshot"
 SHARED = False
+SOURCE_STATE = "running"
+
+capture = snapshot_root
 
 
 def run(ctx: CheckContext) -> None:
-    snapshot_and_boot(ctx, cold=False)
+    boot_from_snapshot(ctx, "hot snapshot")

