@@ -29,7 +29,8 @@ What a server is made of, all under the state directory:
   never do. Outbound rules are not enforced: the guest reaches whatever the host reaches.
 
 Power: poweron launches QEMU (state `running` once it runs; `state_detail` becomes "booted"
-when the guest says so through the metadata service); poweroff is an ACPI power button
+when the guest says so through the metadata service), after waiting in `starting` while the
+host has as many guests booting as it has CPUs (`boots`); poweroff is an ACPI power button
 press, then a kill after LOCALCLOUD_POWEROFF_TIMEOUT; stop_in_place stops the vCPUs and
 poweron continues them; reboot is `system_reset` under KVM and a new QEMU under TCG (see
 `_op_reboot`); terminate quits QEMU.
@@ -70,6 +71,7 @@ from typing import Any
 
 from localcloud import qcow2
 from localcloud.machines import GONE
+from localcloud.machines.boots import BootGate
 from localcloud.machines.qmp import QMPClient, QMPClosed, QMPError
 from localcloud.machines.timer import TimerBackend
 from localcloud.metadata import MetadataService
@@ -559,12 +561,22 @@ class Machine:
             self._settle("running", self.detail_before_pause or "booting kernel")
             return
         self._kill()
+        if not self._wait_for_boot_place():
+            return
         self._progress("starting", "provisioning node")
         plan = self.backend.plan(self.id)
         if plan is None:
             return
         self._launch(plan)
         self._settle("running", "booting kernel")
+
+    def _wait_for_boot_place(self) -> bool:
+        """Wait while the host has as many guests booting as it can take (see `boots`);
+        False when a later transition (a stop, a delete) was asked meanwhile."""
+        gate = self.backend.boots
+        if not gate.booting(self.id):
+            self._progress("starting", "allocating node")
+        return gate.enter(self.id, give_up=lambda: self.halted or self.lifecycle_queued > 0)
 
     def _op_power_off(self) -> None:
         if self.running():
@@ -612,6 +624,8 @@ class Machine:
             self._kill()
             self.forwards_shown = shown
             try:
+                if not self._wait_for_boot_place():
+                    return
                 self._launch(plan)
             finally:
                 self.forwards_shown = {}
@@ -631,6 +645,10 @@ class Machine:
     def _op_tick(self) -> None:
         if self.proc is None:
             return
+        if self.backend.boots.booting(self.id):
+            server = self.backend.read(SERVER, self.id) or {}
+            if server.get("state_detail") == "booted":
+                self.backend.boots.leave(self.id)
         if self.proc.poll() is not None:  # the guest powered itself off, or QEMU died
             log.info("server %s: QEMU exited (%s)", self.id, self.proc.returncode)
             self._kill()
@@ -810,6 +828,7 @@ class Machine:
         if self.qmp is not None:
             self.qmp.close()
         had_vm = self.proc is not None
+        self.backend.boots.leave(self.id)
         self.proc = None
         self.qmp = None
         self.config = None
@@ -987,6 +1006,7 @@ class QemuBackend:
         self.segments: dict[str, Any] = {}
         self.segments_lock = threading.Lock()
         self.launcher = Launcher()
+        self.boots = BootGate()
         self.metadata = MetadataService(
             cloud, self.server_for_address, guest_ipv4=GUEST_IPV4, gateway=SLIRP_HOST
         )

@@ -57,6 +57,7 @@ MODULES: tuple[tuple[str, bool], ...] = (
     ("sd_mod", False),
     ("virtio_rng", False),
     ("ext4", True),
+    ("xfs", False),
     ("vfat", False),
     ("nls_cp437", False),
     ("nls_ascii", False),
