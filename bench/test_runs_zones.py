@@ -17,6 +17,7 @@ T3s / T3p (what running zones in parallel saves), and the absolute times against
     .venv/bin/python bench/test_runs_zones.py                    # every check
     .venv/bin/python bench/test_runs_zones.py network,reboot     # a subset (quicker)
     .venv/bin/python bench/test_runs_zones.py --no-serial        # skip the serial three zones
+    .venv/bin/python bench/test_runs_zones.py --three-only       # only the parallel three zones
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ZONES = ("fr-par-1", "fr-par-2", "nl-ams-1")
 
 
-def main(names: list[str] | None, serial: bool = True) -> None:
+def main(names: list[str] | None, serial: bool = True, single: bool = True) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-testruns-"))
     os.environ.update(
         SQLITE_PATH=str(tmp / "bench.sqlite3"),
@@ -80,26 +81,35 @@ def main(names: list[str] | None, serial: bool = True) -> None:
                 testruns.run_in_parallel([run.pk], "bench")
         took = time.monotonic() - started
         for run in TestRun.objects.filter(pk__in=[r.pk for r in runs]):
-            states = sorted(run.results.values_list("state", flat=True))
-            print(f"  {run.zone.code}: {run.state}, checks {states}", flush=True)
+            rows = run.results.order_by("id").values_list("check_name", "state", "duration")
+            checks_line = ", ".join(f"{n} {s} {d or 0:.0f} s" for n, s, d in rows)
+            print(f"  {run.zone.code}: {run.state}: {checks_line}", flush=True)
         return took
 
     print(f"checks: {', '.join(checks)}", flush=True)
-    t1 = timed(ZONES[:1], parallel=True)
-    print(f"one zone: {t1:.0f} s", flush=True)
+    t1 = timed(ZONES[:1], parallel=True) if single else 0.0
+    if single:
+        print(f"one zone: {t1:.0f} s", flush=True)
     t3p = timed(ZONES, parallel=True)
     print(f"three zones in parallel: {t3p:.0f} s", flush=True)
-    print(f"\nparallel three zones / one zone: {t3p / t1:.2f}x")
+    if single:
+        print(f"\nparallel three zones / one zone: {t3p / t1:.2f}x")
     if serial:
         t3s = timed(ZONES, parallel=False)
         print(f"three zones one after the other: {t3s:.0f} s", flush=True)
         print(f"serial / parallel three zones:   {t3s / t3p:.2f}x")
     if sorted(checks) == sorted(testruns.check_names()):
-        print(f"targets: one zone <= 600 s ({t1:.0f} s), three zones <= 1500 s ({t3p:.0f} s)")
+        alone = f"{t1:.0f} s" if single else "not run"
+        print(f"targets: one zone <= 600 s ({alone}), three zones <= 1500 s ({t3p:.0f} s)")
     else:
         print("a subset of the checks: the targets (600 s / 1500 s) are for all twelve")
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--no-serial"]
-    main(args[0].split(",") if args else None, serial="--no-serial" not in sys.argv[1:])
+    flags = {a for a in sys.argv[1:] if a.startswith("--")}
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(
+        args[0].split(",") if args else None,
+        serial="--no-serial" not in flags and "--three-only" not in flags,
+        single="--three-only" not in flags,
+    )

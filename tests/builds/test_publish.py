@@ -48,6 +48,23 @@ class Recorder:
         return self.cancel.is_set()
 
 
+class CancelAfterImport(Recorder):
+    """Asks for a cancel one second after publish logs its first snapshot import."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled_at: float | None = None
+
+    def log(self, line: str) -> None:
+        super().log(line)
+        if ": importing " in line and not any(": importing " in x for x in self.lines[:-1]):
+            threading.Timer(1.0, self._cancel).start()
+
+    def _cancel(self) -> None:
+        self.cancelled_at = time.monotonic()
+        self.cancel.set()
+
+
 @pytest.fixture
 def version(db, qcow2_artefact: Path) -> ImageVersion:
     image = os_image("debian_bookworm")
@@ -245,13 +262,14 @@ def test_retry_zone_reuploads_a_missing_object(
 def test_cancel_stops_promptly_and_discard_cleans_up(
     cloud: Cloud, version: ImageVersion, qcow2_artefact: Path
 ) -> None:
-    # The imports hang (a long delay); cancel must not wait for them.
+    # The imports hang (a long delay); cancel must not wait for them. The cancel comes a
+    # second after the first import was sent (however long the upload took on this machine).
     cloud.fault(operation=SNAPSHOTS_OP, count=3, delay=15.0, status=200)
-    recorder = Recorder()
-    threading.Timer(1.0, recorder.cancel.set).start()
-    started = time.monotonic()
+    recorder = CancelAfterImport()
     with pytest.raises(Cancelled):
         run_publish(version, qcow2_artefact, recorder)
+    assert recorder.cancelled_at is not None
+    started = recorder.cancelled_at
     assert time.monotonic() - started < 10.0  # well before the first import returns
     assert not LocalImage.objects.filter(state=LocalImageState.CREATING).exists()
     assert set(LocalImage.objects.values_list("error", flat=True)) == {"Publishing was cancelled."}
