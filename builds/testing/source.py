@@ -52,7 +52,7 @@ class Source:
         self.checks = list(checks)
         self.maker = ""  # the check whose thread makes the copies
         self._lock = threading.Lock()
-        self._tokens: dict[str, str] = {}
+        self._tokens = {name: uuid.uuid4().hex for name in self.checks}
         self._copies: dict[str, Future[Capture]] = {name: Future() for name in self.checks}
 
     def captured(self, ctx: CheckContext) -> Capture:
@@ -68,8 +68,7 @@ class Source:
             ctx.log(f"waiting for its copy of the source server (made by {self.maker})")
         copy = self._copies[ctx.name]
         while not copy.done():
-            ctx.checkpoint()
-            threading.Event().wait(WAIT_STEP)
+            ctx.sleep(WAIT_STEP)  # raises CheckCancelled once the run is cancelled
         return copy.result()
 
     # --- making the copies ------------------------------------------------------------------
@@ -100,7 +99,6 @@ class Source:
     def _boot(self, ctx: CheckContext) -> str:
         try:
             server_id = ctx.create_server("source")
-            self._tokens = {name: uuid.uuid4().hex for name in self.checks}
             script = " && ".join(
                 f"echo {token} > {self._path(name)}" for name, token in self._tokens.items()
             )
@@ -132,7 +130,7 @@ class Source:
 
 def boot_copy(ctx: CheckContext, capture: Capture, what: str, **origin: str) -> None:
     """Boot a server from a copy (`image=` or `base_snapshot=`): the file is there."""
-    copy = ctx.create_server(f"{ctx.name.split('_')[0]}-copy", **origin)
+    copy = ctx.create_server(f"{_short(ctx)}-copy", **origin)
     if ctx.read_marker(copy, capture.path) != capture.token:
         raise CheckFailed(
             f"the file written before the {what} is missing on the server booted from it"
@@ -141,10 +139,15 @@ def boot_copy(ctx: CheckContext, capture: Capture, what: str, **origin: str) -> 
 
 def snapshot_root(ctx: CheckContext, server_id: str) -> Any:
     """A snapshot of the server's root volume (a `capture` for the snapshot checks)."""
-    return ctx.snapshot_volume(ctx.root_volume(server_id).id, f"{ctx.name.split('_')[0]}-snap")
+    return ctx.snapshot_volume(ctx.root_volume(server_id).id, f"{_short(ctx)}-snap")
 
 
 def boot_from_snapshot(ctx: CheckContext, what: str) -> None:
     """Boot a server whose root volume is made from this check's snapshot: the file is there."""
     capture = ctx.captured()
     boot_copy(ctx, capture, what, base_snapshot=capture.copy.id)
+
+
+def _short(ctx: CheckContext) -> str:
+    """The first word of the check's name ("hot" for hot_snapshot), for resource names."""
+    return ctx.name.split("_")[0]

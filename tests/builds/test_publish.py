@@ -54,11 +54,13 @@ class CancelAfterImport(Recorder):
     def __init__(self) -> None:
         super().__init__()
         self.cancelled_at: float | None = None
+        self.timer: threading.Timer | None = None
 
     def log(self, line: str) -> None:
         super().log(line)
-        if ": importing " in line and not any(": importing " in x for x in self.lines[:-1]):
-            threading.Timer(1.0, self._cancel).start()
+        if ": importing " in line and self.timer is None:
+            self.timer = threading.Timer(1.0, self._cancel)
+            self.timer.start()
 
     def _cancel(self) -> None:
         self.cancelled_at = time.monotonic()
