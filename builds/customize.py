@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import requests
 
 from builds.guestfs_launch import Appliance
+from builds.recipe_secrets import Masker
 from catalog.choices import StepType
 from catalog.recipes import SECRET_REF
 
@@ -158,17 +159,12 @@ class _StepFailure(Exception):
     """A step failed for a reason the step itself explains (wrapped into CustomizeError)."""
 
 
-class _Masker:
-    """Replaces every secret value by *** in text that leaves this module."""
+class _Masker(Masker):
+    """Replaces every secret value, and its common encodings, by *** in text that leaves
+    this module (see builds.recipe_secrets)."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        # Longest first, so a secret containing another is masked whole.
-        self.values = sorted({v for v in secrets.values() if v}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
+        super().__init__(secrets.values(), replacement="***")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from builds.choices import BuildState, StageName, StageState
 from builds.models import Build, Stage, StageLogLine
+from builds.recipe_secrets import masker_for
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,8 @@ class StageContext:
     lost_claim: threading.Event = field(default_factory=threading.Event)
 
     def mask(self, text: str) -> str:
-        for value in self.secrets.values():
-            if value:
-                text = text.replace(value, "****")
-        return text
+        # The secrets' forms are computed once per set of values, not once per line.
+        return masker_for(self.secrets.values())(text)
 
     def log(self, line: str) -> None:
         text = self.mask(str(line).rstrip("\n"))

@@ -7,7 +7,6 @@ the heavy lifting is in builds.fetch, builds.customize and builds.finalize.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from builds import recipe_secrets
 from builds.choices import StageName
 from builds.models import Build
 from builds.pipeline import Cancelled, StageContext, StageFailed
@@ -227,12 +227,10 @@ def _secrets_for(steps: list[dict]) -> dict[str, str]:
     names: set[str] = set()
     for step in steps:
         names |= recipes.secret_names(step.get("params") or {})
-    missing = sorted(n for n in names if n not in os.environ)
-    if missing:
-        raise StageFailed(
-            "The recipe needs secret(s) not set in the worker's environment: " + ", ".join(missing)
-        )
-    return {name: os.environ[name] for name in names}
+    try:
+        return recipe_secrets.resolve(names)
+    except recipe_secrets.SecretError as exc:
+        raise StageFailed(str(exc)) from None
 
 
 def customize_stage(ctx: StageContext) -> dict:

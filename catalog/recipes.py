@@ -3,13 +3,18 @@
 Steps are stored structured (a type plus parameters). Validation returns errors per parameter
 so that the recipe editor can show each next to its field. Secrets are never stored: a step
 refers to one by name as `${secret:NAME}` and the build resolves it from the environment.
+Only names on `RECIPE_SECRETS` may be used; a step naming any other is refused here, when it
+is saved (and again by the build, see builds/recipe_secrets.py).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import urlparse
+
+from django.conf import settings
 
 from catalog.choices import StepType
 
@@ -135,6 +140,7 @@ def clean_params(step_type: str, raw: dict) -> tuple[dict, dict[str, str]]:
                 errors[param.name] = "This parameter is required."
             continue
         value, error = _check(param, value)
+        error = error or secret_refusal(secret_names({param.name: value}))
         if error:
             errors[param.name] = error
         cleaned[param.name] = value
@@ -151,9 +157,24 @@ def secret_names(params: dict) -> set[str]:
     """Names of the secrets a step refers to as ${secret:NAME}."""
     found: set[str] = set()
     for value in params.values():
-        if isinstance(value, str):
-            found.update(SECRET_REF.findall(value))
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                found.update(SECRET_REF.findall(item))
     return found
+
+
+def secret_refusal(names: Collection[str], allowed: Collection[str] | None = None) -> str | None:
+    """Why these secrets may not be used, or None when every name is on the allow-list
+    (``allowed``, by default ``RECIPE_SECRETS``). Names are not secret: values are."""
+    allowed = settings.RECIPE_SECRETS if allowed is None else allowed
+    refused = sorted(set(names) - set(allowed))
+    if not refused:
+        return None
+    which = ", ".join(refused)
+    verb = "is" if len(refused) == 1 else "are"
+    plural = "" if len(refused) == 1 else "s"
+    listed = ", ".join(sorted(allowed)) if allowed else "none (RECIPE_SECRETS is empty)"
+    return f"Secret{plural} {which} {verb} not on RECIPE_SECRETS; allowed: {listed}."
 
 
 def summarize(step_type: str, params: dict) -> str:

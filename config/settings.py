@@ -236,6 +236,27 @@ BUILD_HEARTBEAT_SECONDS = env_int("BUILD_HEARTBEAT_SECONDS", 10, minimum=1)
 BUILD_LEASE_SECONDS = env_int("BUILD_LEASE_SECONDS", 60, minimum=5)
 STEP_TIMEOUT_SECONDS = env_int("STEP_TIMEOUT_SECONDS", 1800, minimum=1)
 GUESTFS_MEMSIZE_MB = env_int("GUESTFS_MEMSIZE_MB", 2048, minimum=512)
+# The only environment variables a recipe may read as ${secret:NAME} (comma-separated names;
+# empty: recipes use no secrets). Each must be set on the workers that build such a recipe.
+RECIPE_SECRETS = env_list("RECIPE_SECRETS", [])
+_FACTORY_CREDENTIALS = {
+    "DJANGO_SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SCW_ACCESS_KEY",
+    "SCW_SECRET_KEY",
+    "EMAIL_HOST_PASSWORD",
+    "FEED_TOKENS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+}
+if _bad_names := [n for n in RECIPE_SECRETS if not (n.isascii() and n.isidentifier())]:
+    raise ImproperlyConfigured(f"RECIPE_SECRETS: not a variable name: {', '.join(_bad_names)}.")
+if _own := sorted(_FACTORY_CREDENTIALS.intersection(RECIPE_SECRETS)):
+    # A recipe's secret ends up in the image or its log; the factory's own never may.
+    raise ImproperlyConfigured(
+        f"RECIPE_SECRETS must not name the factory's own credentials: {', '.join(_own)}."
+    )
 
 # --- Test runs: the checks on booted servers in every enabled zone (builds/testing/) --------
 BUILD_TEST_STAGE = env_bool("BUILD_TEST_STAGE", True)
