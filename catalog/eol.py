@@ -34,7 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog import audit
+from catalog import audit, dates
 from catalog.choices import DateSource, ImageKind
 from catalog.models import UpstreamLifecycle
 
@@ -92,7 +92,7 @@ class CycleDates:
     (so a v0 `support: true` becomes `is_eoas=False`), None = not given. A date is None when
     the API gives a boolean or nothing. `problems` lists values that could not be read (a
     boolean where a date is expected, a string that is not a date); a cycle with problems
-    is not applied at all.
+    is not applied at all. A date outside `catalog.dates`' range is such a problem.
     """
 
     cycle: str
@@ -370,9 +370,18 @@ def _read_date(raw: Any, key: str, cycle: str, problems: list[str]) -> dt.date |
         return None
     if isinstance(raw, str) and _ISO_DATE.match(raw):
         try:
-            return dt.date.fromisoformat(raw)
+            value = dt.date.fromisoformat(raw)
         except ValueError:
             pass
+        else:
+            if dates.in_range(value):
+                return value
+            # 9999-12-31 for "never" would overflow once a grace period is added.
+            problems.append(
+                f"{key} of {cycle} is {raw}, outside the accepted range "
+                f"{dates.EARLIEST:%Y-%m-%d} to {dates.LATEST:%Y-%m-%d}"
+            )
+            return None
     problems.append(f"{key} of {cycle} is not a date: {raw!r}")
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
+from catalog import dates
 from catalog.choices import StepType
 from catalog.models import UpstreamLifecycle
 from catalog.recipes import Param, clean_params, params_of
@@ -73,7 +74,11 @@ class LifecycleDateForm(forms.Form):
             ("extended_support_end", "End of extended support"),
         ]
     )
-    value = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    value = forms.DateField(
+        required=False,
+        validators=[dates.validate_in_range],
+        widget=forms.DateInput(attrs=dates.widget_attrs()),
+    )
     reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 40}))
 
     def clean_field(self) -> str:

@@ -29,6 +29,7 @@ from catalog.choices import (
     StepType,
     VersionState,
 )
+from catalog.dates import validate_in_range
 
 label_validator = RegexValidator(
     r"^[a-z][a-z0-9_]*$", "Use lower-case letters, digits and underscores (e.g. ubuntu_noble)."
@@ -129,7 +130,7 @@ class Image(models.Model):
     )
     # Lifecycle state (changed by the lifecycle app's processes)
     state = models.CharField(max_length=32, choices=ImageState.choices, default=ImageState.ACTIVE)
-    deprecation_date = models.DateField(null=True, blank=True)
+    deprecation_date = models.DateField(null=True, blank=True, validators=[validate_in_range])
     deprecation_reason = models.TextField(blank=True)
     deprecated_at = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
@@ -139,6 +140,10 @@ class Image(models.Model):
     grace_period_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Overrides the global grace period after upstream EOL."
     )
+    # What went wrong for this image in the latest run of a recurring lifecycle job (the job's
+    # name first); shown on its deprecation panel, cleared by the job's next run without it.
+    lifecycle_error = models.TextField(blank=True)
+    lifecycle_error_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -250,19 +255,22 @@ class UpstreamLifecycle(models.Model):
     )
     eol_cycle = models.CharField(max_length=32, blank=True, help_text="Release cycle, e.g. 24.04.")
     rolling = models.BooleanField(default=False, help_text="Rolling releases have no EOL.")
-    release_date = models.DateField(null=True, blank=True)
+    release_date = models.DateField(null=True, blank=True, validators=[validate_in_range])
     release_date_source = models.CharField(max_length=32, choices=DateSource.choices, blank=True)
-    active_support_end = models.DateField(null=True, blank=True)
+    active_support_end = models.DateField(null=True, blank=True, validators=[validate_in_range])
     active_support_end_source = models.CharField(
         max_length=32, choices=DateSource.choices, blank=True
     )
     security_support_end = models.DateField(
-        null=True, blank=True, help_text="End of standard security support: the upstream EOL."
+        null=True,
+        blank=True,
+        validators=[validate_in_range],
+        help_text="End of standard security support: the upstream EOL.",
     )
     security_support_end_source = models.CharField(
         max_length=32, choices=DateSource.choices, blank=True
     )
-    extended_support_end = models.DateField(null=True, blank=True)
+    extended_support_end = models.DateField(null=True, blank=True, validators=[validate_in_range])
     extended_support_end_source = models.CharField(
         max_length=32, choices=DateSource.choices, blank=True
     )

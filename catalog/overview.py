@@ -14,7 +14,7 @@ from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from catalog import staleness
+from catalog import dates, staleness
 from catalog.choices import ImageKind, ImageState
 from catalog.models import Image, ImageVersion
 
@@ -103,7 +103,7 @@ def filtered(filters: OverviewFilters, today: dt.date | None = None) -> QuerySet
         # JSON containment is not portable to SQLite; architectures are short lists of two
         # known values, so a text match on the stored JSON is exact enough.
         qs = qs.filter(architectures__icontains=f'"{filters.arch}"')
-    warn_until = today + dt.timedelta(days=settings.EOL_WARNING_DAYS)
+    warn_until = dates.add_days(today, settings.EOL_WARNING_DAYS)
     if filters.badge == "eol_soon":
         qs = qs.filter(eol_date__gte=today, eol_date__lte=warn_until)
     elif filters.badge == "past_eol":

@@ -16,6 +16,7 @@ import datetime as dt
 from django.conf import settings
 from django.utils import timezone
 
+from catalog import dates
 from catalog.choices import LIVE_IMAGE_STATES
 
 # Images that still get new versions: a deprecated image is refused for new servers, so
@@ -37,7 +38,7 @@ def reference_at(
 
 def due_on(reference: dt.datetime) -> dt.date:
     """The day by which the next release is due (the image is stale from that day on)."""
-    return timezone.localdate(reference) + dt.timedelta(days=refresh_days())
+    return dates.add_days(timezone.localdate(reference), refresh_days())
 
 
 def stale_before(today: dt.date) -> dt.datetime:
@@ -46,7 +47,7 @@ def stale_before(today: dt.date) -> dt.datetime:
     `due_on(reference) <= today` exactly when `reference` is earlier than the start of the
     local day after `today - REFRESH_DAYS`.
     """
-    first_fresh_day = today - dt.timedelta(days=refresh_days() - 1)
+    first_fresh_day = dates.add_days(today, 1 - refresh_days())
     return timezone.make_aware(dt.datetime.combine(first_fresh_day, dt.time.min))
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
+from catalog import dates
 from catalog.models import Image
 
 
@@ -22,14 +23,16 @@ class Milestone:
 
 
 def planned_deprecation(image: Image) -> dt.date | None:
-    """The image's deprecation date: set explicitly, or the followed upstream date + grace."""
+    """The image's deprecation date: set explicitly, or the followed upstream date + grace;
+    None when that lands outside the accepted range (the policy then sets no date either)."""
     if image.deprecation_date:
         return image.deprecation_date
     lifecycle = getattr(image.base_image if not image.is_os else image, "upstream", None)
     followed = lifecycle.followed_date if lifecycle else None
     if followed is None:
         return None
-    return followed + dt.timedelta(days=image.effective_grace_days)
+    planned = dates.add_days(followed, image.effective_grace_days)
+    return planned if dates.in_range(planned) else None
 
 
 def timeline_for(image: Image, today: dt.date | None = None) -> list[Milestone]:

@@ -35,7 +35,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from catalog import audit
+from catalog import audit, dates
 from catalog.choices import (
     DeprecationBasis,
     ImageKind,
@@ -48,6 +48,7 @@ from cloud import clients
 from cloud.deletion import ImageRemoval
 from cloud.retries import CloudError
 from lifecycle import versions
+from lifecycle.image_errors import DailyRun
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,21 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
+_OUT_OF_RANGE = (
+    f"outside the accepted range ({dates.EARLIEST:%Y-%m-%d} to {dates.LATEST:%Y-%m-%d}), so "
+    "no automatic deprecation; a release manager can set the date."
+)
+
+
+def _followed_plus_grace(followed: dt.date, grace: int, why: str) -> tuple[dt.date | None, str]:
+    """`followed` + `grace` days and why; None when either date is out of the accepted range
+    (a far-future EOL such as 9999-12-31 would otherwise overflow, or schedule nonsense)."""
+    date = dates.add_days(followed, grace)
+    if dates.in_range(followed) and dates.in_range(date):
+        return date, why
+    return None, f"{why.rstrip('.')}: {_OUT_OF_RANGE}"
+
+
 def policy_date(image: Image) -> tuple[dt.date | None, str]:
     """The date the policy gives (before any bump), and why; None for no automatic date."""
     if image.is_os:
@@ -102,8 +118,9 @@ def policy_date(image: Image) -> tuple[dt.date | None, str]:
             return None, "No upstream end of life known yet: no automatic deprecation."
         grace = image.effective_grace_days
         own = " (this image's own)" if image.grace_period_days is not None else ""
-        return (
-            followed + dt.timedelta(days=grace),
+        return _followed_plus_grace(
+            followed,
+            grace,
             f"Upstream {_basis_label(image)} {followed:%Y-%m-%d} + {grace} days of grace{own}.",
         )
     base = image.base_image
@@ -115,12 +132,18 @@ def policy_date(image: Image) -> tuple[dt.date | None, str]:
         followed = lifecycle.followed_date if lifecycle else None
         if followed is None:
             return None, f"Base image {base.label} has no upstream end of life."
-        return (
-            followed + dt.timedelta(days=image.grace_period_days),
+        return _followed_plus_grace(
+            followed,
+            image.grace_period_days,
             f"Base image {base.label}: upstream {_basis_label(base)} {followed:%Y-%m-%d} "
             f"+ {image.grace_period_days} days of grace (this InstantApp's own).",
         )
     if base.deprecation_date:
+        if not dates.in_range(base.deprecation_date):
+            return None, (
+                f"Base image {base.label} has the deprecation date "
+                f"{base.deprecation_date:%Y-%m-%d}: {_OUT_OF_RANGE}"
+            )
         return base.deprecation_date, f"Follows its base image {base.label}."
     date, why = policy_date(base)
     if date is None:
@@ -130,7 +153,7 @@ def policy_date(image: Image) -> tuple[dt.date | None, str]:
 
 def bumped(date: dt.date, today: dt.date) -> dt.date:
     """`date`, or today + the shortest notice offset when that is later."""
-    return max(date, today + dt.timedelta(days=notice_lead_days()))
+    return max(date, dates.add_days(today, notice_lead_days()))
 
 
 def plan_for(image: Image, today: dt.date | None = None) -> Plan:
@@ -309,6 +332,8 @@ def set_deprecation_date(
         raise ValidationError({"reason": "Say why the date is set or moved."})
     if date < today:
         raise ValidationError({"date": "Choose today or a later date."})
+    if not dates.in_range(date):
+        raise ValidationError({"date": dates.range_message(date)})
     if replacement is not None and replacement.pk == image.pk:
         raise ValidationError({"replacement": "An image cannot replace itself."})
     with transaction.atomic():
@@ -655,13 +680,21 @@ class TransitionSummary:
     # Retired images whose cloud leftovers were tried again, and those still left after that.
     cloud_retried: list[str] = field(default_factory=list)
     cloud_left: list[str] = field(default_factory=list)
+    # Images a step failed on (the error is on the image); the others went on.
+    failed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"deprecation: {len(self.scheduled)} scheduled, {len(self.deprecated)} deprecated, "
             f"{len(self.retired)} retired, {len(self.cloud_retried)} cloud removal(s) retried "
             f"({len(self.cloud_left)} still with leftovers)"
         )
+        if self.failed:
+            text += f"; failed on {', '.join(self.failed)}"
+        return text
+
+
+TRANSITIONS_JOB = "Daily deprecation run"
 
 
 def run_transitions(now: dt.datetime | None = None) -> TransitionSummary:
@@ -669,30 +702,36 @@ def run_transitions(now: dt.datetime | None = None) -> TransitionSummary:
     then retry the cloud removal of images retired earlier that left something behind.
 
     OS images are scheduled before InstantApps, so that an app follows the date its base
-    image received in the same run.
+    image received in the same run. Each image is handled on its own (`image_errors`): an
+    error is recorded on that image, and the run goes on with the others.
     """
     now = now or timezone.now()
     today = timezone.localdate(now)
     summary = TransitionSummary()
+    run = DailyRun(TRANSITIONS_JOB)
     active = Image.objects.filter(state=ImageState.ACTIVE).select_related(
         "upstream", "base_image__upstream"
     )
     for kind in (ImageKind.OS, ImageKind.INSTANTAPP):
         for image in active.filter(kind=kind).order_by("label"):
-            if image.base_image_id:
-                image.base_image.refresh_from_db()
-            if schedule_by_policy(image, today):
-                summary.scheduled.append(image.label)
+            with run.each(image, "scheduling by policy"):
+                if image.base_image_id:
+                    image.base_image.refresh_from_db()
+                if schedule_by_policy(image, today):
+                    summary.scheduled.append(image.label)
     due = Image.objects.filter(
         state=ImageState.DEPRECATION_SCHEDULED, deprecation_date__lte=today
     ).order_by("label")
     for image in due:
-        if deprecate(image, now):
-            summary.deprecated.append(image.label)
+        with run.each(image, "deprecation"):
+            if deprecate(image, now):
+                summary.deprecated.append(image.label)
     limit = now - dt.timedelta(days=retention_days())
-    for image in Image.objects.filter(state=ImageState.DEPRECATED, deprecated_at__lte=limit):
-        if retire(image, now):
-            summary.retired.append(image.label)
+    retiring = Image.objects.filter(state=ImageState.DEPRECATED, deprecated_at__lte=limit)
+    for image in retiring.order_by("label"):
+        with run.each(image, "retirement"):
+            if retire(image, now):
+                summary.retired.append(image.label)
     left = (
         LocalImage.objects.filter(version__image__state=ImageState.RETIRED)
         .exclude(state=LocalImageState.DELETED)
@@ -700,9 +739,12 @@ def run_transitions(now: dt.datetime | None = None) -> TransitionSummary:
     )
     retried = Image.objects.filter(pk__in=left).exclude(label__in=summary.retired)
     for image in retried.order_by("label"):
-        result = retry_cloud_removal(image)
-        if result is not None:
-            summary.cloud_retried.append(image.label)
-            if result.failed:
-                summary.cloud_left.append(image.label)
+        with run.each(image, "cloud removal retry"):
+            result = retry_cloud_removal(image)
+            if result is not None:
+                summary.cloud_retried.append(image.label)
+                if result.failed:
+                    summary.cloud_left.append(image.label)
+    run.finish()
+    summary.failed = run.failed_labels
     return summary

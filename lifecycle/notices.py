@@ -27,9 +27,11 @@ from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
+from catalog import dates
 from catalog.choices import ImageState
 from catalog.models import Image
 from lifecycle import emails
+from lifecycle.image_errors import DailyRun
 from lifecycle.models import CORRECTION, Customer, Notice, NoticeState, Usage
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ def plan_notices(image: Image, now: dt.datetime | None = None) -> PlanReport:
         elif state in TOLD:
             told_before[customer_id] = max(announced, told_before.get(customer_id, announced))
 
-    passed = [o for o in offsets() if date - dt.timedelta(days=o) <= today]
+    passed = [o for o in offsets() if dates.add_days(date, -o) <= today]
     latest_missed = min(passed) if passed else None
     new: list[Notice] = []
     for customer_id in affected:
@@ -156,7 +158,7 @@ def plan_notices(image: Image, now: dt.datetime | None = None) -> PlanReport:
             kind = str(offset)
             if kind in rows:
                 continue
-            due_day = date - dt.timedelta(days=offset)
+            due_day = dates.add_days(date, -offset)
             if due_day > today:
                 new.append(
                     Notice(
@@ -184,10 +186,23 @@ def plan_notices(image: Image, now: dt.datetime | None = None) -> PlanReport:
     return report
 
 
+PLANNING_JOB = "Notice planning"
+
+
 def plan_all(now: dt.datetime | None = None) -> dict[str, PlanReport]:
-    """Plan every image with a deprecation date (the scheduled task calls this)."""
+    """Plan every image with a deprecation date (the scheduled task calls this).
+
+    Each image on its own: an error is recorded on that image (and it is left out of the
+    result), and the others are planned.
+    """
     images = Image.objects.filter(deprecation_date__isnull=False).select_related("replacement")
-    return {image.label: plan_notices(image, now) for image in images}
+    run = DailyRun(PLANNING_JOB)
+    reports = {}
+    for image in images:
+        with run.each(image, "planning notices"):
+            reports[image.label] = plan_notices(image, now)
+    run.finish()
+    return reports
 
 
 @dataclass
@@ -424,7 +439,7 @@ def send_due(
 
 def preview_notice(image: Image, customer: Customer) -> Notice:
     """An unsaved ledger row for a preview: the next notice this customer would get."""
-    date = image.deprecation_date or (timezone.localdate() + dt.timedelta(days=offsets()[0]))
+    date = image.deprecation_date or dates.add_days(timezone.localdate(), offsets()[0])
     today = timezone.localdate()
     days_left = (date - today).days
     upcoming = [o for o in offsets() if o <= days_left] or [0]

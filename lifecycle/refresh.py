@@ -35,6 +35,7 @@ from catalog.choices import ImageKind
 from catalog.models import Image, ImageVersion, UpstreamSource
 from catalog.staleness import LIVE_STATES, refresh_days
 from lifecycle import versions
+from lifecycle.image_errors import DailyRun
 from lifecycle.models.triggers import CheckOutcome, SecurityAdvisory, UpstreamCheck
 
 log = logging.getLogger(__name__)
@@ -143,18 +144,27 @@ def due_for_refresh(today: dt.date | None = None) -> list[StaleStatus]:
     ]
 
 
+STALE_JOB = "Daily refresh cadence"
+
+
 def queue_stale_rebuilds(today: dt.date | None = None) -> list[Requested]:
-    """The daily cadence task: queue a rebuild of every image due within the margin."""
+    """The daily cadence task: queue a rebuild of every image due within the margin.
+
+    Each image on its own: an error is recorded on that image and the others are queued.
+    """
     results = []
     period = refresh_days()
+    run = DailyRun(STALE_JOB)
     for status in due_for_refresh(today):
-        since = (
-            f"No release since {status.last_release_at:%Y-%m-%d}"
-            if status.last_release_at
-            else f"Never released; latest version built {status.reference_at:%Y-%m-%d}"
-        )
-        reason = f"{since}: a release is due by {status.due_on:%Y-%m-%d} (every {period} days)."
-        results += _queue_all([status.image], trigger=Trigger.SCHEDULE, reason=reason)
+        with run.each(status.image, "queueing a rebuild"):
+            since = (
+                f"No release since {status.last_release_at:%Y-%m-%d}"
+                if status.last_release_at
+                else f"Never released; latest version built {status.reference_at:%Y-%m-%d}"
+            )
+            reason = f"{since}: a release is due by {status.due_on:%Y-%m-%d} (every {period} days)."
+            results += _queue_all([status.image], trigger=Trigger.SCHEDULE, reason=reason)
+    run.finish()
     return results
 
 
@@ -249,12 +259,37 @@ def check_upstream(
 
 
 def check_all_upstreams(*, session: requests.Session | None = None) -> list[UpstreamCheck]:
-    """The daily upstream task: one check per source of every live OS image."""
+    """The daily upstream task: one check per source of every live OS image.
+
+    Each source on its own: an unexpected error (anything `check_upstream` does not turn
+    into an outcome itself) is logged with the image's id and recorded as that source's
+    check, in error, where the Triggers page shows checks; the other sources are checked.
+    """
     sources = UpstreamSource.objects.filter(
         image__kind=ImageKind.OS, image__state__in=LIVE_STATES
     ).select_related("image")
     session = session or requests.Session()
-    return [check_upstream(source, session=session) for source in sources]
+    checks = []
+    for source in sources:
+        try:
+            checks.append(check_upstream(source, session=session))
+        except Exception as exc:  # one channel's failure must not cost the others their check
+            log.exception(
+                "upstream check of image %s (%s) %s failed",
+                source.image_id,
+                source.image.label,
+                source.arch,
+            )
+            checks.append(
+                UpstreamCheck.objects.create(
+                    image=source.image,
+                    arch=source.arch,
+                    outcome=CheckOutcome.ERROR,
+                    message=f"Could not check {source.channel_url}: "
+                    f"unexpected {type(exc).__name__}: {exc}",
+                )
+            )
+    return checks
 
 
 # --- security advisories ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from builds.choices import Trigger
-from catalog import roles
+from catalog import dates, roles
 from catalog.choices import ImageState
 from catalog.models import Image, ImageVersion
 from lifecycle import deprecation, refresh
@@ -70,7 +70,9 @@ class NewProductForm(forms.Form):
 class DeprecationForm(forms.Form):
     """A release manager sets or moves a deprecation date; the reason is required."""
 
-    date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    date = forms.DateField(
+        validators=[dates.validate_in_range], widget=forms.DateInput(attrs=dates.widget_attrs())
+    )
     reason = forms.CharField(max_length=1000, widget=forms.TextInput(attrs={"size": 40}))
     replacement = forms.ModelChoiceField(
         queryset=Image.objects.filter(state__in=deprecation.OFFERED),

@@ -635,6 +635,34 @@ def test_it_reports_a_date_that_is_not_a_date(
     assert "eoesFrom of 22.04 is not a date: 'April 2032'" in ubuntu_rows[0].last_import_message
 
 
+@pytest.mark.parametrize(
+    ("key", "value"), [("eolFrom", "9999-12-31"), ("releaseDate", "1900-01-01")]
+)
+@time_machine.travel(TODAY, tick=False)
+def test_it_refuses_a_date_out_of_range_for_its_cycle_and_keeps_the_last_good_date(
+    eol_server: EolServer,
+    ubuntu_rows: list[UpstreamLifecycle],
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+    value: str,
+) -> None:
+    data = fixture_json("ubuntu.v1.json")
+    data["result"]["releases"][0][key] = value  # 24.04
+    eol_server.reply_json(V1_UBUNTU, data)
+    jammy, noble = ubuntu_rows
+    before = stored(noble)
+
+    with caplog.at_level(logging.ERROR, logger="catalog.eol"):
+        [result] = run_import(eol_server)
+
+    expected = f"{key} of 24.04 is {value}, outside the accepted range 1990-01-01 to 2100-12-31"
+    assert not result.ok
+    assert expected in result.message and expected in caplog.text
+    assert stored(noble) == before
+    assert noble.last_import_ok is False and expected in noble.last_import_message
+    assert stored(jammy)["last_checked_at"] == TODAY  # the product's other cycle is imported
+
+
 def test_it_reports_an_empty_releases_list(
     eol_server: EolServer, ubuntu_rows: list[UpstreamLifecycle], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -374,3 +374,24 @@ def test_only_managers_see_the_triggers_page_and_queue_rebuilds(request, client,
     assert confirm.status_code == (302 if allowed else 403)
     assert Build.objects.exists() is False  # no id confirmed: nothing queued either way
     assert client.get(reverse("lifecycle:bulk_rebuild")).status_code == 405
+
+
+def test_a_channel_failing_unexpectedly_is_recorded_and_the_other_channels_are_still_checked(
+    upstream, channel_image
+):
+    # A redirect to a port that cannot exist makes requests raise InvalidURL, which the
+    # download code does not turn into a DownloadError: before, it stopped the whole check.
+    broken = os_image("almalinux_9", channel=upstream.url("alma/"))
+    broken.sources.update(checksum_file="SHA256SUMS")
+    upstream.redirect("/alma/SHA256SUMS", "http://127.0.0.1:99999/SHA256SUMS")
+    version(channel_image, name="2026-02-01", days_ago=28, serial="20260201-1")
+    _publish(upstream, "20260201-1")
+
+    checks = refresh.check_all_upstreams()
+
+    assert [(c.image.label, c.outcome) for c in checks] == [
+        ("almalinux_9", CheckOutcome.ERROR),
+        ("debian_bookworm", CheckOutcome.UNCHANGED),
+    ]
+    assert "InvalidURL" in checks[0].message and "/alma/" in checks[0].message
+    assert UpstreamCheck.objects.filter(image=broken, outcome=CheckOutcome.ERROR).count() == 1
