@@ -16,7 +16,9 @@ class Store:
     """Resources by kind and id; one lock, so handlers on several threads see one state."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.state_dir = Path(state_dir)
+        # Absolute from the start: every path derived from it is handed to qemu-img and QEMU,
+        # and a relative backing file is resolved from the overlay's folder, not from here.
+        self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.blob_dir = self.state_dir / "blobs"
         self.blob_dir.mkdir(exist_ok=True)

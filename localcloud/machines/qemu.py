@@ -227,6 +227,14 @@ class Layout:
         return self.runtime / f"pn-{network_id[:18]}.sock"
 
 
+def failure_detail(exc: BaseException) -> str:
+    """A server's state_detail after a failed start: "boot failed: " and the first line of
+    the cause, bounded (it is shown to every API client)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = lines[0] if lines else type(exc).__name__
+    return f"boot failed: {cause}"[:250]
+
+
 def _opt(value: object) -> str:
     """A value inside a QEMU `-opt key=value,...` list: commas are doubled."""
     return str(value).replace(",", ",,")
@@ -270,6 +278,9 @@ def ensure_disk(path: Path, base: Path | None, size: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     if base is not None:
+        # qemu-img records the backing file as given and resolves a relative one from the
+        # overlay's folder: always hand it an absolute path.
+        base = Path(base).resolve()
         size = max(size, virtual_size(base))
         _qemu_img("create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(partial))
         if virtual_size(partial) < size:
@@ -282,12 +293,12 @@ def ensure_disk(path: Path, base: Path | None, size: int) -> None:
 def copy_disk(source: Path | None, target: Path, size: int, force_share: bool = False) -> None:
     """A standalone QCOW2 copy of `source` (its whole backing chain) at `target`; an empty
     image of `size` when there is no source."""
-    partial = target.with_name(target.name + ".part")
+    partial = Path(target).resolve().with_name(target.name + ".part")
     if source is None or not source.exists():
         _qemu_img("create", "-q", "-f", "qcow2", str(partial), str(max(size, 1 << 20)))
     else:
         share = ["-U"] if force_share else []
-        _qemu_img("convert", *share, "-O", "qcow2", str(source), str(partial))
+        _qemu_img("convert", *share, "-O", "qcow2", str(Path(source).resolve()), str(partial))
     partial.replace(target)
 
 
@@ -531,11 +542,13 @@ class Machine:
                     self.lifecycle_queued -= 1
             try:
                 getattr(self, f"_op_{op}")(*args)
-            except Exception:
-                log.exception("server %s: %s failed", self.id, op)
+            except Exception as exc:
+                log.exception("server %s: %s failed: %s", self.id, op, exc)
                 if op == "start" or op == "reboot":
+                    # As on Scaleway, a start that fails puts the server back to stopped; its
+                    # state_detail says why, so a client sees the failure at its next read.
                     self._kill()
-                    self._settle("stopped", "boot failed")
+                    self._settle("stopped", failure_detail(exc))
             if op == "destroy":
                 return
 
@@ -794,9 +807,13 @@ class Machine:
         started = time.monotonic()
         while True:
             if self.proc.poll() is not None:
-                tail = (self.dir / "qemu.log").read_text(errors="replace")[-800:]
+                # What QEMU said after the command line this launch wrote.
+                said = (self.dir / "qemu.log").read_text(errors="replace").rsplit("\n--- ", 1)
+                lines = [line for line in said[-1].splitlines()[1:] if line.strip()]
                 self.proc = None
-                raise RuntimeError(f"QEMU exited at start: {tail}")
+                raise RuntimeError(
+                    "QEMU exited at start: " + (" / ".join(lines[-3:])[-500:] or "no message")
+                )
             if socket_path.exists():
                 try:
                     self.qmp = QMPClient(socket_path)
