@@ -19,6 +19,9 @@ from cloud.retries import CloudError, CloudTimeout, call, setting, sleep
 SNAPSHOT_FAILED = frozenset({"error", "invalid_data"})
 IMAGE_FAILED = frozenset({"error"})
 SERVER_FAILED = frozenset({"locked"})
+# A server whose start failed is stopped again (Scaleway and localcloud alike).
+SERVER_FALLBACK = frozenset({"stopped"})
+FALLBACK_GRACE_SECONDS = 60.0
 
 
 def wait_for(
@@ -31,23 +34,43 @@ def wait_for(
     timeout: float,
     cancelled: Callable[[], bool] | None = None,
     reason_of: Callable[[Any], str] | None = None,
+    fallback: Collection[str] = (),
 ) -> Any:
     """Poll `fetch()` until `state_of(result)` is in `until`; return that result.
 
     Raises CloudError when the state is in `failed` (with `reason_of(result)` when the API
     gave one), CloudTimeout past `timeout` seconds, CloudCancelled on cancel.
+
+    `fallback` names the states an action falls back to when it fails (a server whose start
+    failed is `stopped` again). Such a state ends the wait as a failure once the resource was
+    seen in another state during the wait, at once when the API gave a reason, and otherwise
+    after FALLBACK_GRACE_SECONDS (the action may not have been applied yet).
     """
     interval = max(0.01, float(setting("CLOUD_POLL_SECONDS", 2.0)))
     ceiling = max(interval, float(setting("CLOUD_POLL_MAX_SECONDS", 15.0)))
+    grace = float(setting("CLOUD_FALLBACK_GRACE_SECONDS", FALLBACK_GRACE_SECONDS))
     deadline = time.monotonic() + timeout
+    moved = False  # seen in a state other than a fallback one
+    fell_back_at: float | None = None
     while True:
         resource = fetch()
         state = str(state_of(resource))
         if state in until:
             return resource
+        reason = (reason_of(resource) if reason_of else "") or ""
         if state in failed:
-            reason = (reason_of(resource) if reason_of else "") or ""
             raise CloudError(f"{what}: ended in state {state}" + (f": {reason}" if reason else ""))
+        if state in fallback:
+            now = time.monotonic()
+            fell_back_at = now if fell_back_at is None else fell_back_at
+            if moved or reason or now - fell_back_at >= grace:
+                wanted = " or ".join(sorted(until))
+                raise CloudError(
+                    f"{what}: did not reach {wanted}, back to {state}"
+                    + (f" ({reason})" if reason else "")
+                )
+        else:
+            moved, fell_back_at = True, None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise CloudTimeout(f"{what}: still {state} after {timeout:g} s")
@@ -122,6 +145,9 @@ def wait_for_server(
 ) -> Any:
     """Wait for a server to reach one of `until` ("running", "stopped", ...).
 
+    A server that falls back to stopped while a start is awaited (its start failed) ends the
+    wait with the reason the API gives in `state_detail`.
+
     The real API says "stopped in place" where the SDK's enum says "stopped_in_place": both
     spellings are accepted for either.
     """
@@ -145,6 +171,8 @@ def wait_for_server(
         what=what,
         timeout=timeout,
         cancelled=cancelled,
+        reason_of=lambda s: s.state_detail or "",
+        fallback=SERVER_FALLBACK - wanted,
     )
 
 

@@ -12,6 +12,7 @@ SSH into them.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -24,7 +25,9 @@ from builds.testing import registry
 from builds.testing.harness import SHARED
 from builds.testing.ledger import Apis, Entry, delete
 from builds.testing.runner import run_test_run
-from catalog.models import ImageVersion, Zone
+from builds.testruns import verdict
+from catalog.choices import LocalImageState
+from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients
 from tests.builds.testing.vmcloud import (
     VmCloudProcess,
@@ -34,6 +37,8 @@ from tests.builds.testing.vmcloud import (
     tagged,
     version_for,
 )
+from tests.catalog.factories import os_image
+from tests.localcloud.test_qemu_machines import import_image
 
 pytestmark = [pytest.mark.vm, pytest.mark.django_db(transaction=True)]
 
@@ -223,3 +228,42 @@ def test_keep_resources_on_failure_leaves_the_failed_checks_server(
             fields["owner"] = fields.pop("check")
             delete(apis, Entry(**fields), timeout=300)
     assert tagged(cloud, f"test-run:{run.pk}") == []
+
+
+@pytest.mark.timeout(900)
+def test_a_server_that_cannot_start_fails_its_checks_at_once_with_the_cause(
+    settings, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """localcloud cannot make the VM's disk (the image's data is damaged): every poweron puts
+    the server back to stopped with the reason, and each check fails with that reason instead
+    of waiting out the boot timeout (an hour here: a wait for it would time the test out)."""
+    cloud = configure(settings, monkeypatch, TEST_BOOT_TIMEOUT_SECONDS=3600)
+    disk = tmp_path / "damaged.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    image = import_image(cloud, clients.instance_api(), disk, "damaged")
+    (cloud.state_dir / "blobs" / f"{image.root_volume.id}.qcow2").write_bytes(b"damaged" * 99)
+    version = ImageVersion.objects.create(
+        image=os_image("cannot_start"), arch="x86_64", name="2026-12-07"
+    )
+    LocalImage.objects.create(
+        version=version,
+        zone=Zone.objects.get_or_create(code=ZONE, defaults={"enabled": True})[0],
+        provider_image_id=image.id,
+        snapshot_id=image.root_volume.id,
+        state=LocalImageState.AVAILABLE,
+    )
+    before = resource_ids(cloud)
+    run = new_run(version, ZONE, checks=["network", "archive"])
+
+    assert run_test_run(run.pk, WORKER) == TestRunState.FINISHED
+
+    run.refresh_from_db()
+    found = results(run)
+    assert list(found) == ["network", "archive"]
+    for result in found.values():
+        assert result.state == CheckState.FAILED, summary(run)
+        assert result.reason.startswith("the shared server could not boot: "), summary(run)
+        assert "back to stopped (boot failed: " in result.reason, summary(run)
+    verdict_line = verdict(version).reason
+    assert "could not boot" in verdict_line and "boot failed: " in verdict_line
+    assert_nothing_left(cloud, run, before)
