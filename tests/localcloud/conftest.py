@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,22 +58,21 @@ class LocalCloudProcess:
     start_timeout = 30.0  # seconds localcloud gets to answer after it is started
 
     def environment(self) -> dict[str, str]:
-        """What the process gets on top of this one's environment."""
-        return {"LOCALCLOUD_TRANSITION_SECONDS": str(STEP)}
+        """What the process gets on top of this one's environment: states on a timer."""
+        return {"LOCALCLOUD_MACHINES": "timer", "LOCALCLOUD_TRANSITION_SECONDS": str(STEP)}
 
     def start(self) -> None:
-        env = {**os.environ, **self.environment()}
+        """Start it the way `make run` does (bin/service), its state directory given
+        relative to the project's folder as `make run` gives it."""
+        env = {
+            **os.environ,
+            "LOCALCLOUD_PORT": str(self.port),
+            "LOCALCLOUD_STATE_DIR": os.path.relpath(self.state_dir, REPO),
+            **self.environment(),
+        }
         log = open(self.state_dir.parent / "localcloud.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "localcloud",
-                "--port",
-                str(self.port),
-                "--state-dir",
-                str(self.state_dir),
-            ],
+            [str(REPO / "bin" / "service"), "localcloud"],
             cwd=REPO,
             env=env,
             stdout=log,
