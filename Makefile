@@ -18,7 +18,7 @@ export DJANGO_SECRET_KEY_FILE ?= $(CURDIR)/var/secret_key
 export DEMO_UPSTREAM_PORT ?= 8081
 export DEMO_UPSTREAM_URL ?= http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/debian-12/
 
-.PHONY: run test lint setup apt venv migrate demo test-fast test-browser test-guestfs test-vm-extra clean
+.PHONY: run test lint setup apt venv migrate demo demo-check test-fast test-browser test-guestfs test-vm-extra clean
 
 # --- set-up ---------------------------------------------------------------------------------
 setup: apt venv var/secret_key
@@ -76,6 +76,11 @@ test-guestfs:
 # behaviour end to end, so these run on demand (about 15 minutes).
 test-vm-extra: setup
 	$(PY) -m pytest -m "vm_extra" -q
+
+# A new user's journey, headless (not in CI: about 30 minutes here): make run in a fresh clone,
+# log in, Rebuild the local demo, wait until it is tested in every enabled zone, release it.
+demo-check: setup
+	$(PY) bin/demo_check.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
