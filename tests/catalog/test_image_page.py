@@ -1,0 +1,40 @@
+"""The image page tells a manager what a first build costs before they click Rebuild."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalog.models import ImageVersion
+from tests.catalog.factories import os_image
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_image_never_built_says_what_the_first_build_takes(client, manager) -> None:
+    image = os_image("never_built")
+    client.force_login(manager)
+
+    page = client.get(image.get_absolute_url()).content.decode()
+
+    assert 'data-testid="first-build-hint"' in page
+    assert "about 15 minutes" in page and "emulated appliance" in page
+
+
+def test_the_hint_goes_once_the_image_has_a_version(client, manager) -> None:
+    image = os_image("built_once")
+    ImageVersion.objects.create(image=image, arch="x86_64", name="2026-12-01")
+    client.force_login(manager)
+
+    page = client.get(image.get_absolute_url()).content.decode()
+
+    assert 'data-testid="rebuild"' in page
+    assert 'data-testid="first-build-hint"' not in page
+
+
+def test_a_viewer_sees_no_rebuild_button_and_no_hint(client, viewer) -> None:
+    client.force_login(viewer)
+
+    page = client.get(os_image("viewed").get_absolute_url()).content.decode()
+
+    assert 'data-testid="rebuild"' not in page
+    assert 'data-testid="first-build-hint"' not in page
