@@ -1,4 +1,9 @@
-"""Recording state-changing actions in the audit log."""
+"""Recording state-changing actions in the audit log.
+
+Every logged-in user (Viewers too) reads the log at /audit/, so an entry never holds a
+customer's personal data: a model that holds some names itself with `audit_repr()` (by id),
+and callers keep names and addresses out of the message.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,12 @@ def snapshot(obj: models.Model, fields: list[str] | tuple[str, ...]) -> dict[str
     return values
 
 
+def describe(target: models.Model) -> str:
+    """How an entry names its target: the model's `audit_repr()` when it has one, else str()."""
+    audit_repr = getattr(target, "audit_repr", None)
+    return (audit_repr() if callable(audit_repr) else str(target))[:255]
+
+
 def record(
     action: str,
     *,
@@ -53,7 +64,7 @@ def record(
         image=image,
         target_type=target._meta.label if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
-        target_repr=str(target)[:255] if target is not None else "",
+        target_repr=describe(target) if target is not None else "",
         before=_plain(before) if before is not None else None,
         after=_plain(after) if after is not None else None,
         message=message,

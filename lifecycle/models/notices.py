@@ -71,6 +71,10 @@ class Customer(models.Model):
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"
 
+    def audit_repr(self) -> str:
+        """How the audit log, which Viewers read, names a customer: by id, no personal data."""
+        return f"customer {self.pk}"
+
     @property
     def email_language(self) -> str:
         """The language of the emails this customer gets (English by default)."""

@@ -141,6 +141,10 @@ class Requester(models.Model):
     def __str__(self) -> str:
         return f"{self.email} asks for {self.request_id}"
 
+    def audit_repr(self) -> str:
+        """How the audit log, which Viewers read, names a requester: by id, not by address."""
+        return f"requester {self.pk} of request {self.request_id}"
+
     @property
     def is_confirmed(self) -> bool:
         return self.confirmed_at is not None

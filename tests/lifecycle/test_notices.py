@@ -415,3 +415,53 @@ def test_usage_of_any_version_of_the_image_counts(settings) -> None:
     LocalImage.objects.create(version=old, zone=zone, provider_image_id="img-old")
     LocalImage.objects.create(version=new, zone=zone, provider_image_id="img-new")
     assert usage._image_map() == {"img-old": (image.pk, old.pk), "img-new": (image.pk, new.pk)}
+
+
+def test_the_audit_log_names_an_unsubscribed_customer_by_id_without_name_or_address(
+    client: Client, viewer
+) -> None:
+    from catalog.models import AuditEntry
+
+    customer = _customer(7)
+    path = emails.unsubscribe_url(customer).split("://", 1)[1].split("/", 1)[1]
+    assert Client().post(f"/{path}").status_code == 200
+
+    entry = AuditEntry.objects.get(action="customer.unsubscribe")
+    assert entry.target_repr == f"customer {customer.pk}"
+    client.force_login(viewer)
+    page = client.get("/audit/").content.decode()
+    assert f"customer {customer.pk}" in page
+    assert "c7@example.com" not in page and "Customer 7" not in page
+
+
+def test_the_migration_rewrites_audit_entries_that_held_a_customer_name_and_address() -> None:
+    import importlib
+
+    from django.apps import apps
+
+    from catalog.models import AuditEntry
+
+    migration = importlib.import_module("lifecycle.migrations.0004_audit_names_customers_by_id")
+    customer = _customer(7)
+    other = _customer(8)
+    # As the unsubscribe view wrote them before: the target was str(customer).
+    old = AuditEntry.objects.create(
+        action="customer.unsubscribe",
+        target_type="lifecycle.Customer",
+        target_id=str(customer.pk),
+        target_repr="Customer 7 <c7@example.com>",
+        message="unsubscribed by email link",
+    )
+    mention = AuditEntry.objects.create(
+        action="notice.resend", message="asked by Customer 8 <c8@example.com> on the phone"
+    )
+    unrelated = AuditEntry.objects.create(action="catalog.edit", message="ops@factory.example")
+
+    migration.name_customers_by_id(apps, None)
+
+    old.refresh_from_db()
+    mention.refresh_from_db()
+    unrelated.refresh_from_db()
+    assert old.target_repr == f"customer {customer.pk}"
+    assert mention.message == f"asked by customer {other.pk} on the phone"
+    assert unrelated.message == "ops@factory.example"  # not a customer's address
