@@ -10,14 +10,20 @@
 Every alert is told once: its `AlertSent` ledger row, unique by (kind, key), is written
 before the email and the webhook leave. A failed webhook or email is logged and recorded on
 that row, never raised: alerting must not break the build that failed.
+
+A webhook URL is a credential (Slack's and Mattermost's carry their token in the path): what
+is logged or stored of a failure names only its scheme://host[:port].
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -78,8 +84,53 @@ def render_alert(kind: str, context: dict[str, Any], webhook_text: str) -> Alert
     return Alert(kind, " ".join(subject.split()), text, html, webhook_text)
 
 
+ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+")
+
+
+def url_origin(url: str) -> str:
+    """scheme://host[:port] of `url`: all that may be logged or stored of a webhook URL
+    (no userinfo, path, query or fragment)."""
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(an unparsable URL)"
+    if not parts.scheme or not host:
+        return "(an unparsable URL)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def redact_url(text: str, url: str) -> str:
+    """`text` (an exception's message) with `url` reduced to its origin everywhere.
+
+    requests and urllib3 quote the URL whole ("... for url: http://host/path?q"), as sent
+    (normalized), or only its path and query ("Max retries exceeded with url: /path?q").
+    """
+    origin = url_origin(url)
+    sent = url
+    # An invalid URL fails here as it failed when posting: the text holds it as given.
+    with contextlib.suppress(Exception):
+        sent = requests.Request("POST", url).prepare().url or url
+    for whole in sorted({url, url.strip(), sent}, key=len, reverse=True):
+        if whole:
+            text = text.replace(whole, origin)
+    text = ABSOLUTE_URL.sub(lambda match: url_origin(match.group(0)), text)
+    for candidate in (url, sent):
+        try:
+            parts = urlsplit(candidate.strip())
+        except ValueError:
+            continue
+        tails = [parts.path + ("?" + parts.query if parts.query else ""), parts.query, parts.path]
+        for tail in sorted(set(tails), key=len, reverse=True):
+            if len(tail) > 1:
+                text = text.replace(tail, "[path hidden]")
+    return text
+
+
 def post_webhook(kind: str, text: str) -> str:
-    """POST {"text", "kind"} to ALERT_WEBHOOK_URL; "" when it went (or none is set), else why."""
+    """POST {"text", "kind"} to ALERT_WEBHOOK_URL; "" when it went (or none is set), else why
+    (naming only the URL's scheme://host[:port])."""
     url = webhook_url()
     if not url:
         return ""
@@ -89,8 +140,9 @@ def post_webhook(kind: str, text: str) -> str:
         )
         response.raise_for_status()
     except requests.RequestException as exc:
-        log.warning("alert webhook (%s) failed: %s", kind, exc)
-        return f"webhook: {exc}"
+        origin, reason = url_origin(url), redact_url(f"{type(exc).__name__}: {exc}", url)
+        log.warning("alert webhook (%s) to %s failed: %s", kind, origin, reason)
+        return f"webhook to {origin}: {reason}"
     return ""
 
 

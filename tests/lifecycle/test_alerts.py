@@ -162,6 +162,39 @@ def test_a_failing_webhook_is_recorded_and_the_email_still_goes(
     assert "webhook" in AlertSent.objects.get().error
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("failure", ["an error status", "a closed port"])
+def test_a_failing_webhook_logs_and_records_only_the_scheme_host_and_port_of_its_url(
+    smtp_server,  # noqa: F811
+    team,
+    settings,
+    caplog,
+    failure,
+) -> None:
+    secret_path = "/services/T0AAA/B0BBB/s3cr3tW3bh00k"
+    with WebhookServer(status=403) as server:
+        port = server.server.server_address[1] if failure == "an error status" else _closed_port()
+        settings.ALERT_WEBHOOK_URL = (
+            f"http://hookuser:hookpass@127.0.0.1:{port}{secret_path}?token=t0k3nV4lue#frag"
+        )
+        with caplog.at_level("INFO"):  # LOG_LEVEL's default; urllib3 says more at DEBUG
+            assert alerts.build_failed(_failed_build()) is True
+    error = AlertSent.objects.get().error
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert error.startswith(f"webhook to http://127.0.0.1:{port}: ")
+    assert f"http://127.0.0.1:{port}" in logged
+    for secret in ("s3cr3tW3bh00k", "/services/", "t0k3nV4lue", "hookuser", "hookpass"):
+        assert secret not in error and secret not in logged
+    assert len(smtp_server.received) == 1  # the email still went
+
+
 def test_a_test_run_failure_is_told_once(smtp_server, team) -> None:  # noqa: F811
     image = factories.os_image("debian_bookworm")
     sent = [
