@@ -281,6 +281,9 @@ ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL")
 IMAGE_REQUEST_RATE_LIMIT = env_int("IMAGE_REQUEST_RATE_LIMIT", 5, minimum=1)
 IMAGE_REQUEST_RATE_WINDOW_MINUTES = env_int("IMAGE_REQUEST_RATE_WINDOW_MINUTES", 60, minimum=1)
 IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS = env_int("IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS", 48, minimum=1)
+# How many reverse proxies of ours stand in front of the dashboard: the public form's rate
+# limit counts the Nth address from the right of X-Forwarded-For (0: REMOTE_ADDR).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 # --- The catalogue feed for scripts ----------------------------------------------------------
 # Bearer tokens that may read /lifecycle/feed.json without a session (comma- or line-separated;

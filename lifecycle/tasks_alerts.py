@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from lifecycle import alerts, image_requests
-from lifecycle.models import RequestStatusChange
+from lifecycle.models import Requester, RequestStatusChange
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +14,17 @@ def daily_digest_task() -> str:
     """Daily: send the team's digest (nothing on a day with nothing to say)."""
     digest = alerts.send_daily_digest()
     return "nothing to say" if digest.is_empty else digest.summary()
+
+
+def send_request_confirmation_task(requester_id: int) -> str:
+    """After the public form: send the requester the link that confirms their address."""
+    requester = Requester.objects.select_related("request").filter(pk=requester_id).first()
+    if requester is None:
+        return f"requester {requester_id} no longer exists"
+    if requester.is_confirmed:
+        return f"requester {requester_id} is already confirmed"
+    error = image_requests.send_confirmation(requester)
+    return f"confirmation of requester {requester_id}: {error or 'sent'}"
 
 
 def send_request_status_emails_task(change_id: int) -> str:

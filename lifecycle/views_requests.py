@@ -48,7 +48,8 @@ def request_new(request: HttpRequest) -> HttpResponse:
             data["kind"], data["name"], data["description"], data["email"], ip, data["language"]
         )
         if not requester.is_confirmed:
-            image_requests.send_confirmation(requester)
+            # Through the queue: a slow or dead mail server must not hold a web thread.
+            _enqueue_confirmation(requester.pk)
         # The same answer whether or not the address asked before: it tells nobody who asked.
         return redirect(reverse("lifecycle:request_thanks") + f"?language={data['language']}")
     return render(request, "lifecycle/requests/new.html", {"form": form})
@@ -171,6 +172,19 @@ def request_status(request: HttpRequest, pk: int) -> HttpResponse:
         request, f"{item.name} is now {item.get_status_display().lower()}; requesters are told."
     )
     return redirect(item)
+
+
+def _enqueue_confirmation(requester_id: int) -> None:
+    from django_q.tasks import async_task
+
+    transaction.on_commit(
+        lambda: async_task(
+            image_requests.CONFIRMATION_TASK,
+            requester_id,
+            task_name=f"request-confirm-{requester_id}",
+            group="image-requests",
+        )
+    )
 
 
 def _enqueue_status_emails(change_id: int) -> None:

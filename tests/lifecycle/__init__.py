@@ -2,12 +2,14 @@
 
 `published_version` publishes a real QCOW2 through builds.publish (so its LocalImages point
 at real instance images in localcloud); `version_with_images` makes rows only, for tests that
-never reach the cloud. `post_status` is the image-request tests' status change in the view.
+never reach the cloud. `post_status` is the image-request tests' status change in the view;
+`run_queued` plays the worker for the tasks a view queued.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from django.test import Client, TestCase
 from django.urls import reverse
 from django.utils import timezone
+from django_q.models import OrmQ
 
 from builds.choices import CheckState, TestRunState
 from builds.models import Build, CheckResult, TestRun
@@ -128,3 +131,18 @@ def post_status(
         )
     assert response.status_code == 302
     return RequestStatusChange.objects.get()
+
+
+def run_queued(func: str) -> list[Any]:
+    """Run, as a worker of the ORM broker would, the queued tasks of `func` (a dotted path),
+    oldest first, taking them off the queue; returns what each returned."""
+    results = []
+    for queued in OrmQ.objects.order_by("id"):
+        task = queued.task
+        if task["func"] != func:
+            continue
+        queued.delete()
+        module, name = func.rsplit(".", 1)
+        function = getattr(importlib.import_module(module), name)
+        results.append(function(*task["args"], **task["kwargs"]))
+    return results

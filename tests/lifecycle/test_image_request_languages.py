@@ -7,7 +7,7 @@ import re
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from django.test import Client
+from django.test import Client, TestCase
 
 from lifecycle import image_requests, tasks_alerts
 from lifecycle.models import (
@@ -16,7 +16,7 @@ from lifecycle.models import (
     RequestStatus,
     RequestSubmission,
 )
-from tests.lifecycle import post_status
+from tests.lifecycle import post_status, run_queued
 from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 NEW = "/lifecycle/requests/public/new/"
@@ -33,10 +33,14 @@ def _ask(
     ip: str = "192.0.2.1",
     **headers: str,
 ):
+    """Post the public form; then a worker sends the confirmation the view queued."""
     data = {"kind": kind, "name": name, "description": "", "email": email}
     if language is not None:
         data["language"] = language
-    return client.post(NEW, data, REMOTE_ADDR=ip, **headers)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = client.post(NEW, data, REMOTE_ADDR=ip, **headers)
+    run_queued(image_requests.CONFIRMATION_TASK)
+    return response
 
 
 def _path(url: str) -> str:
@@ -65,7 +69,7 @@ def test_a_french_requester_gets_the_confirmation_and_the_page_in_french(
     assert response.status_code == 302
     assert Requester.objects.get().language == "fr"
     [message] = smtp_server.to("lea@example.fr")
-    assert message.subject == "Confirmez votre demande d'image : Ubuntu 26.04 LTS"
+    assert message.subject == "Confirmez votre demande d'image"
     text = message.part("text/plain")
     assert text.startswith("Bonjour,")
     assert "une nouvelle image de système d'exploitation : Ubuntu 26.04 LTS." in text
@@ -86,9 +90,10 @@ def test_a_requester_who_chooses_no_language_gets_english(
     assert response.status_code == 302
     assert Requester.objects.get().language == "en"
     [message] = smtp_server.to("sam@example.com")
-    # The subject is plain text: "&" stays "&" (not "&amp;").
-    assert message.subject == "Confirm your request for WordPress & PHP-FPM"
+    assert message.subject == "Confirm your InstantApp request"
+    # The text part is plain text: "&" stays "&" (not "&amp;").
     assert message.part("text/plain").startswith("Hello,")
+    assert "asked for a new InstantApp: WordPress & PHP-FPM." in message.part("text/plain")
     assert '<html lang="en">' in message.part("text/html")
     assert "Check your inbox" in client.get(response["Location"]).content.decode()
 
@@ -135,7 +140,7 @@ def test_a_chosen_language_wins_over_the_browsers(
 ) -> None:
     _ask(client, "max@example.com", language="en", HTTP_ACCEPT_LANGUAGE=FRENCH_BROWSER)
     assert Requester.objects.get().language == "en"
-    assert smtp_server.to("max@example.com")[0].subject.startswith("Confirm your request")
+    assert smtp_server.to("max@example.com")[0].subject == "Confirm your image request"
 
 
 @pytest.mark.django_db
@@ -163,10 +168,7 @@ def test_asking_again_takes_the_new_language_choice(
     _ask(client, "ana@example.com", language="en")
     assert Requester.objects.get().language == "en"
     subjects = [m.subject for m in smtp_server.to("ana@example.com")]
-    assert subjects == [
-        "Confirmez votre demande d'image : Ubuntu 26.04 LTS",
-        "Confirm your request for Ubuntu 26.04 LTS",
-    ]
+    assert subjects == ["Confirmez votre demande d'image", "Confirm your image request"]
 
 
 @pytest.mark.django_db
@@ -190,7 +192,9 @@ def test_each_requester_hears_of_a_status_change_in_their_own_language(
     assert sorted(news) == sorted(asked)  # the unconfirmed requester is not told
     for email in ("fr1@example.fr", "fr2@example.fr"):
         french = news[email]
-        assert french.subject == "Votre demande pour Rocky Linux 10 : en cours de construction"
+        assert french.subject == (
+            f"Votre demande d'image n° {request.pk} : en cours de construction"
+        )
         text = french.part("text/plain")
         assert (
             "L'image que vous avez demandée, Rocky Linux 10, est maintenant en cours de "
@@ -201,7 +205,7 @@ def test_each_requester_hears_of_a_status_change_in_their_own_language(
         assert '<html lang="fr">' in french.part("text/html")
         assert str(french.message["List-Unsubscribe"]).strip().startswith("<http")
     english = news["en1@example.com"]
-    assert english.subject == "Your request for Rocky Linux 10: building"
+    assert english.subject == f"Your image request #{request.pk}: building"
     assert "The OS image you asked for, Rocky Linux 10, is now building." in (
         english.part("text/plain")
     )
@@ -230,7 +234,7 @@ def test_french_status_emails_name_every_status(
     change = request.change_status(status, "")
     assert str(image_requests.send_status_emails(change)) == "sent 1, failed 0, already told 0"
     [message] = smtp_server.to("zoe@example.fr")
-    assert message.subject == f"Votre demande pour GitLab : {word}"
+    assert message.subject == f"Votre demande d'InstantApp n° {request.pk} : {word}"
     assert f"L'InstantApp que vous avez demandée, GitLab, est maintenant {word}." in (
         message.part("text/plain")
     )

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import time_machine
-from django.test import Client
+from django.test import Client, RequestFactory, TestCase
 from django.urls import reverse
 
 from lifecycle import image_requests, tasks_alerts
@@ -16,20 +16,32 @@ from lifecycle.models import (
     Requester,
     RequestStatus,
     RequestStatusChange,
+    RequestSubmission,
 )
-from tests.lifecycle import post_status
+from tests.lifecycle import post_status, run_queued
 from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 NEW = "/lifecycle/requests/public/new/"
 
 
-def _ask(client: Client, email: str, name: str = "Ubuntu 26.04 LTS", ip: str = "192.0.2.1"):
-    return client.post(
-        NEW,
-        {"kind": "os", "name": name, "description": f"{email} needs it", "email": email},
-        REMOTE_ADDR=ip,
-    )
+def _ask(
+    client: Client,
+    email: str,
+    name: str = "Ubuntu 26.04 LTS",
+    ip: str = "192.0.2.1",
+    **headers: str,
+):
+    """Post the public form; then a worker sends the confirmation the view queued."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = client.post(
+            NEW,
+            {"kind": "os", "name": name, "description": f"{email} needs it", "email": email},
+            REMOTE_ADDR=ip,
+            **headers,
+        )
+    run_queued(image_requests.CONFIRMATION_TASK)
+    return response
 
 
 def _link(smtp_server, email: str) -> str:  # noqa: F811
@@ -53,22 +65,24 @@ def test_the_form_works_without_login_and_checks_csrf(smtp_server) -> None:  # n
     refused = anonymous.post(NEW, {"kind": "os", "name": "Alpine", "email": "a@example.com"})
     assert refused.status_code == 403
     token = page.cookies["csrftoken"].value
-    response = anonymous.post(
-        NEW,
-        {
-            "kind": "os",
-            "name": "Alpine 3.22",
-            "email": "A@Example.com",
-            "csrfmiddlewaretoken": token,
-        },
-    )
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = anonymous.post(
+            NEW,
+            {
+                "kind": "os",
+                "name": "Alpine 3.22",
+                "email": "A@Example.com",
+                "csrfmiddlewaretoken": token,
+            },
+        )
+    run_queued(image_requests.CONFIRMATION_TASK)
     assert response.status_code == 302
     assert response["Location"].endswith("/public/thanks/?language=en")
     assert anonymous.get(response["Location"]).status_code == 200
     requester = Requester.objects.get()
     assert requester.email == "a@example.com" and requester.confirmed_at is None
     assert len(smtp_server.to("a@example.com")) == 1
-    assert "Alpine 3.22" in smtp_server.received[0].subject
+    assert "Alpine 3.22" in smtp_server.received[0].part("text/plain")
 
 
 def test_a_request_counts_only_after_its_confirmation_link_is_followed(
@@ -182,7 +196,8 @@ def test_every_confirmed_requester_gets_one_email_per_status_change(
     news = smtp_server.received[before:]
     assert sorted(r.rcpt_tos[0] for r in news) == ["r0@example.com", "r1@example.com"]
     message = news[0]
-    assert "Rocky Linux 10" in message.subject and "planned" in message.subject
+    assert message.subject == f"Your image request #{request.pk}: planned"
+    assert "Rocky Linux 10, is now planned" in message.part("text/plain")
     assert "Next month, x86_64 first." in message.part("text/plain")
     assert str(message.message["List-Unsubscribe"]).strip().startswith("<http")
     # Saving the same status and note again is not a change: no email.
@@ -198,3 +213,110 @@ def test_every_confirmed_requester_gets_one_email_per_status_change(
     image_requests.send_status_emails(change)
     released = [r for r in smtp_server.received if "released" in r.subject]
     assert [r.rcpt_tos for r in released] == [["r0@example.com"]]
+
+
+def test_the_form_answers_before_any_email_is_sent_and_a_worker_sends_the_confirmation(
+    smtp_server,  # noqa: F811
+) -> None:
+    # A slow or dead mail server held the web thread of this public form for 7 to 127 s.
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = Client().post(
+            NEW, {"kind": "os", "name": "Alpine 3.22", "email": "a@example.com"}
+        )
+    assert response.status_code == 302
+    assert smtp_server.received == []  # nothing was sent from the web request
+    requester = Requester.objects.get()
+    assert run_queued(image_requests.CONFIRMATION_TASK) == [
+        f"confirmation of requester {requester.pk}: sent"
+    ]
+    assert len(smtp_server.to("a@example.com")) == 1
+    # A replay after the requester confirmed sends nothing more.
+    requester.confirm()
+    assert tasks_alerts.send_request_confirmation_task(requester.pk) == (
+        f"requester {requester.pk} is already confirmed"
+    )
+    assert len(smtp_server.received) == 1
+
+
+def test_a_dead_mail_server_fails_the_confirmation_task_not_the_form(settings) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        settings.EMAIL_PORT = sock.getsockname()[1]  # nothing listens there once closed
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.NOTICE_SMTP_RETRIES = 1
+    settings.NOTICE_RETRY_BASE_SECONDS = 0.01
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = Client().post(NEW, {"kind": "os", "name": "Alpine", "email": "a@example.com"})
+    assert response.status_code == 302
+    [outcome] = run_queued(image_requests.CONFIRMATION_TASK)
+    assert "transient, gave up after 2 attempts" in outcome
+
+
+def test_behind_a_trusted_proxy_the_rate_limit_counts_each_client_not_the_proxy(
+    smtp_server,  # noqa: F811
+    settings,
+) -> None:
+    settings.IMAGE_REQUEST_RATE_LIMIT = 5
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = "10.0.0.1"
+    for n in range(6):  # six people behind the same proxy
+        forwarded = {"HTTP_X_FORWARDED_FOR": f"198.51.100.{n}"}
+        response = _ask(Client(), f"p{n}@example.com", f"Image {n}", proxy, **forwarded)
+        assert response.status_code == 302
+    # One client writing its own X-Forwarded-For: only what our proxy appended counts.
+    for n in range(5):
+        forged = {"HTTP_X_FORWARDED_FOR": f"203.0.113.{n}, 192.0.2.50"}
+        assert _ask(Client(), f"q{n}@example.com", f"App {n}", proxy, **forged).status_code == 302
+    forged = {"HTTP_X_FORWARDED_FOR": "203.0.113.99, 192.0.2.50"}
+    assert _ask(Client(), "q9@example.com", "App 9", proxy, **forged).status_code == 429
+    ips = set(RequestSubmission.objects.values_list("ip", flat=True))
+    assert ips == {f"198.51.100.{n}" for n in range(6)} | {"192.0.2.50"}
+
+
+@pytest.mark.parametrize(
+    ("proxies", "remote", "forwarded", "expected"),
+    [
+        (0, "203.0.113.5", "198.51.100.1", "203.0.113.5"),  # no proxy: the header is the client's
+        (1, "10.0.0.1", "198.51.100.1", "198.51.100.1"),
+        (1, "10.0.0.1", "6.6.6.6, 198.51.100.1", "198.51.100.1"),
+        (2, "10.0.0.2", "6.6.6.6, 198.51.100.1, 10.0.0.1", "198.51.100.1"),
+        (1, "10.0.0.1", " 2001:DB8::1 ", "2001:db8::1"),
+        (2, "10.0.0.2", "198.51.100.1", "10.0.0.2"),  # not through every proxy
+        (1, "10.0.0.1", None, "10.0.0.1"),
+        (1, "10.0.0.1", "", "10.0.0.1"),
+        (1, "10.0.0.1", "198.51.100.1,", "10.0.0.1"),
+        (1, "10.0.0.1", "unknown", "10.0.0.1"),
+        (1, "10.0.0.1", "198.51.100.1:4711", "10.0.0.1"),
+        (1, "10.0.0.1", "٣.٣.٣.٣", "10.0.0.1"),
+        (1, "", "not an address", None),
+    ],
+)
+def test_the_client_address_comes_from_the_configured_proxy_depth_or_falls_back_to_the_peer(
+    settings, proxies: int, remote: str, forwarded: str | None, expected: str | None
+) -> None:
+    settings.TRUSTED_PROXY_COUNT = proxies
+    headers = {} if forwarded is None else {"HTTP_X_FORWARDED_FOR": forwarded}
+    request = RequestFactory().post(NEW, REMOTE_ADDR=remote, **headers)
+    assert image_requests.client_ip(request) == expected
+
+
+def test_no_text_the_requester_typed_goes_into_an_email_subject(
+    client: Client,
+    smtp_server,  # noqa: F811
+    manager,
+) -> None:
+    name = "FREE CRYPTO at spam.example"
+    _ask(Client(), "r@example.com", name=name)
+    _confirm(Client(), smtp_server, "r@example.com")
+    request = ImageRequest.objects.get()
+    change = post_status(client, manager, request, "planned", "")
+    tasks_alerts.send_request_status_emails_task(change.pk)
+    confirmation, status = smtp_server.to("r@example.com")
+    assert confirmation.subject == "Confirm your image request"
+    assert status.subject == f"Your image request #{request.pk}: planned"
+    for message in (confirmation, status):
+        assert "spam.example" not in message.subject
+        assert name in message.part("text/plain")  # the body still says what was asked for
