@@ -20,11 +20,17 @@ class BuildsConfig(AppConfig):
             schedule_type=Schedule.MINUTES,
             minutes=1,
         )
+        stale_test_runs = ScheduleDefinition(
+            name="builds.requeue_stale_test_runs",
+            func="builds.tasks.requeue_stale_test_runs",
+            schedule_type=Schedule.MINUTES,
+            minutes=1,
+        )
         janitor = ScheduleDefinition(
             name="builds.janitor",
             func="builds.janitor.janitor_task",
             schedule_type=Schedule.DAILY,
         )
-        for definition in (stale, janitor):
+        for definition in (stale, stale_test_runs, janitor):
             if definition not in SCHEDULES:
                 SCHEDULES.append(definition)

@@ -290,12 +290,31 @@ class JanitorRun(models.Model):
         return f"Janitor run {self.started_at:%Y-%m-%d %H:%M}"
 
 
+def lease_limit_for_test_runs(now: dt.datetime | None = None) -> dt.datetime:
+    """A running test run whose last heartbeat is older than this may be taken over
+    (TEST_LEASE_SECONDS, 60 by default: six of the runner's heartbeats)."""
+    seconds = float(getattr(settings, "TEST_LEASE_SECONDS", 60))
+    return (now or timezone.now()) - dt.timedelta(seconds=seconds)
+
+
+class TestRunQuerySet(models.QuerySet["TestRun"]):
+    __test__ = False  # not a pytest test class
+
+    def stale_claims(self, now: dt.datetime | None = None) -> TestRunQuerySet:
+        """Running runs whose worker stopped sending heartbeats (it was killed)."""
+        return self.filter(state=TestRunState.RUNNING).filter(
+            Q(heartbeat_at__lt=lease_limit_for_test_runs(now)) | Q(heartbeat_at__isnull=True)
+        )
+
+
 class TestRun(models.Model):
     """The checks of one image version in one zone, on servers booted from its local image.
 
     A build's test stage starts one per enabled zone; Re-run (one cell, one zone, or every
     failed cell) starts another with only those checks. The matrix on the version page shows,
-    per zone and check, the latest result.
+    per zone and check, the latest result. A run is claimed with a lease like a build
+    (claimed_by + heartbeat_at); a run whose heartbeat stopped is taken over by its build's
+    test stage, or sent again by a schedule (builds.tasks.requeue_stale_test_runs).
     """
 
     __test__ = False  # not a pytest test class
@@ -326,6 +345,8 @@ class TestRun(models.Model):
     kept_resources = models.JSONField(
         default=list, blank=True, help_text="Resources left in place on purpose (kept on failure)."
     )
+
+    objects = TestRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -3,6 +3,11 @@
 Each stage is a function of the build that reads what earlier stages recorded (their
 `outputs`) and records its own. A stage already done is skipped, so that Retry resumes at
 the stage that failed and a worker taking over a dead worker's build continues it.
+
+A done stage runs again only when a stage that still has to run needs its outputs
+(`NEEDS`) and they are gone, or when a stage it needs runs again (its outputs were made from
+the old ones). So a takeover after finalize resumes at publish with the finalized artefact,
+although customize's scratch disk went away with finalize: nothing after finalize needs it.
 """
 
 from __future__ import annotations
@@ -121,6 +126,51 @@ def _stage_functions() -> dict[str, StageFunction]:
     }
 
 
+# The earlier stages whose outputs (files, cloud resources) a stage reads when it runs.
+# Finalize converts customize's disk, a copy-on-write overlay on the fetched file: it reads
+# both. Recorded values (serial, manifest, version id) are in the database and never gone.
+NEEDS: dict[str, tuple[str, ...]] = {
+    StageName.FETCH: (),
+    StageName.CUSTOMIZE: (StageName.FETCH,),
+    StageName.FINALIZE: (StageName.FETCH, StageName.CUSTOMIZE),
+    StageName.PUBLISH: (StageName.FINALIZE,),
+    StageName.TEST: (StageName.PUBLISH,),
+}
+
+
+def _stages_to_run(stages: list[Stage]) -> dict[str, str]:
+    """The stages this run must run, each with why a done one runs again ("" when it is
+    simply not done). Outputs are looked at (and restored) only when a stage needs them."""
+    plan = {s.name: "" for s in stages if s.state != StageState.DONE}
+    usable: dict[str, bool] = {}
+
+    def why_again(stage: Stage) -> str:
+        remade = [n for n in NEEDS.get(stage.name, ()) if n in plan]
+        if remade:
+            return f"it reads what {_label(remade[0])} makes, which runs again"
+        needed_by = [n for n in plan if stage.name in NEEDS.get(n, ())]
+        if not needed_by:
+            return ""
+        if stage.name not in usable:
+            usable[stage.name] = _outputs_still_valid(stage)
+        if usable[stage.name]:
+            return ""
+        return f"its outputs are gone and {_label(needed_by[0])} needs them"
+
+    changed = True
+    while changed:  # a stage that runs again may make an earlier or a later one run again
+        changed = False
+        for stage in stages:
+            if stage.name not in plan and (reason := why_again(stage)):
+                plan[stage.name] = reason
+                changed = True
+    return plan
+
+
+def _label(name: str) -> str:
+    return StageName(name).label
+
+
 def _start_stage(stage: Stage) -> None:
     Stage.objects.filter(pk=stage.pk).update(
         state=StageState.RUNNING, started_at=timezone.now(), finished_at=None, error=""
@@ -147,8 +197,10 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
     heartbeat.start()
     functions = _stage_functions()
     try:
-        for stage in build.stages.order_by("position"):
-            if stage.state == StageState.DONE and _outputs_still_valid(stage):
+        stages = list(build.stages.order_by("position"))
+        plan = _stages_to_run(stages)
+        for stage in stages:
+            if stage.name not in plan:
                 continue
             ctx = StageContext(build, stage, worker, dict(secrets or {}), lost_claim=lost)
             if ctx.cancelled():
@@ -156,6 +208,8 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
             build.enter_stage(stage.name)
             _start_stage(stage)
             ctx.log(f"{stage.get_name_display()} started on {worker}")
+            if plan[stage.name]:
+                ctx.log(f"Done earlier, running again: {plan[stage.name]}")
             try:
                 outputs = functions[stage.name](ctx)
             except Cancelled:
@@ -218,8 +272,8 @@ def _discard_cancelled(build: Build) -> None:
 
 
 def _outputs_still_valid(stage: Stage) -> bool:
-    """A done stage is reused only while the files it produced still exist (restored from
-    the artefact store when this machine does not have them)."""
+    """Whether the files a done stage produced still exist (restored from the artefact store
+    when this machine does not have them), for a later stage that needs them."""
     from builds.stages import outputs_exist
 
     recorded = copy.deepcopy(stage.outputs)

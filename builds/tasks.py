@@ -56,6 +56,36 @@ def requeue_stale_builds() -> int:
     return count
 
 
+def requeue_stale_test_runs() -> int:
+    """Send again the test runs whose worker stopped sending heartbeats (it was killed).
+
+    The new task's claim takes each run over: it deletes what the dead worker created, then
+    runs the checks that had not ended. The runs of a build still running are left to the
+    build: its test stage, resumed by `requeue_stale_builds` when the same worker died, adopts
+    them. A build cancelled meanwhile takes nothing over: its runs are cancelled here, and the
+    task only deletes what they left. One task per version, its zones in parallel.
+    """
+    from builds.models import TestRun
+    from builds.testruns import enqueue
+
+    stale = TestRun.objects.stale_claims()
+    stale.filter(build__cancel_requested=True).update(cancel_requested=True)
+    stale = (
+        stale.exclude(build__state__in=RUNNING_STATES, build__cancel_requested=False)
+        .select_related("version")
+        .order_by("id")
+    )
+    by_version: dict[int, list[TestRun]] = {}
+    for run in stale:
+        log.warning(
+            "test run %s: heartbeat stopped (worker %s); sending it again", run.pk, run.claimed_by
+        )
+        by_version.setdefault(run.version_id, []).append(run)
+    for runs in by_version.values():
+        enqueue(runs)
+    return sum(len(runs) for runs in by_version.values())
+
+
 def retry_publish_zone(build_id: int, zone_code: str) -> str:
     """Publish a build's version in one zone again (the build page's per-zone Retry)."""
     from builds.choices import StageName

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 RUN_TASK = "builds.tasks.run_test_runs"
 ACTIVE = (TestRunState.QUEUED, TestRunState.RUNNING)
+# How often a run held by another worker is looked at again while it is followed.
+FOLLOW_SECONDS = 5.0
 CHECK_FINISHED = [str(s) for s in CHECK_DONE_STATES]
 # The version states a test verdict may move (a released or retired version keeps its state).
 VERDICT_STATES = (
@@ -113,20 +116,36 @@ def enqueue(runs: list[TestRun]) -> None:
     transaction.on_commit(send)
 
 
-def run_in_parallel(run_ids: list[int], worker: str) -> dict[int, str]:
-    """Run several test runs (one per zone) in threads at once; return their end states."""
-    from builds.testing.runner import run_test_run
+def run_in_parallel(
+    run_ids: list[int], worker: str, *, follow: Callable[[], bool] | None = None
+) -> dict[int, str]:
+    """Run several test runs (one per zone) in threads at once; return their states.
+
+    A run that another live worker holds is left to it; with `follow`, it is waited for
+    instead, while `follow()` is true, and taken over if that worker's heartbeat stops (the
+    build's test stage follows the runs it adopted). Only the runs ended here are announced
+    (`test_run_ended`): a run is announced once, by the worker that ended it."""
+    from builds.testing.runner import attempt_test_run
 
     states: dict[int, str] = {}
+    ended: set[int] = set()
 
     def one(run_id: int) -> None:
         try:
-            states[run_id] = run_test_run(run_id, worker)
+            while True:
+                attempt = attempt_test_run(run_id, worker)
+                states[run_id] = attempt.state
+                if attempt.ended_here:
+                    ended.add(run_id)
+                if attempt.state not in ACTIVE or follow is None or not follow():
+                    return
+                time.sleep(FOLLOW_SECONDS)
         except Exception as exc:  # the runner records its own errors; this is a last resort
             log.exception("test run %s crashed", run_id)
-            TestRun.objects.filter(pk=run_id, state__in=ACTIVE).update(
+            if TestRun.objects.filter(pk=run_id, state__in=ACTIVE).update(
                 state=TestRunState.ERROR, error=f"The test run crashed: {exc}"
-            )
+            ):
+                ended.add(run_id)
             states[run_id] = TestRunState.ERROR
         finally:
             close_old_connections()
@@ -139,7 +158,7 @@ def run_in_parallel(run_ids: list[int], worker: str) -> dict[int, str]:
     versions = set(TestRun.objects.filter(pk__in=run_ids).values_list("version_id", flat=True))
     for version in ImageVersion.objects.filter(pk__in=versions):
         record_verdict(version)
-    for run in TestRun.objects.filter(pk__in=run_ids).select_related("zone", "version__image"):
+    for run in TestRun.objects.filter(pk__in=ended).select_related("zone", "version__image"):
         try:
             test_run_ended.send(sender=TestRun, test_run=run)
         except Exception:  # a listener's failure never changes the run's outcome
@@ -391,8 +410,6 @@ def record_verdict(version: ImageVersion) -> str:
 def test_stage(ctx: StageContext) -> dict:
     """Test the build's version in every enabled zone where it is published, zones in
     parallel. A failing check does not fail the build: the verdict goes on the version."""
-    import time
-
     from builds.pipeline import Cancelled
 
     build = ctx.build
@@ -404,33 +421,54 @@ def test_stage(ctx: StageContext) -> dict:
     if not settings.BUILD_TEST_STAGE:
         ctx.log("Test runs are switched off on this installation (BUILD_TEST_STAGE=0).")
         return {"skipped": "BUILD_TEST_STAGE=0"}
-    done = {r.zone.code: r for r in build.test_runs.select_related("zone")}
+    # A takeover adopts the runs its build left active (a dead worker's, taken over below once
+    # their heartbeat has stopped): never a second set for the same zones. A zone whose
+    # latest run finished keeps it; a zone whose latest run ended otherwise runs again.
+    runs = list(build.test_runs.select_related("zone").order_by("-created_at", "-id"))
+    adopted = [r for r in runs if r.state in ACTIVE]
+    latest: dict[str, TestRun] = {}
+    for run in runs:
+        latest.setdefault(run.zone.code, run)
+    covered = {r.zone.code for r in adopted} | {
+        code for code, run in latest.items() if run.state == TestRunState.FINISHED
+    }
     available = set(
         LocalImage.objects.filter(version=version, state=LocalImageState.AVAILABLE).values_list(
             "zone__code", flat=True
         )
     )
     zones = [z for z in enabled_zones() if z.code in available]
-    if not zones:
+    if not zones and not adopted:
         ctx.log("The version is available in no enabled zone: nothing to test.")
         return {"runs": [], "verdict": "nothing to test"}
-    # A resumed stage reuses the runs that finished and runs again those that did not.
-    todo = [z for z in zones if z.code not in done or done[z.code].state != TestRunState.FINISHED]
-    runs = create_runs(version, todo, build=build, reason=f"Build #{build.pk}")
-    ctx.log(
-        f"Testing {version} in {', '.join(z.code for z in todo) or 'no zone'} "
-        f"({len(check_names())} checks each, zones in parallel)."
-    )
+    todo = [z for z in zones if z.code not in covered]
+    created = create_runs(version, todo, build=build, reason=f"Build #{build.pk}")
+    if adopted:
+        ctx.log(
+            "Adopting the test run(s) left active by an earlier worker: "
+            + ", ".join(f"#{r.pk} ({r.zone.code})" for r in adopted)
+            + "; what that worker created is deleted before their unfinished checks run."
+        )
+    if todo or not adopted:
+        ctx.log(
+            f"Testing {version} in {', '.join(z.code for z in todo) or 'no zone'} "
+            f"({len(check_names())} checks each, zones in parallel)."
+        )
+    ids = [r.pk for r in adopted + created]
     worker = threading.Thread(
-        target=run_in_parallel, args=([r.pk for r in runs], ctx.worker), name="test-runs"
+        target=run_in_parallel,
+        args=(ids, ctx.worker),
+        kwargs={"follow": lambda: not ctx.lost_claim.is_set()},
+        name="test-runs",
     )
     worker.start()
-    total = len(runs) * len(check_names())
+    total = sum(len(r.checks or check_names()) for r in adopted + created)
     while worker.is_alive():
         worker.join(timeout=2)
-        if ctx.cancelled():
+        if ctx.cancelled() and not ctx.lost_claim.is_set():
+            # A cancel, not a takeover of this build: the runs go on for whoever took it.
             cancel_active(build=build)
-        finished = CheckResult.objects.filter(test_run__in=runs, state__in=CHECK_FINISHED).count()
+        finished = CheckResult.objects.filter(test_run__in=ids, state__in=CHECK_FINISHED).count()
         ctx.progress(finished, total, "checks")
         time.sleep(0.1)
     if ctx.cancelled():

@@ -23,18 +23,18 @@ A worker that takes a run over (its worker stopped sending heartbeats) first del
 dead worker left: the resources its ledger rows list and whatever carries the run's tag,
 each deletion in the owning check's log. Then only the checks that had not ended run again.
 A run cancelled while its worker was dead is taken over the same way, cleaned, and ends
-cancelled.
+cancelled. Who takes it over: the build's test stage for a run of a build (it adopts the
+runs it finds active), else the task that `builds.tasks.requeue_stale_test_runs` sends again.
 
 Settings (read with their defaults when the project does not set them):
 TEST_CHECK_CONCURRENCY (3), TEST_COMMERCIAL_TYPE ("DEV1-S"), TEST_BOOT_TIMEOUT_SECONDS (600),
 TEST_SSH_TIMEOUT_SECONDS (30, per command), TEST_ACTION_TIMEOUT_SECONDS (300),
-TEST_SSH_USER ("root"), TEST_LEASE_SECONDS (120: a heartbeat older than this may be taken
-over).
+TEST_SSH_USER ("root"), TEST_LEASE_SECONDS (60: a heartbeat older than this may be taken
+over; see `builds.models.lease_limit_for_test_runs`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import threading
@@ -51,7 +51,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from builds.choices import CHECK_DONE_STATES, CheckState, TestRunState
-from builds.models import CheckResult, TestRun, TestRunResource
+from builds.models import CheckResult, TestRun, TestRunResource, lease_limit_for_test_runs
 from builds.testing import registry
 from builds.testing.harness import SETTLED, SHARED, SOURCE, CheckContext, Harness, RunSpec
 from builds.testing.ledger import Apis, Entry, Journal, Ledger, tagged
@@ -65,7 +65,7 @@ from cloud.retries import CloudCancelled, CloudError
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 20.0
+HEARTBEAT_SECONDS = 10.0  # six per lease (TEST_LEASE_SECONDS)
 CANCEL_POLL_SECONDS = 2.0
 DRAIN_SECONDS = 0.5
 FAILED_STATES = (CheckState.FAILED, CheckState.ERROR)
@@ -99,37 +99,62 @@ def _db(statement: Callable[[], T]) -> T:
 # --- the entry point ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What one call made of a run: its state afterwards, and whether this call ended it
+    (False when another worker holds it, or had ended it)."""
+
+    state: str
+    ended_here: bool
+
+
+class _NotHeld(Exception):
+    """The run is not this worker's (any more): another worker holds it, or it ended."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
+
+
 def run_test_run(test_run_id: int, worker: str) -> str:
     """Run (or take over) a test run; return its state. Never raises."""
+    return attempt_test_run(test_run_id, worker).state
+
+
+def attempt_test_run(test_run_id: int, worker: str) -> Attempt:
+    """Run (or take over) a test run unless a live worker holds it. Never raises."""
     try:
-        return _run(test_run_id, worker)
+        return Attempt(_run(test_run_id, worker), ended_here=True)
+    except _NotHeld as exc:
+        return Attempt(exc.state, ended_here=False)
     except Exception as exc:
         log.exception("test run %s stopped unexpectedly", test_run_id)
         try:
             run = _db(TestRun.objects.filter(pk=test_run_id).first)
             if run is not None and run.is_active:
                 _fail(run, f"the test run stopped unexpectedly: {exc}")
+                return Attempt(TestRunState.ERROR, ended_here=True)
         except Exception:
             log.exception("test run %s: could not record the failure", test_run_id)
-        return TestRunState.ERROR
+        return Attempt(TestRunState.ERROR, ended_here=False)
 
 
 def _run(test_run_id: int, worker: str) -> str:
+    """Run the checks; return the state this worker ended the run in (raises _NotHeld when
+    the run is not, or stopped being, this worker's)."""
     run = _db(TestRun.objects.select_related("zone", "version__image").filter(pk=test_run_id).first)
     if run is None:
-        return "gone"
+        raise _NotHeld("gone")
     names = list(run.checks or []) or registry.names()
     if run.state == TestRunState.QUEUED and run.cancel_requested:
-        _cancel_unstarted(run, names)
-        return TestRunState.CANCELLED
+        return _cancel_unstarted(run, names)
     resumed, previous = run.state == TestRunState.RUNNING, run.claimed_by
     if not _db(lambda: _claim(run, worker)):
         _db(run.refresh_from_db)
         if run.state == TestRunState.QUEUED and run.cancel_requested:
-            _cancel_unstarted(run, names)
-            return TestRunState.CANCELLED
-        return run.state
-    _prepare_results(run, names)
+            return _cancel_unstarted(run, names)
+        raise _NotHeld(run.state)
+    _prepare_results(run, names, resumed=resumed)
     journal = ledger_journal(run.pk)
     earlier_failed = _checks_in(run, FAILED_STATES)
     left = Leftovers()
@@ -143,7 +168,7 @@ def _run(test_run_id: int, worker: str) -> str:
         if cleared is None:
             log.warning("test run %s: the claim was lost; another worker has it", run.pk)
             _db(run.refresh_from_db)
-            return run.state
+            raise _NotHeld(run.state)
         left = cleared
     if _db(run.cancel_is_requested):
         # Taken over after a cancel (its worker had died): cleaned up, nothing runs again.
@@ -208,7 +233,7 @@ def _claim(run: TestRun, worker: str) -> bool:
     A running run whose cancel was asked while its worker was dead is taken too: someone
     has to delete what that worker left, and end the run."""
     now = timezone.now()
-    limit = now - dt.timedelta(seconds=float(_setting("TEST_LEASE_SECONDS", 120)))
+    limit = lease_limit_for_test_runs(now)
     claimable = Q(state=TestRunState.QUEUED, cancel_requested=False) | Q(
         state=TestRunState.RUNNING
     ) & (Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True) | Q(claimed_by=worker))
@@ -229,13 +254,13 @@ def _heartbeat(run: TestRun, worker: str) -> bool:
     return _db(lambda: rows.update(heartbeat_at=timezone.now())) == 1
 
 
-def _prepare_results(run: TestRun, names: list[str]) -> None:
+def _prepare_results(run: TestRun, names: list[str], *, resumed: bool) -> None:
     """One result per check; on a takeover, the checks that had not ended start again."""
     for name in names:
         result, created = _db(
             lambda name=name: CheckResult.objects.get_or_create(test_run=run, check_name=name)
         )
-        if not created and result.state not in CHECK_DONE_STATES:
+        if resumed and not created and result.state not in CHECK_DONE_STATES:
             _db(
                 lambda result=result: CheckResult.objects.filter(pk=result.pk).update(
                     state=CheckState.PENDING, started_at=None, finished_at=None, duration=None
@@ -293,14 +318,20 @@ def _close_open_results(run: TestRun, state: str, reason: str) -> None:
     _db(lambda: rows.update(state=state, reason=reason, finished_at=timezone.now()))
 
 
-def _cancel_unstarted(run: TestRun, names: list[str]) -> None:
+def _cancel_unstarted(run: TestRun, names: list[str]) -> str:
+    """End a queued run cancelled before it started (raises _NotHeld when another worker
+    did it first, or claimed it meanwhile)."""
     for name in names:
         _db(lambda name=name: CheckResult.objects.get_or_create(test_run=run, check_name=name))
-    _close_open_results(run, CheckState.CANCELLED, NOT_STARTED)
     rows = TestRun.objects.filter(pk=run.pk, state=TestRunState.QUEUED)
-    _db(
+    ended = _db(
         lambda: rows.update(state=TestRunState.CANCELLED, finished_at=timezone.now(), claimed_by="")
     )
+    if not ended:
+        _db(run.refresh_from_db)
+        raise _NotHeld(run.state)
+    _close_open_results(run, CheckState.CANCELLED, NOT_STARTED)
+    return TestRunState.CANCELLED
 
 
 def _fail(run: TestRun, error: str) -> str:
@@ -385,7 +416,7 @@ def _execute_run(
     if lost.is_set():
         log.warning("test run %s: the claim was lost; another worker has it", run.pk)
         _db(run.refresh_from_db)
-        return run.state
+        raise _NotHeld(run.state)
     _close_open_results(run, CheckState.ERROR, "the check did not report an outcome")
     state = TestRunState.FINISHED
     if cancelled.is_set() and any(s == CheckState.CANCELLED for s in outcomes.values()):

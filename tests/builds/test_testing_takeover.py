@@ -23,7 +23,7 @@ from scaleway_core.api import ScalewayException
 
 from builds.choices import CheckState
 from builds.choices import TestRunState as RunState
-from builds.models import CheckResult, TestRun, TestRunResource
+from builds.models import Build, CheckResult, TestRun, TestRunResource
 from builds.testing.harness import SHARED, Harness, RunSpec
 from builds.testing.ledger import Entry, Journal, Ledger
 from builds.testing.reporting import Reporter
@@ -53,15 +53,17 @@ def stale_run(version: ImageVersion, **fields: Any) -> TestRun:
     """A run that DEAD claimed an hour ago: "dns" had passed, "network" was running."""
     an_hour_ago = timezone.now() - dt.timedelta(hours=1)
     run = TestRun.objects.create(
-        version=version,
-        zone=Zone.objects.get(code=ZONE),
-        build=version.build,
-        checks=["network", "dns"],
-        state=RunState.RUNNING,
-        claimed_by=DEAD,
-        heartbeat_at=an_hour_ago,
-        started_at=an_hour_ago,
-        **fields,
+        **{
+            "version": version,
+            "zone": Zone.objects.get(code=ZONE),
+            "build": version.build,
+            "checks": ["network", "dns"],
+            "state": RunState.RUNNING,
+            "claimed_by": DEAD,
+            "heartbeat_at": an_hour_ago,
+            "started_at": an_hour_ago,
+            **fields,
+        }
     )
     CheckResult.objects.create(
         test_run=run, check_name="dns", state=CheckState.PASSED, log="dns passed\n"
@@ -308,3 +310,86 @@ def test_a_journal_write_that_nobody_flushes_does_not_hang_the_check() -> None:
     assert written == []
     journal.flush()  # written late rather than never
     assert written == ["add"]
+
+
+def test_the_schedule_sends_again_a_stale_run_that_no_running_build_follows(
+    cloud: Cloud, version: ImageVersion
+) -> None:
+    from django_q.models import OrmQ
+
+    from builds import tasks
+    from catalog.schedules import SCHEDULES
+
+    orphan = stale_run(version, build=None)  # a Re-run: no build takes it over
+    adopted = stale_run(version)  # its build is still running: its test stage adopts it
+    live = stale_run(version, build=None)
+    TestRun.objects.filter(pk=live.pk).update(heartbeat_at=timezone.now())
+    before = set(OrmQ.objects.values_list("pk", flat=True))
+
+    assert tasks.requeue_stale_test_runs() == 1
+
+    [sent] = OrmQ.objects.exclude(pk__in=before)
+    assert sent.func() == "builds.tasks.run_test_runs"
+    assert sent.args() == ([orphan.pk],)
+    # A build cancelled while its worker was dead takes nothing over: its runs are
+    # cancelled and sent again, to delete what they left.
+    Build.objects.filter(pk=version.build.pk).update(cancel_requested=True)
+    before |= {sent.pk}
+    assert tasks.requeue_stale_test_runs() == 2
+    [sent] = OrmQ.objects.exclude(pk__in=before)
+    assert sent.args() == ([orphan.pk, adopted.pk],)
+    adopted.refresh_from_db()
+    orphan.refresh_from_db()
+    assert adopted.cancel_requested and not orphan.cancel_requested
+    # Every minute, as stale builds are (the default cluster sends it to the long one).
+    [schedule] = [s for s in SCHEDULES if s.func == "builds.tasks.requeue_stale_test_runs"]
+    assert (schedule.schedule_type, schedule.minutes) == ("I", 1)
+
+
+def test_a_followed_run_is_left_to_its_live_worker_then_taken_over_and_announced_once(
+    cloud: Cloud, version: ImageVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builds import testruns
+    from builds.signals import test_run_ended
+
+    monkeypatch.setattr(testruns, "FOLLOW_SECONDS", 0.1)
+    run = stale_run(version)
+    TestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())  # DEAD is alive
+    announced: list[int] = []
+
+    def receiver(sender: Any, test_run: TestRun, **kwargs: Any) -> None:
+        announced.append(test_run.pk)
+
+    test_run_ended.connect(receiver, dispatch_uid="test-followed-run")
+    following = threading.Event()
+    states: dict[int, str] = {}
+
+    def follow() -> bool:
+        following.set()
+        return True
+
+    def build_test_stage() -> None:
+        try:
+            states.update(testruns.run_in_parallel([run.pk], "host-b:1", follow=follow))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=build_test_stage)
+    try:
+        thread.start()
+        assert following.wait(10)
+        run.refresh_from_db()
+        assert run.claimed_by == DEAD, "a run held by a live worker is left to it"
+        # Its worker dies: the follower takes the run over once the lease has expired.
+        TestRun.objects.filter(pk=run.pk).update(
+            heartbeat_at=timezone.now() - dt.timedelta(minutes=5)
+        )
+        thread.join(120)
+    finally:
+        test_run_ended.disconnect(dispatch_uid="test-followed-run")
+    assert not thread.is_alive()
+    assert states == {run.pk: RunState.FINISHED}
+    run.refresh_from_db()
+    assert run.state == RunState.FINISHED and run.claimed_by == ""
+    assert "(taken over by another worker)" in run.results.get(check_name="network").log
+    assert announced == [run.pk]
