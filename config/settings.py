@@ -86,7 +86,8 @@ WSGI_APPLICATION = "config.wsgi.application"
 # SQLite is tuned for one web server and several workers writing to the same file: WAL lets
 # readers run beside a writer, IMMEDIATE transactions take the write lock at BEGIN (so a
 # transaction never has to upgrade its lock and fail with "database is locked"), and the busy
-# timeout makes a second writer wait instead of failing.
+# timeout makes a second writer wait instead of failing. The tuning applies however SQLite is
+# named: by SQLITE_PATH, or by DATABASE_URL=sqlite:///... .
 SQLITE_PATH = env_path("SQLITE_PATH", VAR_DIR / "factory.sqlite3")
 SQLITE_BUSY_TIMEOUT = env_int("SQLITE_BUSY_TIMEOUT", 30, minimum=1)
 DATABASE_URL = env_str("DATABASE_URL")
@@ -97,21 +98,19 @@ if DATABASE_URL:
         raise ImproperlyConfigured(f"DATABASE_URL cannot be read: {exc}") from exc
 else:
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": SQLITE_PATH,
-            "OPTIONS": {
-                "timeout": SQLITE_BUSY_TIMEOUT,
-                "transaction_mode": "IMMEDIATE",
-                "init_command": (
-                    "PRAGMA journal_mode=WAL;"
-                    "PRAGMA synchronous=NORMAL;"
-                    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000};"
-                ),
-            },
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": SQLITE_PATH}}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": SQLITE_BUSY_TIMEOUT,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                "PRAGMA synchronous=NORMAL;"
+                f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000};"
+            ),
         }
-    }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

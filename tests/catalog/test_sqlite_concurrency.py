@@ -2,6 +2,8 @@
 
 This runs real processes on a real database file: a gunicorn web server with several
 threads taking recipe edits, and a worker process writing audit entries in transactions.
+It runs twice: with the database named by SQLITE_PATH and by DATABASE_URL=sqlite:///...,
+which must get the same tuning.
 """
 
 from __future__ import annotations
@@ -49,16 +51,21 @@ def _manage(env: dict, *args: str) -> None:
     )
 
 
-def test_web_requests_and_a_worker_write_at_once_without_locking_errors(tmp_path) -> None:
+@pytest.mark.parametrize("form", ["path", "url"])
+def test_web_requests_and_a_worker_write_at_once_without_locking_errors(tmp_path, form) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
-        "SQLITE_PATH": str(tmp_path / "factory.sqlite3"),
         "DJANGO_SECRET_KEY": "concurrency-test-key",
         "FACTORY_LOCAL": "1",
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "PYTHONPATH": str(ROOT),
     }
     env.pop("DATABASE_URL", None)
+    env.pop("SQLITE_PATH", None)
+    if form == "path":
+        env["SQLITE_PATH"] = str(tmp_path / "factory.sqlite3")
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'factory.sqlite3'}"
     _manage(env, "migrate", "--noinput")
     _manage(
         env,
