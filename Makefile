@@ -18,7 +18,7 @@ export DJANGO_SECRET_KEY_FILE ?= $(CURDIR)/var/secret_key
 export DEMO_UPSTREAM_PORT ?= 8081
 export DEMO_UPSTREAM_URL ?= http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/debian-12/
 
-.PHONY: run test lint setup apt venv migrate demo demo-check test-fast test-browser test-guestfs test-vm-extra clean
+.PHONY: run test lint setup apt venv migrate demo demo-check test-fast test-browser test-guestfs test-postgres test-vm-extra clean
 
 # --- set-up ---------------------------------------------------------------------------------
 setup: apt venv var/secret_key
@@ -55,12 +55,9 @@ run: demo
 	$(PY) manage.py collectstatic --noinput -v 0
 	bin/run-all
 
+# Every tier, in two lanes at once (bin/test-tiers prints each tier's output and time).
 test: setup
-	@status=0; \
-	for tier in test-fast test-browser test-guestfs; do \
-	  start=$$(date +%s); $(MAKE) --no-print-directory $$tier || status=1; \
-	  echo "== $$tier took $$(( $$(date +%s) - start )) s"; \
-	done; exit $$status
+	@bin/test-tiers
 
 test-fast:
 	$(PY) -m pytest -m "not guestfs and not vm and not browser" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
@@ -69,7 +66,13 @@ test-browser:
 	$(PY) -m pytest -m "browser and not guestfs and not vm" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 test-guestfs:
-	$(PY) -m pytest -m "(guestfs or vm) and not vm_extra" -q --durations=15; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+	$(PY) -m pytest -m "(guestfs or vm) and not vm_extra" -q --durations=25; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+
+# The database-dependent tests again on PostgreSQL (installed and started if missing).
+test-postgres:
+	bin/postgres-for-tests
+	DATABASE_URL=postgres://factory:factory@127.0.0.1:5432/factory \
+	  $(PY) -m pytest -m "not guestfs and not vm and not browser" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 # localcloud's VM backend scenarios one by one (boot, power, security groups, hot-plug, rescue,
 # private networks) and the SeaBIOS fixture boot: the checks of `make test` cover the same

@@ -3,11 +3,13 @@ servers booted from the bootable fixture image published by the product's publis
 SSH into them.
 
 - all twelve checks in one zone pass (DNS: not applicable for the server's own public name,
-  which localcloud does not publish) and nothing the run created is left in the cloud, while
-  a subset runs in a second zone in a parallel thread (so the subset runs in two zones);
-- broken images (sshd masked; no network configuration) with short deadlines: every check
-  gets a result that says why;
-- keep-resources-on-failure leaves the failed check's server in place and lists it.
+  which localcloud does not publish) and nothing the run created is left in the cloud;
+- a broken image (sshd masked) with short deadlines: every check gets a result that says why,
+  and keep-resources-on-failure leaves the failed checks' servers in place and lists them;
+- a server that cannot start fails its checks at once with the cloud's reason.
+
+Marked `vm_extra` (make test-vm-extra, not in CI): a subset in two zones at once, the broken
+image with every check, and a second broken image (no network configuration).
 """
 
 from __future__ import annotations
@@ -107,27 +109,20 @@ def run_in_threads(runs: list[TestRun]) -> tuple[dict[int, str], float]:
 
 
 @pytest.mark.timeout(3 * 3600)
-def test_all_twelve_checks_pass_in_one_zone_while_a_subset_runs_in_a_second(
+def test_all_twelve_checks_pass_in_one_zone(
     vm: VmCloudProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The twelve checks in the first zone and a subset in the second, the two runs in
-    parallel: the subset runs in two zones at once (one test, so that CI boots the shared
-    servers of both zones once)."""
-    version = version_for("ready", ZONES)
+    version = version_for("ready", [ZONE])
     before = resource_ids(vm)
-    subset = ["network", "reboot", "hot_snapshot"]
-    run = new_run(version, ZONES[0], reason="all checks")
-    second = new_run(version, ZONES[1], checks=subset)
+    run = new_run(version, ZONE, reason="all checks")
 
-    states, wall = run_in_threads([run, second])
+    states, wall = run_in_threads([run])
 
     with capsys.disabled():
-        print(f"\n{summary(run)}\n{summary(second)}\n  wall time of the two runs: {wall:.0f} s")
+        print(f"\n{summary(run)}\n  wall time: {wall:.0f} s")
     assert states[run.pk] == TestRunState.FINISHED, summary(run)
-    assert states[second.pk] == TestRunState.FINISHED, summary(second)
     # Whatever the outcomes, the clean-up is complete.
     assert_nothing_left(vm, run, before)
-    assert_nothing_left(vm, second, before)
     found = results(run)
     assert list(found) == registry.names()
     not_passed = {name: (r.state, r.reason) for name, r in found.items() if r.state != "passed"}
@@ -140,27 +135,66 @@ def test_all_twelve_checks_pass_in_one_zone_while_a_subset_runs_in_a_second(
         assert result.started_at and result.finished_at and result.duration
         assert "$ " in result.log  # every check ran commands in a guest
     assert run.kept_resources == [] and run.error == ""
-    # The second zone: the subset passed on servers of its own zone, at the same time.
-    in_second = results(second)
-    assert list(in_second) == subset
-    assert {r.state for r in in_second.values()} == {CheckState.PASSED}, (
-        summary(second) + "\n" + logs(second)
-    )
-    assert ZONES[1] in in_second["network"].log
-    first_started = min(r.started_at for r in found.values())
-    first_finished = max(r.finished_at for r in found.values())
-    for result in in_second.values():
+
+
+@pytest.mark.vm_extra
+@pytest.mark.timeout(3 * 3600)
+def test_checks_run_in_two_zones_at_once(
+    vm: VmCloudProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subset in two zones, the two runs in parallel, each on servers of its own zone
+    (bench/test_runs_zones.py measures zones in parallel with every check)."""
+    subset = ["network", "reboot", "hot_snapshot"]
+    version = version_for("ready", ZONES)
+    before = resource_ids(vm)
+    runs = [new_run(version, zone, checks=subset) for zone in ZONES]
+
+    states, wall = run_in_threads(runs)
+
+    with capsys.disabled():
+        print("\n" + "\n".join(summary(run) for run in runs) + f"\n  wall time: {wall:.0f} s")
+    for run, zone in zip(runs, ZONES, strict=True):
+        assert states[run.pk] == TestRunState.FINISHED, summary(run)
+        assert_nothing_left(vm, run, before)
+        found = results(run)
+        assert list(found) == subset
+        assert {r.state for r in found.values()} == {CheckState.PASSED}, (
+            summary(run) + "\n" + logs(run)
+        )
+        assert zone in found["network"].log
+    first, second = (results(run).values() for run in runs)
+    first_finished = max(r.finished_at for r in first)
+    first_started = min(r.started_at for r in first)
+    for result in second:
         assert result.started_at < first_finished and first_started < result.finished_at
 
 
+def _kept_servers_deleted(run: TestRun) -> None:
+    apis = Apis(instance=clients.instance_api(), block=clients.block_api(), vpc=None)
+    for record in run.kept_resources:
+        fields = dict(record)
+        fields["owner"] = fields.pop("check")
+        delete(apis, Entry(**fields), timeout=300)
+
+
 @pytest.mark.timeout(3600)
-def test_an_image_without_sshd_fails_every_check_with_a_reason(
-    settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "checks",
+    [
+        # In CI: the shared server's chain, a check with a server of its own, and rescue.
+        pytest.param(["network", "dns", "archive", "reboot", "rescue"], id="chain-own-rescue"),
+        pytest.param(None, id="every-check", marks=pytest.mark.vm_extra),
+    ],
+)
+def test_an_image_without_sshd_fails_its_checks_with_reasons_and_keeps_failed_servers(
+    settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], checks
 ) -> None:
+    """Every check of a broken image gets a result that says why; with "keep on failure",
+    the failed checks' own servers stay in place and are listed (the shared one does not)."""
     cloud = configure(settings, monkeypatch, TEST_BOOT_TIMEOUT_SECONDS=90)
     version = version_for("no-sshd", [ZONE])
     before = resource_ids(cloud)
-    run = new_run(version, ZONE)
+    run = new_run(version, ZONE, checks=checks or [], keep_resources_on_failure=True)
 
     assert run_test_run(run.pk, WORKER) == TestRunState.FINISHED
 
@@ -168,16 +202,28 @@ def test_an_image_without_sshd_fails_every_check_with_a_reason(
     with capsys.disabled():
         print("\n" + summary(run))
     found = results(run)
-    assert list(found) == registry.names()
-    for name, result in found.items():
-        assert result.state == CheckState.FAILED, summary(run) + "\n" + logs(run, [name])
-        assert "SSH did not answer" in result.reason and "within 90 s" in result.reason
-        assert result.finished_at is not None
-    for name in ("network", "dns", "archive"):  # the chain: its server never answered
-        assert found[name].reason.startswith("the shared server could not boot: ")
-    assert_nothing_left(cloud, run, before)
+    try:
+        assert list(found) == (checks or registry.names())
+        for name, result in found.items():
+            assert result.state == CheckState.FAILED, summary(run) + "\n" + logs(run, [name])
+            assert "SSH did not answer" in result.reason and "within 90 s" in result.reason
+            assert result.finished_at is not None
+        for name in ("network", "dns", "archive"):  # the chain: its server never answered
+            assert found[name].reason.startswith("the shared server could not boot: ")
+        servers = [k for k in run.kept_resources if k["kind"] == "server"]
+        rescue = [k for k in servers if k["check"] == "rescue"]
+        assert len(rescue) == 1, run.kept_resources
+        assert rescue[0]["name"] == f"test-{run.pk}-rescue" and rescue[0]["zone"] == ZONE
+        assert rescue[0]["id"] in resource_ids(cloud)["instance_server"]
+        assert f"kept for debugging: server {rescue[0]['id']}" in found["rescue"].log
+        assert SHARED not in {k["check"] for k in run.kept_resources}
+    finally:
+        _kept_servers_deleted(run)
+    assert tagged(cloud, f"test-run:{run.pk}") == []
+    assert new_resources(before, resource_ids(cloud)) == {}
 
 
+@pytest.mark.vm_extra
 @pytest.mark.timeout(3600)
 def test_an_image_without_network_configuration_fails_with_a_reason(
     settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -196,38 +242,6 @@ def test_an_image_without_network_configuration_fails_with_a_reason(
         assert result.state == CheckState.FAILED, summary(run) + "\n" + logs(run, [name])
         assert "SSH did not answer" in result.reason
     assert_nothing_left(cloud, run, before)
-
-
-@pytest.mark.timeout(3600)
-def test_keep_resources_on_failure_leaves_the_failed_checks_server(
-    settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cloud = configure(settings, monkeypatch, TEST_BOOT_TIMEOUT_SECONDS=90)
-    version = version_for("no-sshd", [ZONE])
-    run = new_run(version, ZONE, checks=["rescue"], keep_resources_on_failure=True)
-
-    assert run_test_run(run.pk, WORKER) == TestRunState.FINISHED
-
-    run.refresh_from_db()
-    result = results(run)["rescue"]
-    assert result.state == CheckState.FAILED
-    kept = run.kept_resources
-    servers = [k for k in kept if k["kind"] == "server"]
-    try:
-        assert len(servers) == 1, kept
-        assert servers[0]["check"] == "rescue"
-        assert servers[0]["name"] == f"test-{run.pk}-rescue"
-        assert servers[0]["zone"] == ZONE
-        assert servers[0]["id"] in resource_ids(cloud)["instance_server"]
-        assert f"kept for debugging: server {servers[0]['id']}" in result.log
-        assert SHARED not in {k["check"] for k in kept}
-    finally:
-        apis = Apis(instance=clients.instance_api(), block=clients.block_api(), vpc=None)
-        for record in kept:
-            fields = dict(record)
-            fields["owner"] = fields.pop("check")
-            delete(apis, Entry(**fields), timeout=300)
-    assert tagged(cloud, f"test-run:{run.pk}") == []
 
 
 @pytest.mark.timeout(900)
