@@ -32,7 +32,7 @@ import requests
 from builds.guestfs_launch import Appliance
 from builds.recipe_secrets import Masker
 from catalog.choices import StepType
-from catalog.recipes import SECRET_REF
+from catalog.recipes import SECRET_REF, check_download_host, file_in_files_dir
 
 STEP_LABELS: dict[str, str] = dict(StepType.choices)
 
@@ -226,27 +226,6 @@ def _resolve_secrets(value: object, secrets: Mapping[str, str]) -> object:
     if isinstance(value, list):
         return [_resolve_secrets(v, secrets) for v in value]
     return value
-
-
-def file_in_files_dir(files_dir: Path, source: str) -> Path:
-    """The local file ``source`` names inside ``files_dir``; refuses paths escaping it."""
-    base = files_dir.resolve()
-    path = (base / source).resolve()
-    if not path.is_relative_to(base):
-        raise ValueError(f"source '{source}' is outside the files folder")
-    if not path.is_file():
-        raise ValueError(f"source '{source}' does not exist in the files folder")
-    return path
-
-
-def check_download_host(url: str, allowed_hosts: Sequence[str] | set[str]) -> None:
-    """Raise ValueError unless ``url`` is http(s) on one of ``allowed_hosts``."""
-    parsed = urlparse(url)
-    host = (parsed.hostname or "").lower()
-    if parsed.scheme not in ("http", "https"):
-        raise ValueError(f"only http and https downloads are allowed, not '{parsed.scheme}'")
-    if host not in {h.lower() for h in allowed_hosts}:
-        raise ValueError(f"host '{host}' is not in the allowed download hosts")
 
 
 def _package_list(value: object) -> list[str]:

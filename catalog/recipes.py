@@ -5,13 +5,22 @@ so that the recipe editor can show each next to its field. Secrets are never sto
 refers to one by name as `${secret:NAME}` and the build resolves it from the environment.
 Only names on `RECIPE_SECRETS` may be used; a step naming any other is refused here, when it
 is saved (and again by the build, see builds/recipe_secrets.py).
+
+The build's own checks of what a step reaches outside the image live here too, so that the
+editor refuses a step the build would refuse: an upload source must stay inside the factory's
+files folder (`file_in_files_dir`), a download must be from an allowed host and never from
+the metadata service or any link-local address (`check_download_host`). The build runs them
+again (a file may be gone, the allowed hosts may change), and also requires the file to exist,
+which the editor does not: the files folder of the web server may not be the workers'.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 from django.conf import settings
@@ -23,6 +32,9 @@ UNIT_NAME = re.compile(r"^[A-Za-z0-9@._:-]+\.(service|timer|socket|path|target|m
 SECRET_REF = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MODE = re.compile(r"^0?[0-7]{3,4}$")
+MAX_STEP_TIMEOUT_SECONDS = 24 * 3600
+# The metadata service of a Scaleway instance (a worker's own, with its user data), by name.
+METADATA_HOSTS = frozenset({"169.254.42.42", "fd00:42::42", "metadata.scaleway.com"})
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,8 @@ class Param:
     """One parameter of a step type."""
 
     name: str
-    kind: str  # "str", "text", "packages", "path", "url", "sha256", "mode", "int", "unit"
+    # "str", "text", "packages", "path", "file", "url", "sha256", "mode", "int", "unit"
+    kind: str
     required: bool = True
     help: str = ""
 
@@ -40,7 +53,7 @@ STEP_PARAMS: dict[str, tuple[Param, ...]] = {
     StepType.INSTALL_PACKAGES: (Param("packages", "packages", help="Space-separated names."),),
     StepType.REMOVE_PACKAGES: (Param("packages", "packages", help="Space-separated names."),),
     StepType.UPLOAD_FILE: (
-        Param("source", "str", help="File in the factory's files folder."),
+        Param("source", "file", help="File in the factory's files folder."),
         Param("destination", "path", help="Absolute path in the image."),
         Param("mode", "mode", required=False, help="Octal, e.g. 0644."),
     ),
@@ -57,7 +70,12 @@ STEP_PARAMS: dict[str, tuple[Param, ...]] = {
     ),
     StepType.RUN_COMMAND: (
         Param("command", "text", help="Run with /bin/sh in the image."),
-        Param("timeout", "int", required=False, help="Seconds; the build's default otherwise."),
+        Param(
+            "timeout",
+            "int",
+            required=False,
+            help="Seconds, at most 86400 (24 h); the build's default otherwise.",
+        ),
     ),
     StepType.ENABLE_UNIT: (Param("unit", "unit", help="e.g. nginx.service"),),
     StepType.KERNEL_UPGRADE: (
@@ -67,7 +85,7 @@ STEP_PARAMS: dict[str, tuple[Param, ...]] = {
     StepType.ECOSYSTEM_PACKAGE: (
         Param("package", "str", help="e.g. scaleway-ecosystem"),
         Param("repository", "str", required=False, help="apt line or yum baseurl."),
-        Param("file", "str", required=False, help="A .deb or .rpm in the factory's files folder."),
+        Param("file", "file", required=False, help="A .deb or .rpm in the factory's files folder."),
     ),
     StepType.UEFI_ENABLEMENT: (),
     StepType.FIRSTBOOT_SCRIPT: (Param("script", "text", help="Runs once, at the first boot."),),
@@ -76,6 +94,36 @@ STEP_PARAMS: dict[str, tuple[Param, ...]] = {
 
 def params_of(step_type: str) -> tuple[Param, ...]:
     return STEP_PARAMS.get(step_type, ())
+
+
+def file_in_files_dir(files_dir: Path, source: str, *, must_exist: bool = True) -> Path:
+    """The local file ``source`` names inside ``files_dir``; refuses paths escaping it."""
+    if "\x00" in source:
+        raise ValueError("the source holds a NUL character")
+    base = files_dir.resolve()
+    path = (base / source).resolve()
+    if not path.is_relative_to(base):
+        raise ValueError(f"source '{source}' is outside the files folder")
+    if must_exist and not path.is_file():
+        raise ValueError(f"source '{source}' does not exist in the files folder")
+    return path
+
+
+def check_download_host(url: str, allowed_hosts: Sequence[str] | set[str]) -> None:
+    """Raise ValueError unless ``url`` is http(s) on one of ``allowed_hosts`` and is not the
+    metadata service or another link-local address (whatever the list says)."""
+    parsed = urlparse(url)
+    host = (parsed.hostname or "").lower()
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"only http and https downloads are allowed, not '{parsed.scheme}'")
+    try:
+        link_local = ipaddress.ip_address(host).is_link_local
+    except ValueError:
+        link_local = False
+    if link_local or host in METADATA_HOSTS:
+        raise ValueError(f"host '{host}' is the metadata service or link-local")
+    if host not in {h.lower() for h in allowed_hosts}:
+        raise ValueError(f"host '{host}' is not in the allowed download hosts")
 
 
 def _check(param: Param, value: object) -> tuple[object, str | None]:
@@ -93,20 +141,39 @@ def _check(param: Param, value: object) -> tuple[object, str | None]:
     if param.kind == "int":
         try:
             number = int(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return value, "Give a whole number of seconds."
         if number <= 0:
             return number, "Must be above zero."
+        if number > MAX_STEP_TIMEOUT_SECONDS:
+            return number, f"At most {MAX_STEP_TIMEOUT_SECONDS} seconds (24 h)."
         return number, None
     if not isinstance(value, str):
         return value, "Expected text."
     if param.kind == "path":
         if not value.startswith("/") or "\x00" in value or "/../" in f"{value}/":
             return value, "Give an absolute path inside the image, without '..'."
+    elif param.kind == "file":
+        if "\n" in value:
+            return value, "One line only."
+        try:
+            file_in_files_dir(settings.FILES_DIR, value, must_exist=False)
+        except (ValueError, OSError) as exc:
+            return value, f"Name a file inside the factory's files folder: {exc}."
     elif param.kind == "url":
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        try:
+            parsed = urlparse(value)
+            # Reading the port raises on one out of range.
+            usable = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+            usable = usable and parsed.port != 0
+        except ValueError:  # an unbalanced "[" in the host, a port out of range
+            usable = False
+        if not usable:
             return value, "Give an http:// or https:// URL."
+        try:
+            check_download_host(value, settings.UPSTREAM_ALLOWED_HOSTS)
+        except ValueError as exc:
+            return value, f"The build would refuse it: {exc} (UPSTREAM_ALLOWED_HOSTS)."
     elif param.kind == "sha256":
         value = value.strip().lower()
         if not SHA256.match(value):

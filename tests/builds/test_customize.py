@@ -102,6 +102,15 @@ def test_downloads_are_limited_to_the_allowed_hosts() -> None:
         check_download_host("file:///etc/shadow", ["deb.debian.org"])
 
 
+@pytest.mark.parametrize(
+    "url", ["http://169.254.42.42/conf", "http://[fd00:42::42]/", "http://169.254.169.254/"]
+)
+def test_downloads_from_the_metadata_service_are_refused_even_when_listed(url: str) -> None:
+    listed = ["169.254.42.42", "fd00:42::42", "169.254.169.254"]
+    with pytest.raises(ValueError, match="metadata service or link-local"):
+        check_download_host(url, listed)
+
+
 def test_failures_are_explained_in_plain_words() -> None:
     assert _explain_failure("x", 100, ["E: Unable to locate package nosuch"]).startswith(
         "package 'nosuch' not found"
