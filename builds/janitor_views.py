@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
@@ -15,10 +16,35 @@ from builds.models import JanitorRun
 from catalog import roles
 
 RUNS_SHOWN = 10
+# Ten years: older than anything the factory made, and "now minus the threshold" stays a date.
+MAX_OLDER_THAN_HOURS = 10 * 365 * 24
+
+
+class JanitorRunForm(forms.Form):
+    """The form of "Run janitor now": an age threshold in hours, finite and bounded (empty:
+    JANITOR_OLDER_THAN_HOURS), and whether to only report."""
+
+    older_than_hours = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=MAX_OLDER_THAN_HOURS,
+        error_messages={
+            "invalid": "The age threshold must be a number of hours.",
+            "min_value": "The age threshold cannot be negative.",
+            "max_value": f"The age threshold is at most {MAX_OLDER_THAN_HOURS} hours (ten years).",
+        },
+    )
+    dry_run = forms.BooleanField(required=False)
 
 
 def janitor_page(request: HttpRequest) -> HttpResponse:
     """The latest runs, newest first, each with what it found and did."""
+    return _page(request)
+
+
+def _page(
+    request: HttpRequest, form: JanitorRunForm | None = None, status: int = 200
+) -> HttpResponse:
     runs = list(JanitorRun.objects.select_related("requested_by")[:RUNS_SHOWN])
     for run in runs:
         run.orphans = [f for f in run.findings if f.get("orphan")]  # type: ignore[attr-defined]
@@ -29,7 +55,10 @@ def janitor_page(request: HttpRequest) -> HttpResponse:
             "runs": runs,
             "can_run_janitor": request.user.has_perm(roles.RUN_JANITOR),
             "default_hours": getattr(settings, "JANITOR_OLDER_THAN_HOURS", 24),
+            "form": form,
+            "max_hours": MAX_OLDER_THAN_HOURS,
         },
+        status=status,
     )
 
 
@@ -39,18 +68,13 @@ def janitor_run(request: HttpRequest) -> HttpResponse:
     """Queue a janitor run now (on the default cluster: a run may wait on the cloud)."""
     from django_q.tasks import async_task
 
-    try:
-        hours = float(
-            request.POST.get("older_than_hours")
-            or getattr(settings, "JANITOR_OLDER_THAN_HOURS", 24)
-        )
-    except ValueError:
-        messages.error(request, "The age threshold must be a number of hours.")
-        return redirect("builds:janitor")
-    if hours < 0:
-        messages.error(request, "The age threshold cannot be negative.")
-        return redirect("builds:janitor")
-    dry_run = request.POST.get("dry_run") == "on"
+    form = JanitorRunForm(request.POST)
+    if not form.is_valid():
+        return _page(request, form, status=400)
+    hours = form.cleaned_data["older_than_hours"]
+    if hours is None:
+        hours = float(getattr(settings, "JANITOR_OLDER_THAN_HOURS", 24))
+    dry_run = form.cleaned_data["dry_run"]
     user_id = request.user.pk
     transaction.on_commit(
         lambda: async_task(
