@@ -3,7 +3,9 @@
 Columns: organization_id or project_id (at least one), name, email, language (en, fr or
 empty for English). Every row is validated first; if any is rejected, nothing is imported
 and each rejected line is reported with its number and reasons. A row whose project (or,
-without a project, organization) is already known updates that customer.
+without a project, organization) is already known updates that customer. A row holding a NUL
+character is refused (PostgreSQL cannot store one in text), and so is a file the csv module
+cannot read (a field over its size limit, for example).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def _decode(data: bytes | str) -> str:
 
 def _validate_row(line: int, row: dict[str, str], seen: dict[str, int]) -> list[str]:
     reasons = []
+    with_nul = [column for column, value in row.items() if "\x00" in value]
+    if with_nul:
+        reasons.append(f"{', '.join(with_nul)} holds a NUL character")
     org = (row.get("organization_id") or "").strip().lower()
     project = (row.get("project_id") or "").strip().lower()
     if not org and not project:
@@ -73,21 +78,14 @@ def _validate_row(line: int, row: dict[str, str], seen: dict[str, int]) -> list[
     return reasons
 
 
-def import_customers(data: bytes | str) -> ImportResult:
-    """Validate every row, then import all of them in one transaction, or none."""
-    result = ImportResult()
-    try:
-        text = _decode(data)
-    except UnicodeDecodeError:
-        result.errors.append((1, "the file is not UTF-8 text"))
-        return result
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _read_rows(reader: csv.DictReader, result: ImportResult) -> list[dict[str, str]]:
+    """The valid rows; every rejected line goes to `result.errors` (csv.Error is raised)."""
     columns = {(name or "").strip() for name in reader.fieldnames or []}
     missing = REQUIRED_COLUMNS - columns
     if missing or not columns & set(ID_COLUMNS):
         wanted = sorted(missing) + ([] if columns & set(ID_COLUMNS) else ["project_id"])
         result.errors.append((1, f"missing column(s): {', '.join(wanted)}"))
-        return result
+        return []
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for raw in reader:
@@ -106,6 +104,23 @@ def import_customers(data: bytes | str) -> ImportResult:
             result.errors.append((line, "; ".join(reasons)))
         else:
             rows.append(row)
+    return rows
+
+
+def import_customers(data: bytes | str) -> ImportResult:
+    """Validate every row, then import all of them in one transaction, or none."""
+    result = ImportResult()
+    try:
+        text = _decode(data)
+    except UnicodeDecodeError:
+        result.errors.append((1, "the file is not UTF-8 text"))
+        return result
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[dict[str, str]] = []
+    try:
+        rows = _read_rows(reader, result)
+    except csv.Error as exc:
+        result.errors.append((max(reader.line_num, 1), f"not readable as CSV: {exc}"))
     if result.errors:
         return result
     with transaction.atomic():

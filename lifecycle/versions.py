@@ -11,6 +11,7 @@ tools' documented algorithms, so that no external library decides which image is
 from __future__ import annotations
 
 import functools
+import re
 import string
 from collections.abc import Callable
 
@@ -19,6 +20,24 @@ from django.db import models
 _DIGITS = frozenset(string.digits)
 _LETTERS = frozenset(string.ascii_letters)
 _ALNUM = _DIGITS | _LETTERS
+
+# What a version given by a person may hold, in both families: an optional numeric epoch, then
+# ASCII letters, digits and . + ~ ^ _ - :. ("²".isdigit() is true, and int() refuses it.)
+VERSION_SYNTAX = re.compile(r"(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~^_:-]*", re.ASCII)
+VERSION_HELP = (
+    "ASCII letters, digits and . + ~ ^ _ - : only, after an optional numeric epoch "
+    "(for example 1:2.36-9+deb12u10)."
+)
+
+
+def is_valid_version(value: str) -> bool:
+    """True when `value` is a version both orderings can compare (see VERSION_SYNTAX)."""
+    return bool(VERSION_SYNTAX.fullmatch(value))
+
+
+def _epoch(head: str) -> int | None:
+    """The epoch before a colon, or None when `head` is not one (ASCII digits only)."""
+    return int(head) if head.isascii() and head.isdigit() else None
 
 
 class Scheme(models.TextChoices):
@@ -106,8 +125,8 @@ def _split_dpkg(version: str) -> tuple[int, str, str]:
     version = version.strip()
     epoch = 0
     head, sep, rest = version.partition(":")
-    if sep and head.isdigit():
-        epoch, version = int(head), rest
+    if sep and (found := _epoch(head)) is not None:
+        epoch, version = found, rest
     upstream, sep, revision = version.rpartition("-")
     if not sep:
         upstream, revision = version, ""
@@ -191,8 +210,8 @@ def _split_rpm(version: str) -> tuple[int, str, str | None]:
     version = version.strip()
     epoch = 0
     head, sep, rest = version.partition(":")
-    if sep and head.isdigit():
-        epoch, version = int(head), rest
+    if sep and (found := _epoch(head)) is not None:
+        epoch, version = found, rest
     ver, sep, release = version.rpartition("-")
     if not sep:
         return epoch, version, None

@@ -6,11 +6,15 @@ addresses are personal data. Decisions on uncertain notices are audited.
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -21,6 +25,51 @@ from lifecycle.customers import import_customers
 from lifecycle.models import Customer, Notice, NoticeState, Usage, UsageRefresh
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+class CustomerChoiceForm(forms.Form):
+    """The customer a preview or a test notice is for: an id from the browser, checked here."""
+
+    customer = forms.ModelChoiceField(
+        queryset=Customer.objects.all(),
+        error_messages={
+            "required": "Choose a customer.",
+            "invalid_choice": "Choose a customer from the list.",
+        },
+    )
+
+    def __init__(self, *args: Any, required: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["customer"].required = required
+
+
+class NoticeDecisionForm(forms.Form):
+    """A release manager's decision on an uncertain or failed notice, and where to go next."""
+
+    action = forms.ChoiceField(
+        choices=[("resend", "Resend"), ("mark_sent", "Mark sent")],
+        error_messages={"required": "Choose a decision.", "invalid_choice": "Unknown decision."},
+    )
+    reason = forms.CharField(max_length=2000, required=False)
+    next = forms.CharField(max_length=2000, required=False)
+
+    def __init__(self, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean_next(self) -> str:
+        value = self.cleaned_data["next"]
+        if value and not url_has_allowed_host_and_scheme(
+            value,
+            allowed_hosts={self.request.get_host()},
+            require_https=self.request.is_secure(),
+        ):
+            raise forms.ValidationError("The page to go back to must be a page of this site.")
+        return value
+
+
+def _form_errors(form: forms.Form) -> list[str]:
+    return [error for errors in form.errors.values() for error in errors]
 
 
 @require_GET
@@ -76,32 +125,40 @@ def customers_import(request: HttpRequest) -> HttpResponse:
     return redirect("lifecycle:customers")
 
 
-@require_GET
-@permission_required(roles.CONTACT_CUSTOMERS, raise_exception=True)
-def notices_attention(request: HttpRequest) -> HttpResponse:
-    """Notices that need a person: uncertain (resend or mark sent) and failed."""
+def _attention(
+    request: HttpRequest, errors: list[str] | None = None, status: int = 200
+) -> HttpResponse:
     rows = (
         Notice.objects.filter(state__in=[NoticeState.UNCERTAIN, NoticeState.FAILED])
         .select_related("customer", "image")
         .order_by("state", "image__label", "customer__name")[:1000]
     )
-    return render(request, "lifecycle/notices/attention.html", {"notices": rows})
+    context = {"notices": rows, "errors": errors or []}
+    return render(request, "lifecycle/notices/attention.html", context, status=status)
+
+
+@require_GET
+@permission_required(roles.CONTACT_CUSTOMERS, raise_exception=True)
+def notices_attention(request: HttpRequest) -> HttpResponse:
+    """Notices that need a person: uncertain (resend or mark sent) and failed."""
+    return _attention(request)
 
 
 @require_POST
 @permission_required(roles.CONTACT_CUSTOMERS, raise_exception=True)
 def notice_decide(request: HttpRequest, pk: int) -> HttpResponse:
-    """A release manager's decision on an uncertain (or failed) notice: resend or sent."""
+    """A release manager's decision on an uncertain (or failed) notice: resend or sent.
+
+    A bad decision or a `next` page off this site (an open redirect) is refused before
+    anything changes.
+    """
     notice = get_object_or_404(Notice.objects.select_related("customer", "image"), pk=pk)
-    action = request.POST.get("action")
+    form = NoticeDecisionForm(request.POST, request=request)
+    if not form.is_valid():
+        return _attention(request, _form_errors(form), status=400)
+    action = form.cleaned_data["action"]
     before = audit.snapshot(notice, ["state", "sent_at", "due_at"])
-    if action == "resend":
-        done = notice.resend()
-    elif action == "mark_sent":
-        done = notice.confirm_sent()
-    else:
-        messages.error(request, "Unknown decision.")
-        return redirect("lifecycle:notices")
+    done = notice.resend() if action == "resend" else notice.confirm_sent()
     if done:
         audit.record(
             f"notice.{action}",
@@ -110,12 +167,12 @@ def notice_decide(request: HttpRequest, pk: int) -> HttpResponse:
             target=notice,
             before=before,
             after=audit.snapshot(notice, ["state", "sent_at", "due_at"]),
-            message=request.POST.get("reason", ""),
+            message=form.cleaned_data["reason"],
         )
         messages.success(request, f"{notice}: {action.replace('_', ' ')}.")
     else:
         messages.error(request, f"{notice} is {notice.get_state_display().lower()}: nothing done.")
-    return redirect(request.POST.get("next") or reverse("lifecycle:notices"))
+    return redirect(form.cleaned_data["next"] or reverse("lifecycle:notices"))
 
 
 @require_GET
@@ -156,16 +213,14 @@ def notices_panel(request: HttpRequest, label: str) -> HttpResponse:
     )
 
 
-@require_GET
-@permission_required(roles.CONTACT_CUSTOMERS, raise_exception=True)
-def notice_preview(request: HttpRequest, label: str) -> HttpResponse:
-    """The rendered email (subject, text, HTML) a chosen customer would get next."""
-    image = get_object_or_404(Image.objects.select_related("replacement"), label=label)
+def _preview(
+    request: HttpRequest,
+    image: Image,
+    customer: Customer | None,
+    errors: list[str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
     choices = Customer.objects.filter(usages__image=image).distinct()[:200]
-    customer_id = request.GET.get("customer")
-    customer = None
-    if customer_id and customer_id.isdigit():
-        customer = Customer.objects.filter(pk=int(customer_id)).first()
     customer = customer or (choices[0] if choices else None)
     rendered = None
     if customer is not None:
@@ -175,8 +230,26 @@ def notice_preview(request: HttpRequest, label: str) -> HttpResponse:
     return render(
         request,
         "lifecycle/notices/preview.html",
-        {"image": image, "customer": customer, "choices": choices, "rendered": rendered},
+        {
+            "image": image,
+            "customer": customer,
+            "choices": choices,
+            "rendered": rendered,
+            "errors": errors or [],
+        },
+        status=status,
     )
+
+
+@require_GET
+@permission_required(roles.CONTACT_CUSTOMERS, raise_exception=True)
+def notice_preview(request: HttpRequest, label: str) -> HttpResponse:
+    """The rendered email (subject, text, HTML) a chosen customer would get next."""
+    image = get_object_or_404(Image.objects.select_related("replacement"), label=label)
+    form = CustomerChoiceForm(request.GET, required=False)
+    if not form.is_valid():
+        return _preview(request, image, None, _form_errors(form), status=400)
+    return _preview(request, image, form.cleaned_data["customer"])
 
 
 @require_POST
@@ -184,7 +257,10 @@ def notice_preview(request: HttpRequest, label: str) -> HttpResponse:
 def notice_send_test(request: HttpRequest, label: str) -> HttpResponse:
     """Send the preview to the logged-in user's own address."""
     image = get_object_or_404(Image.objects.select_related("replacement"), label=label)
-    customer = get_object_or_404(Customer, pk=request.POST.get("customer") or 0)
+    form = CustomerChoiceForm(request.POST)
+    if not form.is_valid():
+        return _preview(request, image, None, _form_errors(form), status=400)
+    customer = form.cleaned_data["customer"]
     preview = reverse("lifecycle:notice_preview", args=[label]) + f"?customer={customer.pk}"
     if not request.user.email:
         messages.error(request, "Your account has no email address.")

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
@@ -24,7 +26,7 @@ from builds.choices import Trigger
 from catalog import dates, roles
 from catalog.choices import ImageState
 from catalog.models import Image, ImageVersion
-from lifecycle import deprecation, refresh
+from lifecycle import deprecation, refresh, versions
 from lifecycle.models.triggers import SecurityAdvisory, UpstreamCheck
 
 RECENT_CHECKS = 50
@@ -54,6 +56,12 @@ class AdvisoryForm(forms.Form):
             raise ValidationError("Name at least one package.")
         return names
 
+    def clean_fixed_version(self) -> str:
+        value = self.cleaned_data["fixed_version"]
+        if value and not versions.is_valid_version(value):
+            raise ValidationError(f"Not a package version: {versions.VERSION_HELP}")
+        return value
+
 
 class EcosystemForm(forms.Form):
     """A new version of the provider's ecosystem package: every image is rebuilt."""
@@ -65,6 +73,42 @@ class NewProductForm(forms.Form):
     """A new product (e.g. an instance type): every image is rebuilt, with a note."""
 
     note = forms.CharField(max_length=500, label="Note")
+
+
+class IdsField(forms.ModelMultipleChoiceField):
+    """Rows chosen by id, each first checked to be a whole number the database can hold
+    (a huge one overflowed SQLite's `IN` list, a 500)."""
+
+    largest_id = 2**63 - 1
+
+    def clean(self, value: Any) -> Any:
+        for pk in value if isinstance(value, list | tuple) else []:
+            text = str(pk)
+            if not (text.isascii() and text.isdigit()) or int(text) > self.largest_id:
+                raise ValidationError(
+                    self.error_messages["invalid_pk_value"],
+                    code="invalid_pk_value",
+                    params={"pk": pk},
+                )
+        return super().clean(value)
+
+
+class ConfirmedImagesForm(forms.Form):
+    """The images ticked on the confirmation page: ids from the browser, checked here.
+
+    Any image may be named: the rebuild itself keeps only the live (and, for an advisory,
+    still matching) ones, since an image may change between the two pages.
+    """
+
+    image = IdsField(
+        queryset=Image.objects.all(),
+        required=False,
+        error_messages={
+            "invalid_pk_value": "“%(pk)s” is not an image id.",
+            "invalid_choice": "Image %(value)s does not exist.",
+            "invalid_list": "Tick the images to rebuild.",
+        },
+    )
 
 
 class DeprecationForm(forms.Form):
@@ -144,7 +188,9 @@ def bulk_rebuild(request: HttpRequest) -> HttpResponse:
         )
         rows = [(image, "") for image in refresh.live_images().order_by("kind", "label")]
 
-    if request.POST.get("confirm") != "yes":
+    confirmed = request.POST.get("confirm") == "yes"
+    chosen = ConfirmedImagesForm(request.POST) if confirmed else None
+    if chosen is None or not chosen.is_valid():
         return render(
             request,
             "lifecycle/triggers/confirm.html",
@@ -152,12 +198,14 @@ def bulk_rebuild(request: HttpRequest) -> HttpResponse:
                 "kind": kind,
                 "kind_label": Trigger(kind).label,
                 "form": form,
+                "chosen": chosen,
                 "rows": [(image, note, refresh.build_arches(image)) for image, note in rows],
                 "reason": reason,
             },
+            status=400 if chosen is not None else 200,
         )
 
-    ids = request.POST.getlist("image")
+    ids = [image.pk for image in chosen.cleaned_data["image"]]
     if kind == Trigger.SECURITY:
         advisory, results = refresh.rebuild_for_advisory(
             data["advisory_id"],

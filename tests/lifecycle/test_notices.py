@@ -465,3 +465,17 @@ def test_the_migration_rewrites_audit_entries_that_held_a_customer_name_and_addr
     assert old.target_repr == f"customer {customer.pk}"
     assert mention.message == f"asked by customer {other.pk} on the phone"
     assert unrelated.message == "ops@factory.example"  # not a customer's address
+
+
+def test_a_decision_goes_back_to_the_page_of_this_site_it_came_from(
+    client: Client, release_manager
+) -> None:
+    notice, _ = _uncertain_notice()
+    client.force_login(release_manager)
+    back = f"/lifecycle/notices/image/{notice.image.label}/panel/"
+    response = client.post(
+        f"/lifecycle/notices/{notice.pk}/decide/", {"action": "mark_sent", "next": back}
+    )
+    assert response.status_code == 302 and response["Location"] == back
+    notice.refresh_from_db()
+    assert notice.state == NoticeState.SENT

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from lifecycle import versions
 from lifecycle.versions import Scheme, compare_dpkg, compare_rpm, scheme_for, sort_key
 
 # (older, newer) pairs.
@@ -103,3 +104,20 @@ def test_string_order_would_get_these_wrong_but_the_sort_key_does_not() -> None:
 )
 def test_each_distribution_uses_its_package_managers_ordering(distribution, scheme) -> None:
     assert scheme_for(distribution) == scheme
+
+
+@pytest.mark.parametrize("scheme", ["dpkg", "rpm"])
+@pytest.mark.parametrize("odd", ["²:1.0", "\u0661:1.0", "\U0001d7d9:1.0"])
+def test_a_non_ascii_digit_before_a_colon_is_no_epoch_and_compares_without_error(
+    scheme: str, odd: str
+) -> None:
+    # "²".isdigit() is true and int("²") raises: a manifest holding it broke every advisory.
+    assert versions.compare(scheme, odd, "1:0.1") < 0  # no epoch: 0 < 1
+    assert not versions.is_valid_version(odd)
+
+
+@pytest.mark.parametrize(
+    "value", ["2.36-9+deb12u10", "1:2.36-9", "2.34-100.el9", "1.0~rc1", "1.0^git1", "7.88.1_p1"]
+)
+def test_ordinary_versions_are_valid(value: str) -> None:
+    assert versions.is_valid_version(value)
