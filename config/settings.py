@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_path, env_str
@@ -46,6 +49,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
+    "axes",
     "catalog",
     "builds",
     "lifecycle",
@@ -53,6 +57,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -62,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -117,10 +124,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "catalog:overview"
 LOGOUT_REDIRECT_URL = "login"
+# django-axes first: it refuses a locked-out username+address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT failed logins for one user name
+# from one address, that pair is refused for LOGIN_LOCKOUT_MINUTES (a failed try meanwhile
+# starts the wait again); other addresses and other user names are not affected. The address
+# is the one the public request form counts (TRUSTED_PROXY_COUNT).
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "lifecycle.image_requests.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.lockout.locked_out_response"
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -138,13 +161,53 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# --- HTTP security -----------------------------------------------------------------------------
+# Production (DEBUG off, FACTORY_LOCAL unset) is served over HTTPS only: secure cookies, a
+# redirect to HTTPS and HSTS by default. A developer machine on plain HTTP sets FACTORY_LOCAL=1.
+_HTTPS_ONLY = not DEBUG and not env_bool("FACTORY_LOCAL", False)
 SESSION_COOKIE_HTTPONLY = True
+# A login lasts this long (seconds), however busy: a session's expiry is set when it is
+# written (at login), which viewing pages does not do.
+SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_COOKIE_AGE", 12 * 3600, minimum=60)
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-if env_bool("DJANGO_SECURE_COOKIES", not DEBUG and not env_bool("FACTORY_LOCAL", False)):
+if env_bool("DJANGO_SECURE_COOKIES", _HTTPS_ONLY):
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", _HTTPS_ONLY)
+# A load balancer's health check may speak plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int(
+    "DJANGO_HSTS_SECONDS", 365 * 24 * 3600 if _HTTPS_ONLY else 0, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+# Behind a TLS-terminating proxy: the header that proxy sets to "https" (and strips from what
+# clients send), e.g. X-Forwarded-Proto. Empty: Django sees the scheme of its own socket.
+_PROXY_SSL_HEADER = env_str("DJANGO_SECURE_PROXY_SSL_HEADER").strip()
+if _PROXY_SSL_HEADER:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _PROXY_SSL_HEADER):
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER={_PROXY_SSL_HEADER!r} is not a header name "
+            "(e.g. X-Forwarded-Proto)."
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+# Content-Security-Policy (django-csp): scripts, styles and everything else from this site
+# only, and no inline script or style (static/css/factory.css holds every style; htmx's own
+# indicator style is turned off in base.html's htmx-config meta tag, and so is its eval).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- Background work -----------------------------------------------------------------------
 # Two clusters share the ORM broker: `default` for short work (imports, schedules, notices)
@@ -325,5 +388,9 @@ LOGGING = {
         "handlers": [] if os.environ.get("PYTEST_VERSION") else ["console"],
         "level": env_str("LOG_LEVEL", "INFO"),
     },
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Not a line per process start; axes' lockouts and logins stay at INFO.
+        "axes.apps": {"level": "WARNING"},
+    },
 }

@@ -49,3 +49,10 @@ def _builds_skip_test_stage(settings) -> None:
     """Builds in tests stop after publishing unless a test switches the test stage on: the
     stage boots real servers, which only the `vm` tier's localcloud can run."""
     settings.BUILD_TEST_STAGE = False
+
+
+@pytest.fixture(autouse=True)
+def _served_over_plain_http(settings) -> None:
+    """The test client and the live server speak plain HTTP: no redirect to HTTPS, whatever
+    the environment (`make` sets FACTORY_LOCAL=1; a bare `pytest` run is "production")."""
+    settings.SECURE_SSL_REDIRECT = False
