@@ -7,6 +7,8 @@ dashboard's checks and the audit log.
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from catalog.models import (
@@ -82,3 +84,33 @@ class LocalImageAdmin(ReadOnlyAdmin):
 class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_name", "action", "image", "target_repr"]
     list_filter = ["action"]
+
+
+class FactoryUserAdmin(UserAdmin):
+    """Users, managed by Administrators (catalog.roles).
+
+    A member of the Administrator group who is not a superuser adds people and puts them in
+    groups, but cannot make anyone a superuser, hand out single permissions, or change or
+    delete a superuser (nor set a superuser's password): stock UserAdmin would let anyone who
+    may change users make themselves a superuser. Staff status follows the Administrator group.
+    """
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if request.user.is_superuser:
+            return fields
+        return (*fields, "is_staff", "is_superuser", "user_permissions")
+
+    def has_change_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+admin.site.unregister(User)
+admin.site.register(User, FactoryUserAdmin)

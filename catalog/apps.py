@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import m2m_changed, post_migrate
 
 
 class CatalogConfig(AppConfig):
@@ -11,6 +11,13 @@ class CatalogConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from catalog.roles import sync_roles
+        from django.contrib.auth import get_user_model
+
+        from catalog.roles import sync_roles, sync_staff_status
 
         post_migrate.connect(sync_roles, dispatch_uid="catalog.sync_roles")
+        m2m_changed.connect(
+            sync_staff_status,
+            sender=get_user_model().groups.through,
+            dispatch_uid="catalog.sync_staff_status",
+        )

@@ -1,15 +1,19 @@
 """The dashboard's roles as Django groups with permissions.
 
 Roles are cumulative: a catalogue manager can do what a viewer does, a release manager what
-a catalogue manager does. Administrators are superusers (or members of the Administrator
-group). Every view that changes state checks one of these permissions on the server.
+a catalogue manager does. Administrators are superusers or members of the Administrator
+group; the group also manages users (Django's user permissions, and staff status, which
+follows membership: `sync_staff_status`). Every view that changes state checks one of these
+permissions on the server; a signed-in user with no role sees nothing but the "no access
+yet" page (config.middleware).
 """
 
 from __future__ import annotations
 
 import logging
 
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +47,26 @@ _VIEW = [
 _MANAGE = [*_VIEW, EDIT_CATALOG, IMPORT_EOL, RUN_BUILDS]
 _RELEASE = [*_MANAGE, RELEASE, MANAGE_DEPRECATION, CONTACT_CUSTOMERS]
 
+# Administrators manage users in Django's admin: they add people, put them in groups and
+# lift login lockouts (django-axes' access attempts). Groups themselves (what each role may
+# do) are defined here and reset by every `migrate`, so they are only shown.
+_MANAGE_USERS = [
+    "auth.view_user",
+    "auth.add_user",
+    "auth.change_user",
+    "auth.delete_user",
+    "auth.view_group",
+    "axes.view_accessattempt",
+    "axes.delete_accessattempt",
+]
+
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     VIEWER: _VIEW,
     CATALOGUE_MANAGER: _MANAGE,
     RELEASE_MANAGER: _RELEASE,
-    ADMINISTRATOR: [*_RELEASE, MANAGE_ZONES, RUN_JANITOR],
+    ADMINISTRATOR: [*_RELEASE, MANAGE_ZONES, RUN_JANITOR, *_MANAGE_USERS],
 }
+ROLES = (ADMINISTRATOR, RELEASE_MANAGER, CATALOGUE_MANAGER, VIEWER)  # highest first
 
 
 def sync_roles(**_: object) -> None:
@@ -68,12 +86,51 @@ def sync_roles(**_: object) -> None:
         group.permissions.set(wanted)
 
 
-def role_of(user: object) -> str:
-    """The highest role a user holds, for display."""
+def role_of(user: AbstractBaseUser) -> str | None:
+    """The highest role a user holds (superusers are Administrators), or None.
+
+    Kept on the user object for the request, like Django's permission cache: the middleware
+    and the page's context both ask.
+    """
     if getattr(user, "is_superuser", False):
         return ADMINISTRATOR
-    names = {g.name for g in user.groups.all()}  # type: ignore[attr-defined]
-    for role in (ADMINISTRATOR, RELEASE_MANAGER, CATALOGUE_MANAGER, VIEWER):
-        if role in names:
-            return role
-    return VIEWER
+    if not hasattr(user, "_factory_role"):
+        names = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))  # type: ignore[attr-defined]
+        user._factory_role = next((role for role in ROLES if role in names), None)  # type: ignore[attr-defined]
+    return user._factory_role  # type: ignore[attr-defined]
+
+
+def has_role(user: AbstractBaseUser) -> bool:
+    """Whether a signed-in user may see the dashboard at all."""
+    return role_of(user) is not None
+
+
+def sync_staff_status(
+    sender: type, instance: object, action: str, reverse: bool, pk_set: set | None, **_: object
+) -> None:
+    """Staff status (the Django admin) follows membership of the Administrator group.
+
+    Connected to m2m_changed of User.groups, whichever side changes it: `user.groups.add(g)`
+    or `group.user_set.add(user)`. Superusers are left as they are.
+    """
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    if not reverse:
+        user = instance
+        if user.is_superuser:  # type: ignore[attr-defined]
+            return
+        administrator = user.groups.filter(name=ADMINISTRATOR).exists()  # type: ignore[attr-defined]
+        if user.is_staff != administrator:  # type: ignore[attr-defined]
+            user.is_staff = administrator  # type: ignore[attr-defined]
+            type(user).objects.filter(pk=user.pk).update(is_staff=administrator)  # type: ignore[attr-defined]
+        return
+    if getattr(instance, "name", None) != ADMINISTRATOR:
+        return
+    users = get_user_model().objects.filter(is_superuser=False)
+    if pk_set is not None:
+        users = users.filter(pk__in=pk_set)
+    # (post_clear gives no pk_set: the former members are unknown, so every staff user is
+    # checked.)
+    members = users.filter(groups__name=ADMINISTRATOR).values("pk")
+    users.filter(pk__in=members, is_staff=False).update(is_staff=True)
+    users.exclude(pk__in=members).filter(is_staff=True).update(is_staff=False)
