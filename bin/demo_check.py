@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -199,9 +199,10 @@ def journey(stack: Stack, user: str, password: str, timeout: float) -> list[str]
         if "passed in every enabled zone" not in text:
             raise RuntimeError("the version is not tested green:\n" + "\n".join(report))
         page.get_by_test_id("release").click()
-        page.get_by_test_id("withdraw").wait_for()
-        say("released")
-        report.append("Released with one click: yes.")
+        readiness = page.get_by_test_id("readiness")
+        expect(readiness).to_contain_text("Current release", timeout=60_000)
+        say(f"released: {readiness.inner_text()}")
+        report.append(f"Release (one click): {readiness.inner_text()}")
         browser.close()
     return report
 
