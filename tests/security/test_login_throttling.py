@@ -82,6 +82,19 @@ def test_the_lock_ends_after_the_cool_off(viewer) -> None:
         assert signed_in(log_in(viewer.username, "pw-viola"))
 
 
+def test_a_failed_try_during_the_lock_starts_the_wait_again(viewer) -> None:
+    with time_machine.travel(dt.datetime(2026, 5, 4, 9, 0, tzinfo=dt.UTC), tick=False) as clock:
+        fail(viewer, 5)
+        clock.shift(dt.timedelta(minutes=10))
+        fail(viewer, 1)
+        # 16 minutes after the lock began, but 6 after the last try: still locked (and this
+        # try, right password or not, starts the wait again).
+        clock.shift(dt.timedelta(minutes=6))
+        assert log_in(viewer.username, "pw-viola").status_code == 429
+        clock.shift(dt.timedelta(minutes=16))
+        assert signed_in(log_in(viewer.username, "pw-viola"))
+
+
 def test_the_address_is_the_one_the_trusted_proxy_saw(settings, viewer) -> None:
     settings.TRUSTED_PROXY_COUNT = 1
 
