@@ -135,9 +135,9 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 # Login throttling (django-axes): after LOGIN_FAILURE_LIMIT failed logins for one user name
-# from one address, that pair is refused for LOGIN_LOCKOUT_MINUTES (any try meanwhile,
-# even with the right password, starts the wait again); other addresses and other user names are not affected. The address
-# is the one the public request form counts (TRUSTED_PROXY_COUNT).
+# from one address, that pair is refused for LOGIN_LOCKOUT_MINUTES (any try meanwhile, even
+# with the right password, starts the wait again); other addresses and other user names are
+# not affected. The address is the one the public request form counts (TRUSTED_PROXY_COUNT).
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
