@@ -327,6 +327,8 @@ TEST_COMMERCIAL_TYPE = env_str("TEST_COMMERCIAL_TYPE", "DEV1-S")
 TEST_BOOT_TIMEOUT_SECONDS = env_int("TEST_BOOT_TIMEOUT_SECONDS", 600, minimum=10)
 TEST_SSH_TIMEOUT_SECONDS = env_int("TEST_SSH_TIMEOUT_SECONDS", 30, minimum=1)
 TEST_ACTION_TIMEOUT_SECONDS = env_int("TEST_ACTION_TIMEOUT_SECONDS", 300, minimum=10)
+# A test run whose worker sent no heartbeat (every 10 s) for this long is taken over.
+TEST_LEASE_SECONDS = env_int("TEST_LEASE_SECONDS", 60, minimum=30)
 
 # --- Publishing and the cloud (credentials: SCW_* in the environment, read by cloud/) ------
 PUBLISH_BUCKET = env_str("PUBLISH_BUCKET", "image-factory-artefacts")
@@ -335,6 +337,8 @@ PUBLISH_IMPORT_TIMEOUT_SECONDS = env_int("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600,
 CLOUD_REQUEST_TIMEOUT_SECONDS = env_int("CLOUD_REQUEST_TIMEOUT_SECONDS", 60, minimum=1)
 CLOUD_RETRY_ATTEMPTS = env_int("CLOUD_RETRY_ATTEMPTS", 5, minimum=1)
 JANITOR_OLDER_THAN_HOURS = env_int("JANITOR_OLDER_THAN_HOURS", 24, minimum=0)
+if JANITOR_OLDER_THAN_HOURS > 24 * 3650:  # the janitor's own form refuses more than ten years
+    raise ImproperlyConfigured("JANITOR_OLDER_THAN_HOURS must be at most 87600 (ten years).")
 JANITOR_DRY_RUN = env_bool("JANITOR_DRY_RUN", False)
 
 # --- Team alerts and image requests ----------------------------------------------------------
