@@ -10,7 +10,7 @@ from django.contrib.auth.decorators import permission_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from builds.models import JanitorRun
 from catalog import roles
@@ -37,6 +37,7 @@ class JanitorRunForm(forms.Form):
     dry_run = forms.BooleanField(required=False)
 
 
+@require_GET
 def janitor_page(request: HttpRequest) -> HttpResponse:
     """The latest runs, newest first, each with what it found and did."""
     return _page(request)
