@@ -191,25 +191,41 @@ def s3(localcloud: LocalCloudProcess):
 
 class Qcow2Files:
     """QCOW2 files made with qemu-img. The LUKS-encrypted one takes seconds of CPU (key
-    derivation), so it is made in the background and waited for only when asked."""
+    derivation), so it is made in the background and waited for only when asked.
+
+    qemu-img times its key derivation with the thread's CPU clock, whose ticks are coarse on
+    a busy virtual machine: it may measure nothing and refuse ("Unable to get accurate CPU
+    usage"). That is the fixture's tool failing, not localcloud, so a background file is made
+    again (at most three times) and the last error is shown."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.paths: dict[str, Path] = {}
         self.pending: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, list[str]] = {}
 
     def make(self, name: str, *args: str, background: bool = False) -> None:
         command = ["qemu-img", "create", "-q", "-f", "qcow2", *args]
         if background:
-            self.pending[name] = subprocess.Popen(command, cwd=self.root)
+            self.commands[name] = command
+            self.pending[name] = self._start(command)
         else:
             subprocess.run(command, check=True, cwd=self.root)
         self.paths[name] = self.root / f"{name}.qcow2"
 
+    def _start(self, command: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(command, cwd=self.root, stderr=subprocess.PIPE, text=True)
+
     def __getitem__(self, name: str) -> Path:
         proc = self.pending.pop(name, None)
-        if proc is not None:
-            assert proc.wait(timeout=120) == 0, f"qemu-img failed for {name}"
+        for attempt in range(3):
+            if proc is None:
+                break
+            _, stderr = proc.communicate(timeout=120)
+            if proc.returncode == 0:
+                break
+            assert attempt < 2, f"qemu-img failed for {name}: {stderr.strip()}"
+            proc = self._start(self.commands[name])
         return self.paths[name]
 
 
@@ -238,7 +254,7 @@ def qcow2_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Qcow2Files
     files.paths["raw"] = raw
     yield files
     for proc in files.pending.values():
-        proc.wait()
+        proc.communicate()
 
 
 def make_bucket(s3, name: str) -> str:
