@@ -1,8 +1,9 @@
 """The demo catalogue: zones, categories, OS images, InstantApps, their sources and recipes.
 
 The data is plain Python (one dict per image) so that it reads like the catalogue a manager
-would see; `load_demo` creates or updates it idempotently and never overwrites what a manager
-changed afterwards:
+would see; the scripts and files the InstantApps write are kept as they are in
+catalog/demo_data/. `load_demo` creates or updates the catalogue idempotently and never
+overwrites what a manager changed afterwards:
 
 - zones: created with `enabled` only on the first load (enabling a zone is a manager's act);
 - images, sources: updated to the demo values by natural key (label; image + arch), except
@@ -38,7 +39,9 @@ published keys (fingerprints):
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 from django.db import models, transaction
@@ -715,291 +718,54 @@ LOCAL_CHANNEL = "<demo_upstream_url>"
 # version may be weeks old. Anything secret or per-customer (database passwords, keys,
 # certificates) is created by a firstboot script, never in the image. Ubuntu 24.04 ships
 # PHP 8.3: the php8.3-* unit and paths below follow the base image's PHP version.
+#
+# The scripts and configuration files they write live in catalog/demo_data/, one folder per
+# InstantApp, and are read as they are (see `_data_file`).
 
-WORDPRESS_NGINX_SITE = r"""server {
-    listen 80 default_server;
-    listen [::]:80 default_server;
-    server_name _;
-    root /var/www/wordpress;
-    index index.php index.html;
-    client_max_body_size 64m;
+DATA_FOLDER = "demo_data"
+# A line of a data file that stands for the whole of another data file (a shared snippet).
+_INCLUDE = re.compile(r"^# include: (?P<name>[\w./-]+)\n", re.MULTILINE)
 
-    location / {
-        try_files $uri $uri/ /index.php?$args;
-    }
 
-    location ~ \.php$ {
-        include snippets/fastcgi-php.conf;
-        fastcgi_pass unix:/run/php/php8.3-fpm.sock;
-    }
+def _data_file(name: str) -> str:
+    """The text of catalog/demo_data/<name>, with each `# include: <other>` line replaced by
+    the text of catalog/demo_data/<other> (snippets shared by several scripts)."""
+    text = resources.files("catalog").joinpath(DATA_FOLDER, name).read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda match: _data_file(match["name"]), text)
 
-    location ~ /\.ht {
-        deny all;
-    }
-}
-"""
 
+WORDPRESS_NGINX_SITE = _data_file("wordpress/nginx-site.conf")
 # wordpress.org publishes latest.tar.gz.sha1 and .md5 (no SHA-256), and latest.tar.gz changes
 # with every release, so a download_file step (which pins a SHA-256) cannot be used: this
 # command downloads the archive and checks it against the checksum published at build time.
-WORDPRESS_DOWNLOAD = r"""set -eu
-cd /tmp
-curl -fsSL -o wordpress.tar.gz https://wordpress.org/latest.tar.gz
-expected="$(curl -fsSL https://wordpress.org/latest.tar.gz.sha1 | cut -d' ' -f1)"
-echo "$expected  wordpress.tar.gz" | sha1sum -c -
-mkdir -p /var/www
-tar -xzf wordpress.tar.gz -C /var/www
-chown -R www-data:www-data /var/www/wordpress
-rm -f wordpress.tar.gz
-"""
-
-WORDPRESS_DATABASE_INIT = r"""#!/bin/sh
-# WordPress database initialisation. The database password and the WordPress keys and salts
-# must differ for every customer instance, so they are created here, at the first boot.
-set -eu
-systemctl start mariadb.service
-tries=0
-until mariadb-admin ping >/dev/null 2>&1; do
-    tries=$((tries + 1))
-    [ "$tries" -lt 60 ] || { echo "MariaDB did not start" >&2; exit 1; }
-    sleep 1
-done
-db_password="$(openssl rand -hex 24)"
-mariadb <<SQL
-CREATE DATABASE IF NOT EXISTS wordpress CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
-CREATE USER IF NOT EXISTS 'wordpress'@'localhost' IDENTIFIED BY '$db_password';
-GRANT ALL PRIVILEGES ON wordpress.* TO 'wordpress'@'localhost';
-FLUSH PRIVILEGES;
-SQL
-cd /var/www/wordpress
-cp wp-config-sample.php wp-config.php
-sed -i -e "s/database_name_here/wordpress/" -e "s/username_here/wordpress/" \
-    -e "s/password_here/$db_password/" wp-config.php
-# One random value per key and salt.
-while grep -q 'put your unique phrase here' wp-config.php; do
-    sed -i "0,/put your unique phrase here/s//$(openssl rand -hex 32)/" wp-config.php
-done
-chown www-data:www-data wp-config.php
-chmod 0640 wp-config.php
-umask 077
-printf 'database: wordpress\nuser: wordpress\npassword: %s\n' "$db_password" \
-    > /root/wordpress-database.txt
-"""
-
-WORDPRESS_BOOT_CONFIG = r"""#!/bin/sh
-# Boot-time WordPress configuration: tell the customer where to finish the installation.
-set -eu
-address="$(hostname -I | awk '{print $1}')"
-cat > /etc/motd <<EOF
-WordPress is installed. Finish its set-up in a browser: http://$address/wp-admin/install.php
-The database credentials are in /root/wordpress-database.txt.
-EOF
-"""
-
-WORDPRESS_PHP_INI = """upload_max_filesize = 64M
-post_max_size = 64M
-memory_limit = 256M
-"""
+WORDPRESS_DOWNLOAD = _data_file("wordpress/download.sh")
+WORDPRESS_DATABASE_INIT = _data_file("wordpress/database-init.sh")
+WORDPRESS_BOOT_CONFIG = _data_file("wordpress/boot-config.sh")
+WORDPRESS_PHP_INI = _data_file("wordpress/php.ini")
 
 # The provider's OpenVPN scripts, written into the image. They hold no key: the set-up script
 # runs at the first boot and creates this instance's own CA, server key and configuration.
-OPENVPN_SETUP_SCRIPT = r"""#!/bin/sh
-# Provider OpenVPN set-up: this instance's own certificate authority, server key and
-# configuration, then the server. Safe to run again: an existing configuration is kept.
-set -eu
-conf=/etc/openvpn/server/server.conf
-if [ ! -f "$conf" ]; then
-    rm -rf /etc/openvpn/easy-rsa
-    make-cadir /etc/openvpn/easy-rsa
-    cd /etc/openvpn/easy-rsa
-    export EASYRSA_BATCH=1
-    ./easyrsa init-pki
-    ./easyrsa --req-cn="OpenVPN CA" build-ca nopass
-    ./easyrsa build-server-full server nopass
-    install -m 0644 pki/ca.crt pki/issued/server.crt /etc/openvpn/server/
-    install -m 0600 pki/private/server.key /etc/openvpn/server/
-    openvpn --genkey secret /etc/openvpn/server/tls-crypt.key
-    cat > "$conf" <<'EOF'
-port 1194
-proto udp
-dev tun
-ca ca.crt
-cert server.crt
-key server.key
-dh none
-tls-crypt tls-crypt.key
-server 10.8.0.0 255.255.255.0
-push "redirect-gateway def1 bypass-dhcp"
-push "dhcp-option DNS 1.1.1.1"
-keepalive 10 120
-user nobody
-group nogroup
-persist-key
-persist-tun
-verb 3
-EOF
-fi
-sysctl -q -p /etc/sysctl.d/60-openvpn-forward.conf
-systemctl start openvpn-nat.service
-systemctl enable --now openvpn-server@server.service
-"""
-
-OPENVPN_ADD_CLIENT_SCRIPT = r"""#!/bin/sh
-# Provider OpenVPN helper: issue a client certificate and write a ready-to-import profile.
-# Usage: openvpn-add-client NAME   (writes /root/NAME.ovpn)
-set -eu
-name="$1"
-cd /etc/openvpn/easy-rsa
-EASYRSA_BATCH=1 ./easyrsa build-client-full "$name" nopass
-# The public address from the instance metadata, else the first local address.
-address="$(curl -fsS --max-time 5 http://169.254.42.42/conf 2>/dev/null \
-    | sed -n 's/^PUBLIC_IP_ADDRESS=//p')"
-[ -n "$address" ] || address="$(hostname -I | awk '{print $1}')"
-umask 077
-{
-    printf 'client\ndev tun\nproto udp\nremote %s 1194\n' "$address"
-    printf 'resolv-retry infinite\nnobind\npersist-key\npersist-tun\n'
-    printf 'remote-cert-tls server\nverb 3\n'
-    printf '<ca>\n'; cat pki/ca.crt; printf '</ca>\n'
-    printf '<cert>\n'; openssl x509 -in "pki/issued/$name.crt"; printf '</cert>\n'
-    printf '<key>\n'; cat "pki/private/$name.key"; printf '</key>\n'
-    printf '<tls-crypt>\n'; cat /etc/openvpn/server/tls-crypt.key; printf '</tls-crypt>\n'
-} > "/root/$name.ovpn"
-echo "/root/$name.ovpn"
-"""
-
-OPENVPN_NAT_UNIT = """[Unit]
-Description=NAT for OpenVPN clients (provider InstantApp)
-Before=openvpn-server@server.service
-ConditionPathExists=/etc/openvpn/server/server.conf
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'iptables -t nat -C POSTROUTING -s 10.8.0.0/24 -j MASQUERADE 2>/dev/null \
-|| iptables -t nat -A POSTROUTING -s 10.8.0.0/24 -j MASQUERADE'
-ExecStop=/usr/sbin/iptables -t nat -D POSTROUTING -s 10.8.0.0/24 -j MASQUERADE
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-OPENVPN_FIRSTBOOT = r"""#!/bin/sh
-# First boot of an OpenVPN instance: its own keys, then a first client profile.
-set -eu
-/usr/local/sbin/openvpn-instantapp-setup
-[ -f /root/client1.ovpn ] || /usr/local/sbin/openvpn-add-client client1
-"""
+OPENVPN_SETUP_SCRIPT = _data_file("openvpn/openvpn-instantapp-setup.sh")
+OPENVPN_ADD_CLIENT_SCRIPT = _data_file("openvpn/openvpn-add-client.sh")
+OPENVPN_NAT_UNIT = _data_file("openvpn/openvpn-nat.service")
+OPENVPN_FIRSTBOOT = _data_file("openvpn/firstboot.sh")
 
 # Docker CE from Docker's own apt repository, with its signing key checked against Docker's
 # published fingerprint before apt trusts it.
-DOCKER_REPOSITORY_AND_INSTALL = r"""set -eu
-install -m 0755 -d /etc/apt/keyrings
-curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc
-gpg --show-keys --with-colons /etc/apt/keyrings/docker.asc \
-    | grep -q '^fpr:::::::::9DC858229FC7DD38854AE2D88D81803C0EBFCD88:'
-chmod a+r /etc/apt/keyrings/docker.asc
-. /etc/os-release
-echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] \
-https://download.docker.com/linux/ubuntu $VERSION_CODENAME stable" \
-    > /etc/apt/sources.list.d/docker.list
-apt-get update
-DEBIAN_FRONTEND=noninteractive apt-get install -y docker-ce docker-ce-cli containerd.io \
-    docker-buildx-plugin docker-compose-plugin
-"""
+DOCKER_REPOSITORY_AND_INSTALL = _data_file("docker/repository-and-install.sh")
 
 # GitLab CE comes from GitLab's apt repository (the Ubuntu archive has none). The package's
 # automatic reconfigure is skipped in the image: it needs the instance's address and creates
 # per-instance secrets and the initial root password, so it runs at the first boot.
-GITLAB_REPOSITORY_AND_INSTALL = r"""set -eu
-install -m 0755 -d /etc/apt/keyrings
-curl -fsSL https://packages.gitlab.com/gitlab/gitlab-ce/gpgkey \
-    | gpg --dearmor -o /etc/apt/keyrings/gitlab-ce.gpg
-. /etc/os-release
-echo "deb [signed-by=/etc/apt/keyrings/gitlab-ce.gpg] \
-https://packages.gitlab.com/gitlab/gitlab-ce/ubuntu/ $VERSION_CODENAME main" \
-    > /etc/apt/sources.list.d/gitlab-ce.list
-apt-get update
-mkdir -p /etc/gitlab
-touch /etc/gitlab/skip-auto-reconfigure
-DEBIAN_FRONTEND=noninteractive apt-get install -y gitlab-ce
-"""
-
-GITLAB_FIRSTBOOT = r"""#!/bin/sh
-# First boot of a GitLab instance: point external_url at this instance and run the first
-# reconfigure, which creates its own secrets and the initial root password
-# (/etc/gitlab/initial_root_password, deleted by GitLab after 24 hours).
-set -eu
-address="$(hostname -I | awk '{print $1}')"
-sed -i "s|^external_url .*|external_url 'http://$address'|" /etc/gitlab/gitlab.rb
-gitlab-ctl reconfigure
-# Later package upgrades may reconfigure automatically again.
-rm -f /etc/gitlab/skip-auto-reconfigure
-"""
+GITLAB_REPOSITORY_AND_INSTALL = _data_file("gitlab/repository-and-install.sh")
+GITLAB_FIRSTBOOT = _data_file("gitlab/firstboot.sh")
 
 # Nextcloud publishes latest.tar.bz2.sha256 next to the archive; both change with each
 # release, so the checksum is fetched and checked at build time instead of pinned here.
-NEXTCLOUD_DOWNLOAD = r"""set -eu
-cd /tmp
-base=https://download.nextcloud.com/server/releases
-curl -fsSL -o nextcloud.tar.bz2 "$base/latest.tar.bz2"
-expected="$(curl -fsSL "$base/latest.tar.bz2.sha256" | cut -d' ' -f1)"
-echo "$expected  nextcloud.tar.bz2" | sha256sum -c -
-mkdir -p /var/www
-tar -xjf nextcloud.tar.bz2 -C /var/www
-chown -R www-data:www-data /var/www/nextcloud
-rm -f nextcloud.tar.bz2
-"""
-
-NEXTCLOUD_APACHE_SITE = """<VirtualHost *:80>
-    DocumentRoot /var/www/nextcloud
-    <Directory /var/www/nextcloud/>
-        Require all granted
-        AllowOverride All
-        Options FollowSymLinks MultiViews
-        <IfModule mod_dav.c>
-            Dav off
-        </IfModule>
-    </Directory>
-    ErrorLog ${APACHE_LOG_DIR}/error.log
-    CustomLog ${APACHE_LOG_DIR}/access.log combined
-</VirtualHost>
-"""
-
-NEXTCLOUD_PHP_INI = """memory_limit = 512M
-upload_max_filesize = 512M
-post_max_size = 512M
-opcache.interned_strings_buffer = 16
-"""
-
-NEXTCLOUD_FIRSTBOOT = r"""#!/bin/sh
-# First boot of a Nextcloud instance: its own database password and administrator password.
-set -eu
-systemctl start mariadb.service
-tries=0
-until mariadb-admin ping >/dev/null 2>&1; do
-    tries=$((tries + 1))
-    [ "$tries" -lt 60 ] || { echo "MariaDB did not start" >&2; exit 1; }
-    sleep 1
-done
-db_password="$(openssl rand -hex 24)"
-admin_password="$(openssl rand -hex 16)"
-mariadb <<SQL
-CREATE DATABASE IF NOT EXISTS nextcloud CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
-CREATE USER IF NOT EXISTS 'nextcloud'@'localhost' IDENTIFIED BY '$db_password';
-GRANT ALL PRIVILEGES ON nextcloud.* TO 'nextcloud'@'localhost';
-FLUSH PRIVILEGES;
-SQL
-cd /var/www/nextcloud
-runuser -u www-data -- php occ maintenance:install --database mysql \
-    --database-name nextcloud --database-user nextcloud --database-pass "$db_password" \
-    --admin-user admin --admin-pass "$admin_password" --data-dir /var/www/nextcloud/data
-address="$(hostname -I | awk '{print $1}')"
-runuser -u www-data -- php occ config:system:set trusted_domains 1 --value="$address"
-umask 077
-printf 'url: http://%s/\nadmin user: admin\nadmin password: %s\n' "$address" \
-    "$admin_password" > /root/nextcloud-credentials.txt
-"""
+NEXTCLOUD_DOWNLOAD = _data_file("nextcloud/download.sh")
+NEXTCLOUD_APACHE_SITE = _data_file("nextcloud/apache-site.conf")
+NEXTCLOUD_PHP_INI = _data_file("nextcloud/php.ini")
+NEXTCLOUD_FIRSTBOOT = _data_file("nextcloud/firstboot.sh")
 
 INSTANTAPPS: list[dict[str, Any]] = [
     {
