@@ -15,7 +15,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_path, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = env_path("FACTORY_VAR_DIR", BASE_DIR / "var")
@@ -324,6 +324,8 @@ if _own := sorted(_FACTORY_CREDENTIALS.intersection(RECIPE_SECRETS)):
 BUILD_TEST_STAGE = env_bool("BUILD_TEST_STAGE", True)
 TEST_CHECK_CONCURRENCY = env_int("TEST_CHECK_CONCURRENCY", 3, minimum=1)
 TEST_COMMERCIAL_TYPE = env_str("TEST_COMMERCIAL_TYPE", "DEV1-S")
+# The user the checks log in as over SSH (with the test run's own key).
+TEST_SSH_USER = env_str("TEST_SSH_USER", "root")
 TEST_BOOT_TIMEOUT_SECONDS = env_int("TEST_BOOT_TIMEOUT_SECONDS", 600, minimum=10)
 TEST_SSH_TIMEOUT_SECONDS = env_int("TEST_SSH_TIMEOUT_SECONDS", 30, minimum=1)
 TEST_ACTION_TIMEOUT_SECONDS = env_int("TEST_ACTION_TIMEOUT_SECONDS", 300, minimum=10)
@@ -334,12 +336,35 @@ TEST_LEASE_SECONDS = env_int("TEST_LEASE_SECONDS", 60, minimum=30)
 PUBLISH_BUCKET = env_str("PUBLISH_BUCKET", "image-factory-artefacts")
 PUBLISH_ZONE_CONCURRENCY = env_int("PUBLISH_ZONE_CONCURRENCY", 8, minimum=1)
 PUBLISH_IMPORT_TIMEOUT_SECONDS = env_int("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600, minimum=10)
+# How long an image made from the imported snapshot may take to become available.
+PUBLISH_IMAGE_TIMEOUT_SECONDS = env_int("PUBLISH_IMAGE_TIMEOUT_SECONDS", 900, minimum=10)
+# Transfers to and from Object Storage (the publish bucket and the artefact store): parts of
+# this size (at least S3's 5 MiB; grown so that a file fits in 1000 parts), this many at once.
+PUBLISH_PART_BYTES = env_int("PUBLISH_PART_BYTES", 64 * 1024**2, minimum=5 * 1024**2)
+PUBLISH_UPLOAD_CONCURRENCY = env_int("PUBLISH_UPLOAD_CONCURRENCY", 4, minimum=1)
 CLOUD_REQUEST_TIMEOUT_SECONDS = env_int("CLOUD_REQUEST_TIMEOUT_SECONDS", 60, minimum=1)
 CLOUD_RETRY_ATTEMPTS = env_int("CLOUD_RETRY_ATTEMPTS", 5, minimum=1)
+# The wait before a retry doubles from BASE up to MAX (a longer Retry-After is cut to MAX).
+CLOUD_RETRY_BASE_SECONDS = env_float("CLOUD_RETRY_BASE_SECONDS", 1.0, minimum=0)
+CLOUD_RETRY_MAX_SECONDS = env_float("CLOUD_RETRY_MAX_SECONDS", 60.0, minimum=0)
+# After a create that timed out, how long to look (by tag) for what it may have made anyway,
+# before trying again.
+CLOUD_RECOVER_SECONDS = env_float("CLOUD_RECOVER_SECONDS", 30.0, minimum=0)
+# A wait for a resource's state polls every CLOUD_POLL_SECONDS at first, less often later, up
+# to every CLOUD_POLL_MAX_SECONDS.
+CLOUD_POLL_SECONDS = env_float("CLOUD_POLL_SECONDS", 2.0, minimum=0.01)
+CLOUD_POLL_MAX_SECONDS = env_float("CLOUD_POLL_MAX_SECONDS", 15.0, minimum=0.01)
+# A resource back in the state a failed action leaves (a server stopped again after its start
+# failed), with no reason given, ends the wait as a failure after this long.
+CLOUD_FALLBACK_GRACE_SECONDS = env_float("CLOUD_FALLBACK_GRACE_SECONDS", 60.0, minimum=0)
+# How long a deletion waits for the resource to be gone.
+CLOUD_DELETE_WAIT_SECONDS = env_int("CLOUD_DELETE_WAIT_SECONDS", 600, minimum=1)
 JANITOR_OLDER_THAN_HOURS = env_int("JANITOR_OLDER_THAN_HOURS", 24, minimum=0)
 if JANITOR_OLDER_THAN_HOURS > 24 * 3650:  # the janitor's own form refuses more than ten years
     raise ImproperlyConfigured("JANITOR_OLDER_THAN_HOURS must be at most 87600 (ten years).")
 JANITOR_DRY_RUN = env_bool("JANITOR_DRY_RUN", False)
+# How long the janitor waits for one orphan to be gone.
+JANITOR_WAIT_SECONDS = env_int("JANITOR_WAIT_SECONDS", 600, minimum=1)
 
 # --- Team alerts and image requests ----------------------------------------------------------
 ALERT_EMAILS = env_list("ALERT_EMAILS", [])
@@ -377,6 +402,8 @@ SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")  # for links
 NOTICE_SEND_HOUR = env_int("NOTICE_SEND_HOUR", 8, minimum=0)
 NOTICE_RATE_PER_SECOND = env_int("NOTICE_RATE_PER_SECOND", 10, minimum=0)
 NOTICE_SMTP_RETRIES = env_int("NOTICE_SMTP_RETRIES", 3, minimum=0)
+# The wait before the first retry; it doubles with each one.
+NOTICE_RETRY_BASE_SECONDS = env_float("NOTICE_RETRY_BASE_SECONDS", 1.0, minimum=0)
 # Rows claimed (and sent) per ledger statement; a crash leaves at most this many "uncertain".
 NOTICE_CLAIM_PAGE_SIZE = env_int("NOTICE_CLAIM_PAGE_SIZE", 50, minimum=1)
 NOTICE_CLAIM_LEASE_SECONDS = env_int("NOTICE_CLAIM_LEASE_SECONDS", 600, minimum=10)
