@@ -41,7 +41,7 @@ def unsubscribe_token(customer: Customer) -> str:
 
 def customer_id_from_token(token: str) -> int | None:
     """The customer a token names, or None if it is forged or too old."""
-    max_age = dt.timedelta(days=getattr(settings, "NOTICE_UNSUBSCRIBE_MAX_AGE_DAYS", 730))
+    max_age = dt.timedelta(days=settings.NOTICE_UNSUBSCRIBE_MAX_AGE_DAYS)
     try:
         value = signing.TimestampSigner(salt=UNSUBSCRIBE_SALT).unsign(token, max_age=max_age)
         return int(value)
@@ -50,7 +50,7 @@ def customer_id_from_token(token: str) -> int | None:
 
 
 def unsubscribe_url(customer: Customer) -> str:
-    base = getattr(settings, "SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+    base = settings.SITE_URL.rstrip("/")
     return base + reverse("lifecycle:unsubscribe", args=[unsubscribe_token(customer)])
 
 
@@ -121,56 +121,20 @@ def _context(notice: Notice, usages: Iterable[Usage], unsubscribe: str, test: bo
     }
 
 
-def render_deprecation_notice(
-    notice: Notice, usages: Iterable[Usage], *, test: bool = False
-) -> tuple[Rendered, str]:
-    """The subject, text and HTML of a notice ahead of (or on) the deprecation date."""
+def _render(notice: Notice, usages: Iterable[Usage], *, test: bool) -> tuple[Rendered, str]:
+    """The subject, text and HTML of a ledger row's email, and its unsubscribe URL: a notice
+    ahead of (or on) the deprecation date, or a correction (the date announced before has
+    moved)."""
     unsubscribe = unsubscribe_url(notice.customer)
     context = _context(notice, usages, unsubscribe, test)
+    kind = "correction" if notice.is_correction else "deprecation"
     language = notice.customer.email_language
-    return render_localized("notices", "deprecation", language, context), unsubscribe
-
-
-def render_correction_notice(
-    notice: Notice, usages: Iterable[Usage], *, test: bool = False
-) -> tuple[Rendered, str]:
-    """The subject, text and HTML of a correction: the date announced before has moved."""
-    unsubscribe = unsubscribe_url(notice.customer)
-    context = _context(notice, usages, unsubscribe, test)
-    language = notice.customer.email_language
-    return render_localized("notices", "correction", language, context), unsubscribe
-
-
-def deprecation_notice_email(
-    notice: Notice,
-    usages: Iterable[Usage],
-    *,
-    to: str | None = None,
-    message_id: str = "",
-    test: bool = False,
-) -> EmailMultiAlternatives:
-    """The email of an offset notice (90, 30, 7 days before, on the day)."""
-    rendered, unsubscribe = render_deprecation_notice(notice, usages, test=test)
-    return _message(rendered, notice.customer, unsubscribe, to, message_id)
-
-
-def correction_notice_email(
-    notice: Notice,
-    usages: Iterable[Usage],
-    *,
-    to: str | None = None,
-    message_id: str = "",
-    test: bool = False,
-) -> EmailMultiAlternatives:
-    """The email telling customers that the deprecation date they were given has moved."""
-    rendered, unsubscribe = render_correction_notice(notice, usages, test=test)
-    return _message(rendered, notice.customer, unsubscribe, to, message_id)
+    return render_localized("notices", kind, language, context), unsubscribe
 
 
 def render_notice(notice: Notice, usages: Iterable[Usage], *, test: bool = False) -> Rendered:
     """The rendered parts of a ledger row's email, whatever its kind (for the preview)."""
-    render = render_correction_notice if notice.is_correction else render_deprecation_notice
-    return render(notice, usages, test=test)[0]
+    return _render(notice, usages, test=test)[0]
 
 
 def notice_email(
@@ -181,6 +145,7 @@ def notice_email(
     message_id: str = "",
     test: bool = False,
 ) -> EmailMultiAlternatives:
-    """The email of a ledger row, whatever its kind."""
-    build = correction_notice_email if notice.is_correction else deprecation_notice_email
-    return build(notice, usages, to=to, message_id=message_id, test=test)
+    """The email of a ledger row: an offset notice (90, 30, 7 days before, on the day) or a
+    correction telling customers that the deprecation date they were given has moved."""
+    rendered, unsubscribe = _render(notice, usages, test=test)
+    return _message(rendered, notice.customer, unsubscribe, to, message_id)
