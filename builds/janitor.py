@@ -44,20 +44,6 @@ log = logging.getLogger(__name__)
 
 HELD_RETRY_SECONDS = 120.0  # a security group or private network still held, at most
 
-# Deletion order: what holds something goes before what it holds.
-KIND_ORDER = (
-    "server",
-    "image",
-    "snapshot",
-    "volume",
-    "block_volume",
-    "block_snapshot",
-    "security_group",
-    "private_network",
-    "ip",
-    "object",
-)
-
 
 @dataclass
 class Finding:
@@ -293,7 +279,7 @@ def _old_enough(finding: Finding, limit: dt.datetime, runs: dict[int, TestRun]) 
 def _delete(finding: Finding) -> None:
     """Delete one orphan; an already-gone resource counts as deleted."""
     zone = finding.where
-    timeout = float(getattr(settings, "JANITOR_WAIT_SECONDS", 600))
+    timeout = float(settings.JANITOR_WAIT_SECONDS)
     if finding.kind in ("security_group", "private_network", "ip"):
         # As a test run deletes them: a group or a network still held by a server on its way
         # out (its NICs going away) is tried again for a while, not for the whole wait (one
@@ -365,7 +351,7 @@ def run_janitor(*, older_than: dt.timedelta, dry_run: bool, user: Any = None) ->
         if finding.orphan and not _old_enough(finding, limit, runs):
             finding.action = "too recent"
 
-    findings.sort(key=lambda f: (KIND_ORDER.index(f.kind), f.where, f.id))
+    findings.sort(key=lambda f: (deletion.KIND_ORDER.index(f.kind), f.where, f.id))
     for finding in findings:
         if not finding.orphan or finding.action == "too recent":
             continue
@@ -406,9 +392,9 @@ def janitor_task(older_than_hours: float | None = None, dry_run: bool | None = N
     hours = float(
         older_than_hours
         if older_than_hours is not None
-        else getattr(settings, "JANITOR_OLDER_THAN_HOURS", 24)
+        else settings.JANITOR_OLDER_THAN_HOURS
     )
-    dry = bool(dry_run if dry_run is not None else getattr(settings, "JANITOR_DRY_RUN", False))
+    dry = bool(dry_run if dry_run is not None else settings.JANITOR_DRY_RUN)
     run = run_janitor(older_than=dt.timedelta(hours=hours), dry_run=dry)
     return (
         f"janitor run {run.pk}: {len(run.findings)} finding(s), {len(run.removed)} removed, "

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
 from cloud import clients, waiters
-from cloud.retries import CloudError, call, setting
+from cloud.retries import CloudError, call
 
 Cancelled = Callable[[], bool] | None
 
@@ -24,9 +26,25 @@ Cancelled = Callable[[], bool] | None
 # themselves; a delete waits for one of SNAPSHOT_SETTLED, then tries again.
 SNAPSHOT_SETTLED = ("available", "error", "invalid_data")
 
+# Deletion order of what the factory made: what holds something goes before what it holds (a
+# server before its image, an image before the snapshots behind it), and an uploaded object
+# last, after the snapshots: an import still in progress reads it.
+KIND_ORDER = (
+    "server",
+    "image",
+    "snapshot",
+    "volume",
+    "block_volume",
+    "block_snapshot",
+    "security_group",
+    "private_network",
+    "ip",
+    "object",
+)
+
 
 def _wait_seconds(timeout: float | None) -> float:
-    return float(timeout if timeout is not None else setting("CLOUD_DELETE_WAIT_SECONDS", 600))
+    return float(timeout if timeout is not None else settings.CLOUD_DELETE_WAIT_SECONDS)
 
 
 def _gone_ok(

@@ -29,24 +29,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cloud import clients, waiters
+from cloud.deletion import KIND_ORDER
 from cloud.retries import CloudError, call
 
 log = logging.getLogger(__name__)
 
 Log = Callable[[str], None]
 
-# Deletion order: what holds something goes before what it holds.
-KIND_ORDER = (
-    "server",
-    "image",
-    "snapshot",
-    "volume",
-    "block_volume",
-    "block_snapshot",
-    "security_group",
-    "private_network",
-    "ip",
-)
 SERVER_SETTLED = ("running", "stopped", "stopped in place", "stopped_in_place")
 RETRY_SECONDS = 2.0
 # How long a check thread waits for its ledger write before it goes on without it (the
