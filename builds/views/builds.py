@@ -5,16 +5,18 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
+from django_q.tasks import async_task
 
 from builds.choices import BuildState, Trigger
 from builds.models import Build, StageLogLine
-from builds.queue import enqueue, request_build
+from builds.queue import enqueue, queue_for, request_build
 from catalog import audit, roles
-from catalog.models import Image
+from catalog.models import Image, LocalImage
 
 LOG_TAIL = 300
 
@@ -163,12 +165,6 @@ def build_retry(request: HttpRequest, build_id: int) -> HttpResponse:
 @permission_required(roles.RUN_BUILDS, raise_exception=True)
 def retry_zone(request: HttpRequest, build_id: int, zone: str) -> HttpResponse:
     """Publish the build's version in one zone again, without touching the others."""
-    from django.db import transaction
-    from django_q.tasks import async_task
-
-    from builds.queue import queue_for
-    from catalog.models import LocalImage
-
     build = get_object_or_404(Build, pk=build_id)
     local = LocalImage.objects.filter(version_id=build.version_id, zone__code=zone).first()
     if build.is_active or local is None or local.state != "error":

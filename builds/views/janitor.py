@@ -11,6 +11,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from django_q.tasks import async_task
 
 from builds.models import JanitorRun
 from catalog import roles
@@ -67,8 +68,6 @@ def _page(
 @permission_required(roles.RUN_JANITOR, raise_exception=True)
 def janitor_run(request: HttpRequest) -> HttpResponse:
     """Queue a janitor run now (on the default cluster: a run may wait on the cloud)."""
-    from django_q.tasks import async_task
-
     form = JanitorRunForm(request.POST)
     if not form.is_valid():
         return _page(request, form, status=400)

@@ -19,9 +19,10 @@ from django.utils import timezone
 from django_q.models import OrmQ
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from builds import testrun_views, testruns
+from builds import testruns
 from builds.choices import CheckState, TestRunState
 from builds.models import CheckResult, TestRun
+from builds.views import test_runs as test_run_views
 from catalog.choices import VersionState
 from catalog.models import AuditEntry, ImageVersion, Zone
 from tests.browser.conftest import TIMEOUT_MS, csrf_token, login
@@ -39,7 +40,7 @@ REBOOT_LOG = "$ cat /proc/sys/kernel/random/boot_id\n3f1c0e2a\n(rebooted)\n3f1c0
 @pytest.fixture(autouse=True)
 def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Poll every second (the live server runs in this process) so the tests wait less."""
-    monkeypatch.setattr(testrun_views, "POLL_SECONDS", POLL_SECONDS)
+    monkeypatch.setattr(test_run_views, "POLL_SECONDS", POLL_SECONDS)
 
 
 @pytest.fixture
