@@ -23,7 +23,7 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,7 +384,7 @@ def _zone_worker(api: Any, target: _Target, coordinator: _Coordinator) -> ZoneRe
 
 
 def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResult:
-    zone, build_id = target.zone, target.build_id
+    zone = target.zone
     import_timeout = float(setting("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600))
     image_timeout = float(setting("PUBLISH_IMAGE_TIMEOUT_SECONDS", 900))
 
@@ -398,22 +398,15 @@ def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResul
     snapshot = _existing_snapshot(api, target, say, stop)
     if snapshot is None:
         say(f"{zone}: importing {target.bucket}/{target.key} as a snapshot")
-
-        def find_snapshot() -> Any:
-            found = [
-                s
-                for s in tags.find_snapshots(api, zone, build_id, cancelled=stop)
-                if s.state in SNAPSHOT_USABLE
-            ]
-            return found[0] if found else None
-
         snapshot = call(
             _create_snapshot,
             api,
             target,
             what=f"import snapshot in {zone}",
             cancelled=stop,
-            recover=find_snapshot,
+            recover=lambda: _found_by_tags(
+                api.list_snapshots_all, "snapshots", SNAPSHOT_USABLE, target, stop
+            ),
         )
     try:
         snapshot = waiters.wait_for_snapshot(
@@ -428,14 +421,6 @@ def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResul
     say(f"{zone}: snapshot {snapshot.id} available")
 
     # 3. The image.
-    def find_image() -> Any:
-        found = [
-            i
-            for i in tags.find_images(api, zone, build_id, cancelled=stop)
-            if i.state in IMAGE_USABLE
-        ]
-        return found[0] if found else None
-
     created = call(
         _create_image,
         api,
@@ -443,7 +428,7 @@ def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResul
         snapshot.id,
         what=f"create image in {zone}",
         cancelled=stop,
-        recover=find_image,
+        recover=lambda: _found_by_tags(api.list_images_all, "images", IMAGE_USABLE, target, stop),
     )
     try:
         image = waiters.wait_for_image(api, zone, created.id, timeout=image_timeout, cancelled=stop)
@@ -453,6 +438,22 @@ def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResul
         call(api.delete_image, image_id=created.id, zone=zone, what=f"delete image in {zone}")
         raise
     return ZoneResult(zone, image.id, snapshot.id)
+
+
+def _found_by_tags(
+    list_all: Callable[..., Any], noun: str, states: Collection[str], target: _Target, stop: Check
+) -> Any:
+    """A usable resource of the build in the zone, found by its tags: what a create whose
+    answer was lost made after all."""
+    return tags.find_one(
+        list_all,
+        what=f"list {noun} in {target.zone}",
+        carrying=tags.tags_for(target.build_id),
+        states=states,
+        cancelled=stop,
+        zone=target.zone,
+        tags=tags.build_tag(target.build_id),
+    )
 
 
 def _root_id(image: Any) -> str:

@@ -12,7 +12,7 @@ possible (it finds everything of the factory).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from cloud.retries import call
@@ -116,3 +116,35 @@ def find_images(
         cancelled=cancelled,
     )
     return _tagged(found, build_id)
+
+
+def find_one(
+    list_all: Callable[..., Iterable[Any]],
+    *,
+    what: str,
+    carrying: Iterable[str],
+    name: str = "",
+    states: Collection[str] = (),
+    cancelled: Callable[[], bool] | None = None,
+    **filters: Any,
+) -> Any | None:
+    """The first resource an SDK list call returns that carries every tag of `carrying` (and
+    is named `name`, and is in one of `states`, when they are given); None when there is none.
+
+    This is how a create whose answer was lost finds what it made after all (`call`'s
+    `recover`). `filters` (the zone, the API's own tag filter) and `name` narrow the list
+    call; the tags and the name are checked again here, as APIs match them differently.
+    """
+    if name:
+        filters["name"] = name
+    found = call(list_all, what=what, cancelled=cancelled, **filters)
+    wanted = set(carrying)
+    for item in found:
+        if not wanted <= set(getattr(item, "tags", None) or ()):
+            continue
+        if name and item.name != name:
+            continue
+        if states and item.state not in states:
+            continue
+        return item
+    return None

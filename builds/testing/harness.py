@@ -289,15 +289,15 @@ class CheckContext:
 
         def recover() -> Any:
             # A create whose answer was lost may have made the server: find it by name and tag.
-            found = call(
+            server = tags.find_one(
                 api.list_servers_all,
                 what=f"look for server {name}",
-                zone=self.zone,
+                carrying=[run_tag],
                 name=name,
+                zone=self.zone,
                 tags=[run_tag],
             )
-            match = [s for s in found if s.name == name]
-            return SimpleNamespace(server=match[0]) if match else None
+            return SimpleNamespace(server=server) if server is not None else None
 
         server = self.call(
             api.create_server,
@@ -539,15 +539,15 @@ class CheckContext:
         run_tag = self.spec.run_tag
 
         def recover() -> Any:
-            found = call(
+            snapshot = tags.find_one(
                 api.list_snapshots_all,
                 what=f"look for snapshot {name}",
-                zone=self.zone,
+                carrying=[run_tag],
                 name=name,
+                zone=self.zone,
                 tags=run_tag,
             )
-            match = [s for s in found if s.name == name]
-            return SimpleNamespace(snapshot=match[0]) if match else None
+            return SimpleNamespace(snapshot=snapshot) if snapshot is not None else None
 
         snapshot = self.call(
             api.create_snapshot,
