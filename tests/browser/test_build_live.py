@@ -19,13 +19,7 @@ from builds import tasks
 from builds.models import Build
 from catalog.models import ImageVersion, Zone
 from tests.browser.conftest import login
-from tests.builds import upstream_server
 from tests.builds.upstream_server import UpstreamServer, local_demo_image
-from tests.cloud import conftest as cloud_fixtures
-
-upstream = upstream_server.upstream
-cloud = cloud_fixtures.cloud
-
 
 pytestmark = [pytest.mark.browser, pytest.mark.guestfs, pytest.mark.django_db(transaction=True)]
 

@@ -15,13 +15,10 @@ from builds.queue import request_build
 from builds.stages import work_dir
 from catalog.choices import VersionState
 from catalog.models import LocalImage, RecipeStep, Zone
-from tests.builds import upstream_server
 from tests.builds.upstream_server import LOCAL_DEMO_FILE as FILE
 from tests.builds.upstream_server import UpstreamServer, local_demo_image, sha256_file
-from tests.cloud import conftest as cloud_fixtures
+from tests.cloud.localcloud import ZONES
 
-upstream = upstream_server.upstream
-cloud = cloud_fixtures.cloud
 pytestmark = [pytest.mark.guestfs, pytest.mark.django_db(transaction=True)]
 
 
@@ -29,7 +26,7 @@ pytestmark = [pytest.mark.guestfs, pytest.mark.django_db(transaction=True)]
 def factory_dirs(settings, tmp_path, cloud):
     """Work folders in tmp_path, the local upstream allowed, and localcloud with three
     enabled zones over two regions to publish to."""
-    for code in cloud_fixtures.ZONES:
+    for code in ZONES:
         Zone.objects.create(code=code, enabled=True)
     settings.PUBLISH_IMPORT_TIMEOUT_SECONDS = 300
     settings.ARTEFACT_DIR = tmp_path / "artefacts"
@@ -66,7 +63,7 @@ def test_a_build_produces_a_version_and_a_second_one_shows_what_changed(
     from cloud import clients
 
     local = {li.zone.code: li for li in LocalImage.objects.filter(version=version)}
-    assert set(local) == set(cloud_fixtures.ZONES)
+    assert set(local) == set(ZONES)
     for code, li in local.items():
         assert li.state == "available"
         image = clients.instance_api().get_image(zone=code, image_id=li.provider_image_id).image

@@ -19,12 +19,9 @@ from builds.models import Build
 from builds.queue import request_build
 from catalog.choices import ChecksumFormat
 from catalog.models import RecipeStep, UpstreamSource
-from tests.builds import upstream_server
 from tests.builds.upstream_server import UpstreamServer, sha256_file
 from tests.catalog.factories import os_image
 
-upstream = upstream_server.upstream
-qcow2_image = upstream_server.qcow2_image
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

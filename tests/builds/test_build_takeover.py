@@ -30,14 +30,10 @@ from builds.queue import request_build
 from catalog.choices import ChecksumFormat, LocalImageState, VersionState
 from catalog.models import LocalImage, UpstreamSource, Zone
 from cloud import clients, tags
-from tests.builds import killable_worker, upstream_server
+from tests.builds import killable_worker
 from tests.builds.upstream_server import UpstreamServer, sha256_file
 from tests.catalog.factories import os_image
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import Cloud
-
-upstream = upstream_server.upstream
-cloud = cloud_fixtures.cloud
+from tests.cloud.localcloud import ZONES, Cloud
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -249,7 +245,7 @@ TAKEOVERS = {
 def test_a_worker_killed_in_a_stage_is_taken_over_at_that_stage(
     stage: str, image, factory, upstream: UpstreamServer, cloud: Cloud, settings, tmp_path
 ) -> None:
-    zones = cloud_fixtures.ZONES
+    zones = ZONES
     _enable(zones)
     build = request_build(image, "x86_64").build
     hang_in = stage if stage in ("customize", "finalize") else ""

@@ -9,12 +9,9 @@ from pathlib import Path
 import pytest
 
 from builds.download import Cancelled, DownloadError, download, fetch_bytes
-from tests.builds import upstream_server
 from tests.builds.upstream_server import UpstreamServer
 
 # Fixtures from the shared test server module (tests/builds/conftest.py is not ours).
-upstream = upstream_server.upstream
-upstream_tls = upstream_server.upstream_tls
 
 SIZE = 3 * 1024 * 1024 + 12345  # a few chunks and a ragged end
 

@@ -18,16 +18,9 @@ from builds.cache import DownloadCache
 from builds.download import Cancelled
 from builds.fetch import ChecksumMismatch, FetchError, NotQcow2, fetch
 from builds.upstream import ResolveError, SourceSpec, resolve
-from tests.builds import upstream_server
 from tests.builds.upstream_server import GpgKey, UpstreamServer, make_qcow2
 
 # Fixtures from the shared test server module (tests/builds/conftest.py is not ours).
-gpg_key = upstream_server.gpg_key
-other_gpg_key = upstream_server.other_gpg_key
-qcow2_image = upstream_server.qcow2_image
-raw_image = upstream_server.raw_image
-upstream = upstream_server.upstream
-upstream_tls = upstream_server.upstream_tls
 
 HOSTS = ["127.0.0.1"]
 

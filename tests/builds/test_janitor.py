@@ -16,12 +16,7 @@ from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, waiters
 from tests.catalog.factories import os_image
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import ZONES, Cloud
-
-# tests/cloud's fixtures, shared by name.
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
+from tests.cloud.localcloud import ZONES, Cloud
 
 
 def _publish(image_label: str, state: str, artefact: Path) -> ImageVersion:

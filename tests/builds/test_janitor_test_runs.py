@@ -20,11 +20,7 @@ from builds.models import TestRun
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, tags
 from tests.builds.testing.published import published_version
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import ZONES, Cloud
-
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
+from tests.cloud.localcloud import ZONES, Cloud
 
 ZONE = "fr-par-1"
 

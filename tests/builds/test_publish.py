@@ -19,13 +19,7 @@ from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients
 from tests.catalog.factories import os_image
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import ACCESS_KEY, ZONES, Cloud
-
-# tests/cloud's fixtures, shared by name.
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
-raw_artefact = cloud_fixtures.raw_artefact
+from tests.cloud.localcloud import ACCESS_KEY, ZONES, Cloud
 
 SNAPSHOTS_OP = "POST /instance/v1/zones/{zone}/snapshots"
 

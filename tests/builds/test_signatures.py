@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 
 from builds.signatures import SignatureError, verify_clearsigned, verify_detached
-from tests.builds import upstream_server
 from tests.builds.upstream_server import GpgKey
 
 # Fixtures from the shared test server module (tests/builds/conftest.py is not ours).
-gpg_key = upstream_server.gpg_key
-other_gpg_key = upstream_server.other_gpg_key
 
 CHECKSUMS = b"SHA256 (a.qcow2) = " + b"ab" * 32 + b"\n"
 

@@ -25,14 +25,9 @@ from builds.store import (
 from catalog.choices import ChecksumFormat
 from catalog.models import RecipeStep, UpstreamSource
 from cloud import objectstorage
-from tests.builds import upstream_server
 from tests.builds.upstream_server import sha256_file
 from tests.catalog.factories import os_image
-from tests.cloud import conftest as cloud_fixtures
 
-cloud = cloud_fixtures.cloud
-upstream = upstream_server.upstream
-qcow2_image = upstream_server.qcow2_image
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BUCKET = "factory-test-store"

@@ -22,11 +22,7 @@ from builds.testing import registry
 from catalog.models import ImageVersion, Zone
 from cloud import endpoints
 from tests.builds.testing.published import timer_run_version
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import Cloud
-
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
+from tests.cloud.localcloud import Cloud
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

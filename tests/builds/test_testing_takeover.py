@@ -31,11 +31,7 @@ from builds.testing.runner import ledger_journal, run_test_run
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, tags
 from tests.builds.testing.published import timer_run_version
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import Cloud
-
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
+from tests.cloud.localcloud import Cloud
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,8 +1,8 @@
 """A real local HTTP(S) server that plays an upstream mirror, with switchable faults.
 
-Fixtures (import them into a test module): `upstream` (HTTP), `upstream_tls` (HTTPS with a
-self-signed certificate made by openssl at test time), `gpg_key` (a throw-away ed25519 key,
-one per session) and `qcow2_image` / `raw_image` (small generated disk images).
+Fixtures (tests/conftest.py): `upstream` (HTTP), `upstream_tls` (HTTPS with a self-signed
+certificate made by openssl at test time), `gpg_key` (a throw-away ed25519 key, one per
+session) and `qcow2_image` / `raw_image` (small generated disk images).
 
 The server serves a folder, honours `Range: bytes=N-` / `bytes=N-M`, logs every request, and
 can be told to misbehave: answer 404/500/503, reset the connection after N bytes, ignore
@@ -23,13 +23,10 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
-
-import pytest
 
 _RANGE = ("bytes=",)
 
@@ -272,7 +269,7 @@ class GpgKey:
         return self._gpg("--clearsign", "--output", "-", data=text)
 
 
-def _make_key(home: Path, uid: str) -> GpgKey:
+def make_key(home: Path, uid: str) -> GpgKey:
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o700)
     env = {**os.environ, "GNUPGHOME": str(home)}
@@ -302,48 +299,6 @@ def _make_key(home: Path, uid: str) -> GpgKey:
     return GpgKey(home=home, armoured=armoured, fingerprint=fingerprint)
 
 
-@pytest.fixture(scope="session")
-def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpgKey]:
-    """A throw-away ed25519 signing key, made once per session."""
-    home = tmp_path_factory.mktemp("gnupg-signer")
-    key = _make_key(home, "Test Signer <t@example.org>")
-    yield key
-    subprocess.run(["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)})
-
-
-@pytest.fixture(scope="session")
-def other_gpg_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpgKey]:
-    """A second key: a signature by it must fail against `gpg_key`."""
-    home = tmp_path_factory.mktemp("gnupg-other")
-    key = _make_key(home, "Other Signer <o@example.org>")
-    yield key
-    subprocess.run(["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)})
-
-
-@pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[UpstreamServer]:
-    """An HTTP server on 127.0.0.1 serving `tmp_path / "mirror"`."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    server = UpstreamServer(root)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def upstream_tls(tmp_path: Path) -> Iterator[UpstreamServer]:
-    """An HTTPS server with a self-signed certificate that clients do not trust."""
-    root = tmp_path / "mirror-tls"
-    root.mkdir()
-    cert, key = make_self_signed(tmp_path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server = UpstreamServer(root, tls_context=context)
-    server.cert = cert  # type: ignore[attr-defined]
-    yield server
-    server.close()
-
-
 def make_qcow2(path: Path, data_mib: int = 2) -> Path:
     """A small QCOW2 image with `data_mib` MiB of non-zero data written into it."""
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
@@ -353,20 +308,6 @@ def make_qcow2(path: Path, data_mib: int = 2) -> Path:
             check=True,
             capture_output=True,
         )
-    return path
-
-
-@pytest.fixture(scope="session")
-def qcow2_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ~2 MiB QCOW2 file (64 MiB virtual)."""
-    return make_qcow2(tmp_path_factory.mktemp("images") / "base.qcow2")
-
-
-@pytest.fixture(scope="session")
-def raw_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1 MiB raw disk image: qemu-img calls it 'raw'."""
-    path = tmp_path_factory.mktemp("images") / "disk.raw"
-    path.write_bytes(os.urandom(1024 * 1024))
     return path
 
 

@@ -2,21 +2,18 @@
 
 A test sets the replies per path (status, body, headers, delay); each request to a path takes
 the next reply and the last one repeats. Paths without a reply answer 404 with an HTML page,
-as endoflife.date does. Import the `eol_server` fixture into a test module to use it.
+as endoflife.date does. The `eol_server` fixture (tests/conftest.py) runs one per test.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eol"
 
@@ -133,14 +130,3 @@ class EolServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
-
-
-@pytest.fixture
-def eol_server() -> Iterator[EolServer]:
-    """A running EolServer on 127.0.0.1 with a free port, stopped after the test."""
-    server = EolServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -18,10 +18,7 @@ from catalog.eol import fetch_product, import_all
 from catalog.models import AuditEntry, Category, Image, UpstreamLifecycle
 from catalog.schedules import register_schedules
 from catalog.tasks import import_eol_task
-from tests.catalog.eol_server import EolServer, Reply, eol_server, fixture_json
-
-# pytest finds the imported fixture by name; listing it marks the import as used.
-__all__ = ["eol_server"]
+from tests.catalog.eol_server import EolServer, Reply, fixture_json
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 
 from cloud import clients, objectstorage, tags, waiters
 from cloud.retries import CloudCancelled, CloudError, CloudTimeout, call
-from tests.cloud.conftest import Cloud
+from tests.cloud.localcloud import Cloud
 
 LIST_IMAGES = "GET /instance/v1/zones/{zone}/images"
 CREATE_SNAPSHOT = "POST /instance/v1/zones/{zone}/snapshots"

@@ -1,8 +1,8 @@
 """A real SMTP server for the notice tests: aiosmtpd on 127.0.0.1, a free port, recording.
 
 It can refuse given recipients with a 4xx (a number of times, then accept) or a 5xx, and
-slow every message down (so that a kill lands in the middle of a batch). Import the fixture
-by name: `from tests.lifecycle.smtp import smtp_server`.
+slow every message down (so that a kill lands in the middle of a batch). The `smtp_server`
+fixture (tests/conftest.py) starts one and points Django's SMTP backend at it.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import email.policy
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 
 
@@ -106,22 +104,3 @@ class SMTPServer:
 
     def count_by_recipient(self) -> Counter:
         return Counter(addr for r in self.received for addr in r.rcpt_tos)
-
-
-@pytest.fixture
-def smtp_server(settings: Any) -> Iterator[SMTPServer]:
-    """A real SMTP server, and Django's SMTP backend pointed at it (never locmem)."""
-    server = SMTPServer().start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST = "127.0.0.1"
-    settings.EMAIL_PORT = server.port
-    settings.EMAIL_HOST_USER = ""
-    settings.EMAIL_HOST_PASSWORD = ""
-    settings.EMAIL_USE_TLS = False
-    settings.EMAIL_TIMEOUT = 10
-    settings.NOTICE_RETRY_BASE_SECONDS = 0.01
-    settings.NOTICE_RATE_PER_SECOND = 0
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -19,12 +19,8 @@ from catalog.choices import ImageState
 from catalog.models import ImageVersion, Zone
 from lifecycle import alerts, tasks_alerts
 from lifecycle.models import AlertKind, AlertSent, Customer, Notice, NoticeState
-from tests.builds import upstream_server
 from tests.catalog import factories
 from tests.lifecycle import version_with_images
-from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
-
-upstream = upstream_server.upstream
 
 pytestmark = pytest.mark.django_db
 TODAY = dt.date(2027, 3, 10)
@@ -88,7 +84,7 @@ def _failed_build() -> Build:
 
 
 def test_a_failed_build_sends_one_alert_email_and_a_second_call_sends_nothing(
-    smtp_server,  # noqa: F811
+    smtp_server,
     team,
 ) -> None:
     build = _failed_build()
@@ -108,7 +104,7 @@ def test_a_failed_build_sends_one_alert_email_and_a_second_call_sends_nothing(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_build_the_pipeline_fails_alerts_the_team(
-    smtp_server,  # noqa: F811
+    smtp_server,
     team,
     settings,
     tmp_path,
@@ -128,7 +124,7 @@ def test_a_build_the_pipeline_fails_alerts_the_team(
     assert "404" in smtp_server.received[0].part("text/plain")
 
 
-def test_a_build_that_did_not_fail_sends_no_alert(smtp_server, team) -> None:  # noqa: F811
+def test_a_build_that_did_not_fail_sends_no_alert(smtp_server, team) -> None:
     build = _failed_build()
     Build.objects.filter(pk=build.pk).update(state=BuildState.DONE)
     assert alerts.build_failed(build) is False
@@ -136,7 +132,7 @@ def test_a_build_that_did_not_fail_sends_no_alert(smtp_server, team) -> None:  #
     assert not AlertSent.objects.exists()
 
 
-def test_the_webhook_gets_the_alert_as_json(smtp_server, team, webhook) -> None:  # noqa: F811
+def test_the_webhook_gets_the_alert_as_json(smtp_server, team, webhook) -> None:
     build = _failed_build()
     alerts.build_failed(build)
     alerts.build_failed(build)
@@ -149,7 +145,7 @@ def test_the_webhook_gets_the_alert_as_json(smtp_server, team, webhook) -> None:
 
 
 def test_a_failing_webhook_is_recorded_and_the_email_still_goes(
-    smtp_server,  # noqa: F811
+    smtp_server,
     team,
     settings,
 ) -> None:
@@ -172,7 +168,7 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("failure", ["an error status", "a closed port"])
 def test_a_failing_webhook_logs_and_records_only_the_scheme_host_and_port_of_its_url(
-    smtp_server,  # noqa: F811
+    smtp_server,
     team,
     settings,
     caplog,
@@ -195,7 +191,7 @@ def test_a_failing_webhook_logs_and_records_only_the_scheme_host_and_port_of_its
     assert len(smtp_server.received) == 1  # the email still went
 
 
-def test_a_test_run_failure_is_told_once(smtp_server, team) -> None:  # noqa: F811
+def test_a_test_run_failure_is_told_once(smtp_server, team) -> None:
     image = factories.os_image("debian_bookworm")
     sent = [
         alerts.test_run_failed(
@@ -224,7 +220,7 @@ def _ended_run(states: dict[str, str], run_state: str = "finished", error: str =
 
 
 def test_a_test_run_that_ends_with_a_failed_check_alerts_the_team_once(
-    smtp_server,  # noqa: F811
+    smtp_server,
     team,
 ) -> None:
     run = _ended_run({"network": CheckState.PASSED, "reboot": CheckState.FAILED})
@@ -248,7 +244,7 @@ def test_a_test_run_that_ends_with_a_failed_check_alerts_the_team_once(
     ids=["passed", "cancelled", "check-error", "run-error"],
 )
 def test_only_a_run_that_did_not_pass_alerts(
-    smtp_server,  # noqa: F811
+    smtp_server,
     team,
     states,
     run_state,
@@ -327,7 +323,7 @@ def _digest_world() -> None:
 
 
 def test_the_daily_digest_lists_stale_images_deprecations_notices_and_janitor_findings(
-    smtp_server,  # noqa: F811
+    smtp_server,
     team,
     webhook,
 ) -> None:
@@ -353,7 +349,7 @@ def test_the_daily_digest_lists_stale_images_deprecations_notices_and_janitor_fi
 
 
 def test_the_digest_is_skipped_when_there_is_nothing_to_say(
-    smtp_server,  # noqa: F811
+    smtp_server,
     team,
 ) -> None:
     with time_machine.travel(dt.datetime(2027, 3, 10, 7, 30), tick=False):

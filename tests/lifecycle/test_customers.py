@@ -11,9 +11,7 @@ from lifecycle.customers import import_customers
 from lifecycle.models import Customer, Usage, UsageRefresh
 from lifecycle.usage import refresh_usage
 from tests.catalog import factories
-from tests.cloud import conftest as cloud_fixtures
 
-cloud = cloud_fixtures.cloud
 pytestmark = pytest.mark.django_db
 
 P1 = "11111111-1111-1111-1111-111111111111"

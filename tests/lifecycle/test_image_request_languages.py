@@ -17,7 +17,6 @@ from lifecycle.models import (
     RequestSubmission,
 )
 from tests.lifecycle import post_status, run_queued
-from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 NEW = "/lifecycle/requests/public/new/"
 FRENCH_BROWSER = "fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7"
@@ -47,7 +46,7 @@ def _path(url: str) -> str:
     return "/" + url.split("/", 3)[3]
 
 
-def _confirm(smtp_server, email: str) -> None:  # noqa: F811
+def _confirm(smtp_server, email: str) -> None:
     text = smtp_server.to(email)[-1].part("text/plain")
     link = re.search(r"https?://\S+/lifecycle/requests/public/confirm/\S+/", text).group(0)
     assert Client().post(_path(link)).status_code == 200
@@ -63,7 +62,7 @@ def _checked(page: bytes) -> str:
 @pytest.mark.django_db
 def test_a_french_requester_gets_the_confirmation_and_the_page_in_french(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
 ) -> None:
     response = _ask(client, "lea@example.fr", language="fr")
     assert response.status_code == 302
@@ -84,7 +83,7 @@ def test_a_french_requester_gets_the_confirmation_and_the_page_in_french(
 @pytest.mark.django_db
 def test_a_requester_who_chooses_no_language_gets_english(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
 ) -> None:
     response = _ask(client, "sam@example.com", name="WordPress & PHP-FPM", kind="instantapp")
     assert response.status_code == 302
@@ -125,7 +124,7 @@ def test_the_form_presets_the_language_the_browser_prefers(
 @pytest.mark.django_db
 def test_a_post_without_a_language_takes_the_browsers(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
 ) -> None:
     response = _ask(client, "luc@example.fr", HTTP_ACCEPT_LANGUAGE=FRENCH_BROWSER)
     assert response.status_code == 302 and response["Location"].endswith("?language=fr")
@@ -136,7 +135,7 @@ def test_a_post_without_a_language_takes_the_browsers(
 @pytest.mark.django_db
 def test_a_chosen_language_wins_over_the_browsers(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
 ) -> None:
     _ask(client, "max@example.com", language="en", HTTP_ACCEPT_LANGUAGE=FRENCH_BROWSER)
     assert Requester.objects.get().language == "en"
@@ -146,7 +145,7 @@ def test_a_chosen_language_wins_over_the_browsers(
 @pytest.mark.django_db
 def test_a_bad_language_is_refused_with_a_form_error_and_nothing_is_saved(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
 ) -> None:
     response = _ask(client, "eve@example.com", language="de")
     assert response.status_code == 400
@@ -162,7 +161,7 @@ def test_a_bad_language_is_refused_with_a_form_error_and_nothing_is_saved(
 @pytest.mark.django_db
 def test_asking_again_takes_the_new_language_choice(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
 ) -> None:
     _ask(client, "ana@example.com", language="fr")
     _ask(client, "ana@example.com", language="en")
@@ -174,7 +173,7 @@ def test_asking_again_takes_the_new_language_choice(
 @pytest.mark.django_db
 def test_each_requester_hears_of_a_status_change_in_their_own_language(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
     manager,
 ) -> None:
     asked = {"fr1@example.fr": "fr", "en1@example.com": "en", "fr2@example.fr": "fr"}
@@ -223,7 +222,7 @@ def test_each_requester_hears_of_a_status_change_in_their_own_language(
     ],
 )
 def test_french_status_emails_name_every_status(
-    smtp_server,  # noqa: F811
+    smtp_server,
     status: str,
     word: str,
 ) -> None:

@@ -19,7 +19,6 @@ from lifecycle.models import (
     RequestSubmission,
 )
 from tests.lifecycle import post_status, run_queued
-from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 NEW = "/lifecycle/requests/public/new/"
@@ -44,7 +43,7 @@ def _ask(
     return response
 
 
-def _link(smtp_server, email: str) -> str:  # noqa: F811
+def _link(smtp_server, email: str) -> str:
     text = smtp_server.to(email)[-1].part("text/plain")
     return re.search(r"https?://\S+/lifecycle/requests/public/confirm/\S+/", text).group(0)
 
@@ -53,12 +52,12 @@ def _path(url: str) -> str:
     return "/" + url.split("/", 3)[3]
 
 
-def _confirm(client: Client, smtp_server, email: str) -> None:  # noqa: F811
+def _confirm(client: Client, smtp_server, email: str) -> None:
     response = client.post(_path(_link(smtp_server, email)))
     assert b'data-testid="confirmed"' in response.content
 
 
-def test_the_form_works_without_login_and_checks_csrf(smtp_server) -> None:  # noqa: F811
+def test_the_form_works_without_login_and_checks_csrf(smtp_server) -> None:
     anonymous = Client(enforce_csrf_checks=True)
     page = anonymous.get(NEW)
     assert page.status_code == 200 and b"csrfmiddlewaretoken" in page.content
@@ -87,7 +86,7 @@ def test_the_form_works_without_login_and_checks_csrf(smtp_server) -> None:  # n
 
 def test_a_request_counts_only_after_its_confirmation_link_is_followed(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
     manager,
 ) -> None:
     _ask(client, "ana@example.com")
@@ -104,7 +103,7 @@ def test_a_request_counts_only_after_its_confirmation_link_is_followed(
     assert request.name.encode() in listing.content
 
 
-def test_an_expired_or_altered_link_is_refused(client: Client, smtp_server, settings) -> None:  # noqa: F811
+def test_an_expired_or_altered_link_is_refused(client: Client, smtp_server, settings) -> None:
     settings.IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS = 48
     with time_machine.travel(dt.datetime(2027, 1, 1, 9), tick=False):
         _ask(client, "ana@example.com")
@@ -122,7 +121,7 @@ def test_an_expired_or_altered_link_is_refused(client: Client, smtp_server, sett
 
 def test_too_many_submissions_from_one_ip_or_one_email_get_a_429(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
     settings,
 ) -> None:
     settings.IMAGE_REQUEST_RATE_LIMIT = 5
@@ -142,7 +141,7 @@ def test_too_many_submissions_from_one_ip_or_one_email_get_a_429(
 
 def test_requests_for_the_same_thing_merge_and_count_confirmed_requesters(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
     viewer,
 ) -> None:
     for n, name in enumerate(["Ubuntu 26.04 LTS", "ubuntu-26.04-lts", "  UBUNTU 26.04   lts "]):
@@ -177,7 +176,7 @@ def test_a_viewer_cannot_change_a_status(client: Client, viewer) -> None:
 
 def test_every_confirmed_requester_gets_one_email_per_status_change(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
     manager,
 ) -> None:
     for n in range(3):
@@ -216,7 +215,7 @@ def test_every_confirmed_requester_gets_one_email_per_status_change(
 
 
 def test_the_form_answers_before_any_email_is_sent_and_a_worker_sends_the_confirmation(
-    smtp_server,  # noqa: F811
+    smtp_server,
 ) -> None:
     # A slow or dead mail server held the web thread of this public form for 7 to 127 s.
     with TestCase.captureOnCommitCallbacks(execute=True):
@@ -256,7 +255,7 @@ def test_a_dead_mail_server_fails_the_confirmation_task_not_the_form(settings) -
 
 
 def test_behind_a_trusted_proxy_the_rate_limit_counts_each_client_not_the_proxy(
-    smtp_server,  # noqa: F811
+    smtp_server,
     settings,
 ) -> None:
     settings.IMAGE_REQUEST_RATE_LIMIT = 5
@@ -305,7 +304,7 @@ def test_the_client_address_comes_from_the_configured_proxy_depth_or_falls_back_
 
 def test_no_text_the_requester_typed_goes_into_an_email_subject(
     client: Client,
-    smtp_server,  # noqa: F811
+    smtp_server,
     manager,
 ) -> None:
     name = "FREE CRYPTO at spam.example"

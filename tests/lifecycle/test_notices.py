@@ -13,7 +13,6 @@ from catalog.models import Image, ImageVersion, LocalImage, Zone
 from lifecycle import emails, notices
 from lifecycle.models import CORRECTION, Customer, Notice, NoticeState, Usage
 from tests.catalog import factories
-from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 DATE = dt.date(2027, 6, 30)
@@ -56,7 +55,7 @@ def _day(offset: int) -> dt.date:
     return DATE - dt.timedelta(days=offset)
 
 
-def test_it_plans_one_notice_per_offset_and_sends_each_on_its_day(smtp_server) -> None:  # noqa: F811
+def test_it_plans_one_notice_per_offset_and_sends_each_on_its_day(smtp_server) -> None:
     image = _image()
     customer = _customer(1)
     _uses(customer, image, "fr-par-1")
@@ -80,7 +79,7 @@ def test_it_plans_one_notice_per_offset_and_sends_each_on_its_day(smtp_server) -
 
 
 def test_a_late_deprecation_sends_only_the_most_recent_missed_notice_at_once(
-    smtp_server,  # noqa: F811
+    smtp_server,
 ) -> None:
     image = _image()
     _uses(_customer(1), image)
@@ -96,7 +95,7 @@ def test_a_late_deprecation_sends_only_the_most_recent_missed_notice_at_once(
         assert notices.send_due().sent == 0
 
 
-def test_a_moved_date_sends_a_correction_to_those_already_told(smtp_server) -> None:  # noqa: F811
+def test_a_moved_date_sends_a_correction_to_those_already_told(smtp_server) -> None:
     image = _image()
     told, untold = _customer(1), _customer(2)
     _uses(told, image)
@@ -129,7 +128,7 @@ def test_a_moved_date_sends_a_correction_to_those_already_told(smtp_server) -> N
     [("fr", "Bonjour", "obsolète"), ("en", "Hello", "deprecated"), ("", "Hello", "deprecated")],
 )
 def test_emails_are_written_in_the_customer_language_or_english(
-    smtp_server,  # noqa: F811
+    smtp_server,
     language: str,
     greeting: str,
     subject_word: str,
@@ -147,10 +146,10 @@ def test_emails_are_written_in_the_customer_language_or_english(
 
 
 def test_the_unsubscribe_link_works_and_stops_further_notices(
-    smtp_server,  # noqa: F811
+    smtp_server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from config import middleware
+    from catalog import middleware
 
     monkeypatch.setattr(
         middleware, "PUBLIC_PREFIXES", (*middleware.PUBLIC_PREFIXES, "/lifecycle/unsubscribe/")
@@ -182,7 +181,7 @@ def test_the_unsubscribe_link_works_and_stops_further_notices(
     assert anonymous.post("/lifecycle/unsubscribe/forged:token/").status_code == 400
 
 
-def test_a_transient_refusal_is_retried_then_sent(smtp_server) -> None:  # noqa: F811
+def test_a_transient_refusal_is_retried_then_sent(smtp_server) -> None:
     image = _image()
     _uses(_customer(1), image)
     smtp_server.refuse("c1@example.com", 451, times=2)
@@ -194,7 +193,7 @@ def test_a_transient_refusal_is_retried_then_sent(smtp_server) -> None:  # noqa:
     assert Notice.objects.get(kind="90").state == NoticeState.SENT
 
 
-def test_a_permanent_refusal_is_recorded_as_failed_for_that_recipient(smtp_server) -> None:  # noqa: F811
+def test_a_permanent_refusal_is_recorded_as_failed_for_that_recipient(smtp_server) -> None:
     image = _image()
     _uses(_customer(1), image)
     _uses(_customer(2), image)
@@ -209,7 +208,7 @@ def test_a_permanent_refusal_is_recorded_as_failed_for_that_recipient(smtp_serve
 
 
 def test_transient_errors_are_retried_a_bounded_number_of_times(
-    smtp_server,  # noqa: F811
+    smtp_server,
     settings,
 ) -> None:
     settings.NOTICE_SMTP_RETRIES = 2
@@ -238,7 +237,7 @@ def _uncertain_notice() -> tuple[Notice, notices.SendReport]:
 
 
 def test_a_stale_claim_becomes_uncertain_and_a_release_manager_decides(
-    smtp_server,  # noqa: F811
+    smtp_server,
     client: Client,
     release_manager,
     viewer,
@@ -263,7 +262,7 @@ def test_a_stale_claim_becomes_uncertain_and_a_release_manager_decides(
 
 
 def test_marking_an_uncertain_notice_sent_records_it_audited_and_sends_nothing(
-    smtp_server,  # noqa: F811
+    smtp_server,
     client: Client,
     release_manager,
 ) -> None:
@@ -294,7 +293,7 @@ def test_marking_an_uncertain_notice_sent_records_it_audited_and_sends_nothing(
 
 
 def test_failed_notices_are_listed_for_a_decision_with_the_recipient_and_the_reason(
-    smtp_server,  # noqa: F811
+    smtp_server,
     client: Client,
     release_manager,
 ) -> None:
@@ -318,7 +317,7 @@ def test_failed_notices_are_listed_for_a_decision_with_the_recipient_and_the_rea
 
 
 def test_a_catalogue_manager_can_neither_preview_nor_send_a_test_notice(
-    smtp_server,  # noqa: F811
+    smtp_server,
     client: Client,
     manager,
 ) -> None:
@@ -336,7 +335,7 @@ def test_a_catalogue_manager_can_neither_preview_nor_send_a_test_notice(
     assert smtp_server.received == []
 
 
-def test_the_sender_reuses_one_smtp_connection_and_throttles(smtp_server, settings) -> None:  # noqa: F811
+def test_the_sender_reuses_one_smtp_connection_and_throttles(smtp_server, settings) -> None:
     image = _image()
     for n in range(5):
         _uses(_customer(n), image)
@@ -367,7 +366,7 @@ def test_the_sender_reuses_one_smtp_connection_and_throttles(smtp_server, settin
     assert elapsed >= 0.19  # 5 messages at 20 per second
 
 
-def test_preview_and_send_a_test_to_me(smtp_server, client: Client, release_manager) -> None:  # noqa: F811
+def test_preview_and_send_a_test_to_me(smtp_server, client: Client, release_manager) -> None:
     image = _image()
     customer = _customer(1, "fr")
     _uses(customer, image)

@@ -15,12 +15,8 @@ from cloud import clients, publisher
 from cloud.retries import CloudError
 from lifecycle import releases
 from tests.catalog.factories import os_image
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import Cloud
+from tests.cloud.localcloud import Cloud
 from tests.lifecycle import COMMERCIAL_TYPES, ZONE_CODES, enable_zones, published_version
-
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
 
 pytestmark = pytest.mark.django_db
 

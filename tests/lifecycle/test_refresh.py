@@ -15,11 +15,9 @@ from catalog.choices import ImageState
 from catalog.models import AuditEntry, ImageVersion
 from lifecycle import refresh
 from lifecycle.models import CheckOutcome, SecurityAdvisory, UpstreamCheck
-from tests.builds import upstream_server
 from tests.catalog.factories import instantapp, os_image
 
 pytestmark = pytest.mark.django_db
-upstream = upstream_server.upstream
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 

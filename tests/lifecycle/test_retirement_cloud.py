@@ -19,12 +19,8 @@ from catalog.models import AuditEntry, Image, ImageVersion, LocalImage
 from cloud import clients
 from lifecycle import deprecation, releases
 from tests.catalog.factories import os_image
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import ZONES, Cloud
+from tests.cloud.localcloud import ZONES, Cloud
 from tests.lifecycle import COMMERCIAL_TYPES, enable_zones, published_version, version_with_images
-
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
 
 pytestmark = pytest.mark.django_db
 

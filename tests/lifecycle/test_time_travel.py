@@ -33,14 +33,10 @@ from catalog.models import AuditEntry, Image, ImageVersion, Zone
 from cloud import clients
 from lifecycle import deprecation, notices, releases, usage
 from lifecycle.models import Customer, Notice, NoticeState, Usage
-from tests.catalog.eol_server import EolServer, eol_server  # noqa: F401 - a fixture
+from tests.catalog.eol_server import EolServer
 from tests.catalog.factories import os_image
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import Cloud
-from tests.lifecycle.smtp import SMTPServer, smtp_server  # noqa: F401 - a fixture
-
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
+from tests.cloud.localcloud import Cloud
+from tests.lifecycle.smtp import SMTPServer
 
 pytestmark = pytest.mark.django_db
 
@@ -148,8 +144,8 @@ def _released_version(artefact: Path, user: object) -> ImageVersion:
 def test_one_image_from_release_to_deprecation_with_both_clocks_moving_together(
     cloud: Cloud,
     qcow2_artefact: Path,
-    eol_server: EolServer,  # noqa: F811
-    smtp_server: SMTPServer,  # noqa: F811
+    eol_server: EolServer,
+    smtp_server: SMTPServer,
     release_manager,
     settings,
 ) -> None:
@@ -167,7 +163,7 @@ def test_one_image_from_release_to_deprecation_with_both_clocks_moving_together(
 def _whole_life(
     cloud: Cloud,
     artefact: Path,
-    eol_server: EolServer,  # noqa: F811
+    eol_server: EolServer,
     smtp: SMTPServer,
     user: object,
 ) -> None:

@@ -22,12 +22,8 @@ from catalog.models import AuditEntry, Zone
 from cloud import clients
 from lifecycle import releases, zones
 from tests.catalog.factories import os_image
-from tests.cloud import conftest as cloud_fixtures
-from tests.cloud.conftest import Cloud
+from tests.cloud.localcloud import Cloud
 from tests.lifecycle import COMMERCIAL_TYPES, published_version, version_with_images
-
-cloud = cloud_fixtures.cloud
-qcow2_artefact = cloud_fixtures.qcow2_artefact
 
 pytestmark = pytest.mark.django_db
 

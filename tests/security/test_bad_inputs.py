@@ -20,7 +20,6 @@ from django.utils import timezone
 from catalog.models import Image
 from lifecycle.models import Customer, Notice, NoticeState, Usage
 from tests.catalog import factories
-from tests.lifecycle.smtp import smtp_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -302,7 +301,7 @@ def _database() -> dict[str, list[tuple]]:
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_bad_input_gets_a_clear_error_and_writes_nothing(
     request: pytest.FixtureRequest,
-    smtp_server,  # noqa: F811
+    smtp_server,
     settings,
     django_capture_on_commit_callbacks,
     tmp_path,

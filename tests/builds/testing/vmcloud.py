@@ -26,7 +26,7 @@ from pathlib import Path
 import guestfs
 import pytest
 
-from tests.cloud.conftest import ACCESS_KEY, PROJECT_ID, SECRET_KEY
+from tests.cloud.localcloud import ACCESS_KEY, PROJECT_ID, SECRET_KEY
 from tests.fixtures.bootable import ROOT_PARTITION, bootable_debian_image
 from tests.fixtures.images import cache_dir
 from tests.localcloud.conftest import LocalCloudProcess, _free_port
