@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-
 from typing import Any
+
 import pytest
-from django.contrib.auth.models import Group, User
 import requests
+from django.contrib.auth.models import Group, User
 
 from catalog import roles
-from tests.fixtures.images import debian_fixture_image
 from tests.builds.upstream_server import (
     GpgKey,
     UpstreamServer,
@@ -24,8 +24,9 @@ from tests.builds.upstream_server import (
 )
 from tests.catalog.eol_server import EolServer
 from tests.cloud.localcloud import ACCESS_KEY, PROJECT_ID, SECRET_KEY, Cloud, localcloud_process
-
+from tests.fixtures.images import debian_fixture_image
 from tests.lifecycle.smtp import SMTPServer
+
 
 def _user(username: str, role: str | None, **extra: object) -> User:
     user = User.objects.create_user(username=username, password="pw-" + username, **extra)
