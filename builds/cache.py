@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1024 * 1024
@@ -119,11 +120,11 @@ class DownloadCache:
                 return sha
         return None
 
-    def metadata(self, sha256: str) -> dict:
+    def metadata(self, sha256: str) -> dict[str, Any]:
         """The sidecar of a cached file (empty if it has none)."""
         return self._read_meta(self.path_for(sha256))
 
-    def entries(self) -> list[tuple[Path, dict]]:
+    def entries(self) -> list[tuple[Path, dict[str, Any]]]:
         """Every final file with its sidecar."""
         return [
             (p, self._read_meta(p))
@@ -260,7 +261,7 @@ class DownloadCache:
         return evicted
 
     @staticmethod
-    def _read_meta(path: Path) -> dict:
+    def _read_meta(path: Path) -> dict[str, Any]:
         sidecar = path.with_name(path.name + ".json")
         try:
             data = json.loads(sidecar.read_text())
@@ -269,7 +270,7 @@ class DownloadCache:
         return data if isinstance(data, dict) else {}
 
     @staticmethod
-    def _write_meta(path: Path, meta: dict) -> None:
+    def _write_meta(path: Path, meta: dict[str, Any]) -> None:
         sidecar = path.with_name(path.name + ".json")
         # Write then rename, so a reader never sees half a sidecar.
         fd, tmp = tempfile.mkstemp(prefix=".meta-", dir=path.parent)

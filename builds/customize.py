@@ -18,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shlex
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import requests
@@ -216,8 +218,8 @@ class _Watchdog:
 def _resolve_secrets(value: object, secrets: Mapping[str, str]) -> object:
     if isinstance(value, str):
 
-        def replace(match: object) -> str:
-            name = match.group(1)  # type: ignore[attr-defined]
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
             if name not in secrets:
                 raise _StepFailure(f"secret '{name}' is not defined for this build")
             return secrets[name]
@@ -229,7 +231,9 @@ def _resolve_secrets(value: object, secrets: Mapping[str, str]) -> object:
 
 
 def _package_list(value: object) -> list[str]:
-    return value.split() if isinstance(value, str) else [str(v) for v in value or []]
+    if isinstance(value, str):
+        return value.split()
+    return [str(v) for v in cast("Iterable[object]", value or [])]
 
 
 def _mode(value: object, default: int) -> int:
@@ -381,14 +385,14 @@ class _Session:
 
     # -- steps --------------------------------------------------------------------------------
 
-    def step_update_packages(self, params: dict) -> None:
+    def step_update_packages(self, params: dict[str, Any]) -> None:
         self.run_checked(self.package_command(PM_UPDATE), what="package update")
 
-    def step_install_packages(self, params: dict) -> None:
+    def step_install_packages(self, params: dict[str, Any]) -> None:
         packages = _package_list(params.get("packages"))
         self.run_checked(self.package_command(PM_INSTALL, packages), what="package installation")
 
-    def step_remove_packages(self, params: dict) -> None:
+    def step_remove_packages(self, params: dict[str, Any]) -> None:
         packages = _package_list(params.get("packages"))
         self.run_checked(self.package_command(PM_REMOVE, packages), what="package removal")
 
@@ -405,11 +409,11 @@ class _Session:
     def _local_file(self, source: str) -> Path:
         return file_in_files_dir(self.files_dir, source)
 
-    def step_upload_file(self, params: dict) -> None:
+    def step_upload_file(self, params: dict[str, Any]) -> None:
         local = self._local_file(str(params["source"]))
         self._place(local, str(params["destination"]), _mode(params.get("mode"), 0o644))
 
-    def step_write_file(self, params: dict) -> None:
+    def step_write_file(self, params: dict[str, Any]) -> None:
         g, path = self.g, str(params["path"])
         mode = _mode(params.get("mode"), 0o644)
         g.mkdir_p(os.path.dirname(path) or "/")
@@ -418,7 +422,7 @@ class _Session:
         g.chmod(mode, path)
         self.say(f"{path} written (mode {mode:04o})")
 
-    def step_download_file(self, params: dict) -> None:
+    def step_download_file(self, params: dict[str, Any]) -> None:
         url, expected = str(params["url"]), str(params["sha256"]).strip().lower()
         with tempfile.TemporaryDirectory(prefix="factory-download-") as tmp:
             local = Path(tmp) / (os.path.basename(urlparse(url).path) or "download")
@@ -457,14 +461,14 @@ class _Session:
             raise _StepFailure(str(exc)) from exc
         return digest.hexdigest()
 
-    def step_run_command(self, params: dict, *, echo: str | None = None) -> None:
+    def step_run_command(self, params: dict[str, Any], *, echo: str | None = None) -> None:
         self.run_checked(str(params["command"]), echo=echo)
 
-    def step_enable_unit(self, params: dict) -> None:
+    def step_enable_unit(self, params: dict[str, Any]) -> None:
         unit = str(params["unit"])
         self.run_checked(f"systemctl enable {shlex.quote(unit)}", what=f"enabling {unit}")
 
-    def step_kernel_upgrade(self, params: dict) -> None:
+    def step_kernel_upgrade(self, params: dict[str, Any]) -> None:
         package = str(params.get("package") or self._default_kernel_package())
         self._install_or_upgrade([package], what="kernel upgrade")
 
@@ -493,10 +497,10 @@ class _Session:
             command += f" && {self.pm} -y upgrade {quoted}"
         self.run_checked(command, what=what)
 
-    def step_cloud_init_upgrade(self, params: dict) -> None:
+    def step_cloud_init_upgrade(self, params: dict[str, Any]) -> None:
         self._install_or_upgrade(["cloud-init"], what="cloud-init upgrade")
 
-    def step_ecosystem_package(self, params: dict) -> None:
+    def step_ecosystem_package(self, params: dict[str, Any]) -> None:
         g, package = self.g, str(params["package"])
         if params.get("file"):
             local = self._local_file(str(params["file"]))
@@ -529,14 +533,14 @@ class _Session:
             try:
                 if g.part_get_parttype(device) == "gpt":
                     if g.part_get_gpt_type(device, number).upper() == ESP_GPT_TYPE:
-                        return partition
+                        return str(partition)
                 elif g.part_get_mbr_id(device, number) == 0xEF:
-                    return partition
+                    return str(partition)
             except RuntimeError:
                 continue
         return None
 
-    def step_uefi_enablement(self, params: dict) -> None:
+    def step_uefi_enablement(self, params: dict[str, Any]) -> None:
         g = self.g
         esp = self._find_esp()
         if esp is None:
@@ -564,7 +568,7 @@ class _Session:
         )
         self.run_checked(install, what="installing GRUB on the EFI system partition")
 
-    def step_firstboot_script(self, params: dict, *, number: int) -> None:
+    def step_firstboot_script(self, params: dict[str, Any], *, number: int) -> None:
         g = self.g
         name = f"image-factory-firstboot-{number:02d}"
         script = f"/usr/lib/image-factory/firstboot/{name}.sh"
@@ -670,6 +674,51 @@ class _Session:
         return packages
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One enabled step as its handler gets it."""
+
+    index: int  # 0-based position in the recipe's step list
+    params: dict[str, Any]  # secrets resolved
+    raw_params: Mapping[str, Any]  # as written, for what is echoed to the log
+
+
+_StepHandler = Callable[[_Session, _Step], None]
+
+
+def _params_only(method: Callable[[_Session, dict[str, Any]], None]) -> _StepHandler:
+    def handler(session: _Session, step: _Step) -> None:
+        method(session, step.params)
+
+    return handler
+
+
+def _run_command(session: _Session, step: _Step) -> None:
+    session.step_run_command(step.params, echo=str(step.raw_params.get("command", "")))
+
+
+def _firstboot_script(session: _Session, step: _Step) -> None:
+    session.step_firstboot_script(step.params, number=step.index + 1)
+
+
+# Every step type and what runs it; a type missing here is refused before the launch.
+STEP_HANDLERS: Mapping[str, _StepHandler] = {
+    StepType.UPDATE_PACKAGES: _params_only(_Session.step_update_packages),
+    StepType.INSTALL_PACKAGES: _params_only(_Session.step_install_packages),
+    StepType.REMOVE_PACKAGES: _params_only(_Session.step_remove_packages),
+    StepType.UPLOAD_FILE: _params_only(_Session.step_upload_file),
+    StepType.WRITE_FILE: _params_only(_Session.step_write_file),
+    StepType.DOWNLOAD_FILE: _params_only(_Session.step_download_file),
+    StepType.RUN_COMMAND: _run_command,
+    StepType.ENABLE_UNIT: _params_only(_Session.step_enable_unit),
+    StepType.KERNEL_UPGRADE: _params_only(_Session.step_kernel_upgrade),
+    StepType.CLOUD_INIT_UPGRADE: _params_only(_Session.step_cloud_init_upgrade),
+    StepType.ECOSYSTEM_PACKAGE: _params_only(_Session.step_ecosystem_package),
+    StepType.UEFI_ENABLEMENT: _params_only(_Session.step_uefi_enablement),
+    StepType.FIRSTBOOT_SCRIPT: _firstboot_script,
+}
+
+
 def _explain_failure(what: str, code: int, lines: list[str]) -> str:
     tail = "\n".join(lines[-OUTPUT_TAIL_LINES:])
     text = "\n".join(lines)
@@ -687,7 +736,7 @@ def _explain_failure(what: str, code: int, lines: list[str]) -> str:
 
 def customize(
     disk: Path,
-    steps: list[dict],
+    steps: list[dict[str, Any]],
     *,
     log: Callable[[str], None],
     progress: Callable[[int, int], None],
@@ -711,14 +760,14 @@ def customize(
     active = [(i, s) for i, s in enumerate(steps) if s.get("enabled", True)]
     total = len(active)
 
-    def label(index: int, step: dict) -> str:
+    def label(index: int, step: dict[str, Any]) -> str:
         kind = step.get("type", "")
         return f"Step {index + 1} ({STEP_LABELS.get(kind, kind)})"
 
     # Resolve secrets before the (slow) launch so a missing one fails at once.
-    resolved: dict[int, dict] = {}
+    resolved: dict[int, dict[str, Any]] = {}
     for index, step in active:
-        if step.get("type") not in STEP_LABELS:
+        if step.get("type") not in STEP_HANDLERS:
             raise CustomizeError(index, f"{label(index, step)}: unknown step type")
         try:
             resolved[index] = {
@@ -769,13 +818,7 @@ def customize(
                 try:
                     if kind in NETWORK_STEPS:
                         session.replace_resolv_conf()
-                    if kind == StepType.FIRSTBOOT_SCRIPT:
-                        session.step_firstboot_script(params, number=index + 1)
-                    elif kind == StepType.RUN_COMMAND:
-                        raw = str((step.get("params") or {}).get("command", ""))
-                        session.step_run_command(params, echo=raw)
-                    else:
-                        getattr(session, f"step_{kind}")(params)
+                    STEP_HANDLERS[kind](session, _Step(index, params, step.get("params") or {}))
                 except (_StepFailure, ValueError) as exc:
                     interrupted(exc, index, prefix, timeout)
                     raise CustomizeError(index, mask(f"{prefix}: {exc}")) from None
@@ -798,7 +841,7 @@ def customize(
                 # Last write: anything written after the relabel would keep a wrong label.
                 session.selinux_relabel()
                 manifest = session.manifest()
-                app.g.umount_all()  # type: ignore[union-attr]
+                session.g.umount_all()
             except RuntimeError as exc:
                 interrupted(exc, None, "Clean-up", step_timeout)
                 raise CustomizeError(None, f"clean-up after the steps failed: {exc}") from exc

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builds.customize import Cancelled
 
@@ -41,7 +42,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def qcow2_info(path: Path) -> dict:
+def qcow2_info(path: Path) -> dict[str, Any]:
     """``qemu-img info --output=json`` of ``path`` as a dict."""
     done = subprocess.run(
         ["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from localcloud.http import ApiError, Response
 
@@ -37,7 +38,7 @@ class Faults:
         with self.lock:
             self.armed.clear()
 
-    def describe(self) -> list[dict]:
+    def describe(self) -> list[dict[str, Any]]:
         with self.lock:
             return [asdict(f) for f in self.armed]
 

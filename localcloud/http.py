@@ -86,7 +86,7 @@ class Request:
             body=body,
         )
 
-    def json(self) -> dict:
+    def json(self) -> dict[str, Any]:
         """The JSON body of a write; GET and DELETE bodies ("{}" from the SDK) are ignored."""
         if self.method in ("GET", "DELETE", "HEAD") or not self.body:
             return {}
@@ -212,7 +212,7 @@ def is_uuid(value: str) -> bool:
 
 
 def page_of_instance_list(
-    request: Request, items: list[dict], key: str, base_path: str
+    request: Request, items: list[dict[str, Any]], key: str, base_path: str
 ) -> Response:
     """Instance v1 lists: `per_page` (max 100, default 50), the count only in X-Total-Count,
     a `Link` to the last page, and an empty list past the end (the SDK pages until one)."""
@@ -230,7 +230,9 @@ def page_of_instance_list(
     )
 
 
-def page_of_list(request: Request, items: list[dict], key: str, default_size: int = 20) -> Response:
+def page_of_list(
+    request: Request, items: list[dict[str, Any]], key: str, default_size: int = 20
+) -> Response:
     """Block, VPC, IPAM and Marketplace lists: `page_size` and `total_count` in the body."""
     size = request.int_arg("page_size", default_size, maximum=100)
     page = request.int_arg("page", 1)

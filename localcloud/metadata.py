@@ -87,7 +87,7 @@ def _rsa_bits(blob: bytes) -> int | None:
         return None
 
 
-def ssh_keys(tags: list[str], project_keys: list[str] | None = None) -> list[dict]:
+def ssh_keys(tags: list[str], project_keys: list[str] | None = None) -> list[dict[str, Any]]:
     """The project's keys then the `AUTHORIZED_KEY=` tags (`_` stands for a space)."""
     keys = list(project_keys or [])
     for tag in tags:
@@ -97,8 +97,8 @@ def ssh_keys(tags: list[str], project_keys: list[str] | None = None) -> list[dic
 
 
 def server_conf(
-    cloud: Any, server: dict, guest_ipv4: str, gateway: str, pn_name: Callable[[str], str]
-) -> dict:
+    cloud: Any, server: dict[str, Any], guest_ipv4: str, gateway: str, pn_name: Callable[[str], str]
+) -> dict[str, Any]:
     """The JSON document of `GET /conf?format=json` for one server record."""
     ips = cloud.store.all(IP, lambda i: (i.get("server") or {}).get("id") == server["id"])
     public_ips = [
@@ -117,7 +117,7 @@ def server_conf(
         for ip in ips
         if ip.get("type") != "routed_ipv6"
     ]
-    volumes: dict[str, dict] = {}
+    volumes: dict[str, dict[str, Any]] = {}
     for slot, ref in sorted((server.get("_volumes") or {}).items()):
         volume = cloud.store.get(VOLUME, ref["id"]) if ref["volume_type"] == "l_ssd" else None
         entry = {"id": ref["id"], "volume_type": ref["volume_type"], "boot": slot == "0"}
@@ -175,7 +175,7 @@ def shell_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def to_text(conf: dict) -> str:
+def to_text(conf: dict[str, Any]) -> str:
     """The text format of `GET /conf`: `KEY=value` lines, values shell-quoted."""
     lines: list[str] = []
 
@@ -238,11 +238,11 @@ class MetadataService:
 
     # --- what the handler asks -------------------------------------------------------------
 
-    def server(self, address: str) -> dict | None:
+    def server(self, address: str) -> dict[str, Any] | None:
         server_id = self.server_for_address(address)
         return self.cloud.store.get(SERVER, server_id) if server_id else None
 
-    def conf(self, server: dict) -> dict:
+    def conf(self, server: dict[str, Any]) -> dict[str, Any]:
         return server_conf(self.cloud, server, self.guest_ipv4, self.gateway, self._pn_name)
 
     def _pn_name(self, private_network_id: str) -> str:
@@ -269,7 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
     def service(self) -> MetadataService:
         return self.server.service  # type: ignore[attr-defined]
 
-    def _answer(self, status: int, body: bytes | str | dict, content_type: str = "") -> None:
+    def _answer(
+        self, status: int, body: bytes | str | dict[str, Any], content_type: str = ""
+    ) -> None:
         if isinstance(body, dict):
             payload, content_type = json.dumps(body).encode(), "application/json"
         else:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +392,7 @@ class Segment:
     # --- public ------------------------------------------------------------------------------
 
     @property
-    def endpoint(self) -> dict:
+    def endpoint(self) -> dict[str, Any]:
         """Where QEMU's stream netdev connects: `addr.type=unix,addr.path=<path>`."""
         return {"type": "unix", "path": str(self.socket_path)}
 

@@ -44,7 +44,7 @@ class Store:
                 raise
             self.db.execute("COMMIT")
 
-    def put(self, kind: str, obj: dict) -> dict:
+    def put(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             self.db.execute(
                 "INSERT OR REPLACE INTO resources (kind, id, data) VALUES (?, ?, ?)",
@@ -52,14 +52,16 @@ class Store:
             )
         return obj
 
-    def get(self, kind: str, id_: str) -> dict | None:
+    def get(self, kind: str, id_: str) -> dict[str, Any] | None:
         with self.lock:
             row = self.db.execute(
                 "SELECT data FROM resources WHERE kind = ? AND id = ?", (kind, id_)
             ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def all(self, kind: str, where: Callable[[dict], bool] | None = None) -> list[dict]:
+    def all(
+        self, kind: str, where: Callable[[dict[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
         with self.lock:
             rows = self.db.execute(
                 "SELECT data FROM resources WHERE kind = ? ORDER BY rowid", (kind,)

@@ -81,7 +81,7 @@ class Source:
             return
         stopped = False
         for name in self.checks:
-            module = registry.get(name)
+            module = registry.get_source_check(name)
             copy = self._copies[name]
             try:
                 if module.SOURCE_STATE == "stopped" and not stopped:

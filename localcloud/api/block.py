@@ -59,18 +59,18 @@ def _transition_seconds(cloud: Any) -> float:
     return 1.0 if value is None else float(value)
 
 
-def _public(obj: dict) -> dict:
+def _public(obj: dict[str, Any]) -> dict[str, Any]:
     """The API view: internal bookkeeping keys start with an underscore."""
     return {k: v for k, v in obj.items() if not k.startswith("_")}
 
 
-def _schedule(cloud: Any, obj: dict, status: str) -> None:
+def _schedule(cloud: Any, obj: dict[str, Any], status: str) -> None:
     """Make `obj` reach `status` after the transition delay (applied lazily on read)."""
     obj["_settle_at"] = cloud.clock.timestamp() + _transition_seconds(cloud)
     obj["_settle_to"] = status
 
 
-def _settle(cloud: Any, kind: str, obj: dict) -> dict:
+def _settle(cloud: Any, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """Apply a due transition and persist it."""
     due = obj.get("_settle_at")
     if due is not None and cloud.clock.timestamp() >= due:
@@ -81,25 +81,25 @@ def _settle(cloud: Any, kind: str, obj: dict) -> dict:
     return obj
 
 
-def _load(cloud: Any, kind: str, zone: str, id_: str, resource: str) -> dict:
+def _load(cloud: Any, kind: str, zone: str, id_: str, resource: str) -> dict[str, Any]:
     obj = cloud.store.get(kind, id_)
     if obj is None or obj.get("zone") != zone:
         raise not_found(resource, id_)
     return _settle(cloud, kind, obj)
 
 
-def _listing(cloud: Any, kind: str, zone: str) -> list[dict]:
+def _listing(cloud: Any, kind: str, zone: str) -> list[dict[str, Any]]:
     return [_settle(cloud, kind, o) for o in cloud.store.all(kind, lambda o: o["zone"] == zone)]
 
 
-def _order(items: list[dict], order_by: str | None) -> list[dict]:
+def _order(items: list[dict[str, Any]], order_by: str | None) -> list[dict[str, Any]]:
     field, _, direction = (order_by or "created_at_asc").rpartition("_")
     if field not in ("created_at", "name"):
         field = "created_at"
     return sorted(items, key=lambda o: o.get(field) or "", reverse=direction == "desc")
 
 
-def _filter_common(request: Request, items: list[dict]) -> list[dict]:
+def _filter_common(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """name (substring), tags (any of), project_id; organization_id is not filtered on because
     localcloud has no organizations (the SDK always sends the client's default)."""
     name = request.arg("name")
@@ -136,7 +136,7 @@ def _blob_in_use(cloud: Any, blob: str, except_id: str) -> bool:
     return False
 
 
-def _drop_blob(cloud: Any, obj: dict) -> None:
+def _drop_blob(cloud: Any, obj: dict[str, Any]) -> None:
     """Remove the resource's data file unless another volume or snapshot still shares it."""
     blob = obj.get("_blob")
     if blob and not _blob_in_use(cloud, blob, obj["id"]):
@@ -267,7 +267,9 @@ def delete_volume(cloud: Any, request: Request, zone: str, volume_id: str) -> Re
 # --- snapshots --------------------------------------------------------------------------------
 
 
-def _new_snapshot(cloud: Any, zone: str, data: dict, size: int, parent: dict | None) -> dict:
+def _new_snapshot(
+    cloud: Any, zone: str, data: dict[str, Any], size: int, parent: dict[str, Any] | None
+) -> dict[str, Any]:
     now = cloud.clock.iso()
     return {
         "id": new_id(),
@@ -360,7 +362,7 @@ def import_snapshot(cloud: Any, request: Request, zone: str) -> Response:
     return ok(_public(snapshot))
 
 
-def _qcow2_for(snapshot: dict, scratch: Path) -> Path:
+def _qcow2_for(snapshot: dict[str, Any], scratch: Path) -> Path:
     """The snapshot's data as QCOW2: its blob, or an empty image of its size (never written
     volumes have no data file)."""
     if snapshot.get("_blob") and Path(snapshot["_blob"]).exists():
@@ -462,7 +464,9 @@ def list_volume_types(cloud: Any, request: Request, zone: str) -> Response:
 # --- hooks for the Instance API ---------------------------------------------------------------
 
 
-def volume_attached(cloud: Any, zone: str, volume_id: str, server_id: str, attached: bool) -> dict:
+def volume_attached(
+    cloud: Any, zone: str, volume_id: str, server_id: str, attached: bool
+) -> dict[str, Any]:
     """Mark a volume attached to (or detached from) a server; return the public volume.
 
     Raises ApiError: 404 `volume` if unknown in that zone; 409 transient_state if it is still
@@ -505,7 +509,7 @@ def volume_attached(cloud: Any, zone: str, volume_id: str, server_id: str, attac
     return _public(volume)
 
 
-def _lookup(cloud: Any, kind: str, zone: str, id_: str) -> dict | None:
+def _lookup(cloud: Any, kind: str, zone: str, id_: str) -> dict[str, Any] | None:
     obj = cloud.store.get(kind, id_)
     if obj is None or obj.get("zone") != zone:
         return None

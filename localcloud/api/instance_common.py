@@ -49,12 +49,12 @@ def machines(cloud: Any) -> MachineBackend:
     return backend
 
 
-def public(record: dict) -> dict:
+def public(record: dict[str, Any]) -> dict[str, Any]:
     """The API view of a stored record: private `_fields` stripped."""
     return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
-def settle(cloud: Any, kind: str, record: dict) -> dict | None:
+def settle(cloud: Any, kind: str, record: dict[str, Any]) -> dict[str, Any] | None:
     """Apply due transitions to a record; persist it; None if it disappeared."""
     backend = machines(cloud)
     if backend.advance(record):
@@ -83,7 +83,7 @@ def on_gone(name: str):
     return decorate
 
 
-def load(cloud: Any, kind: str, zone: str, id_: str, resource: str | None = None) -> dict:
+def load(cloud: Any, kind: str, zone: str, id_: str, resource: str | None = None) -> dict[str, Any]:
     """A record of this zone, with due transitions applied, or the real 404."""
     record = cloud.store.get(kind, id_)
     if record is not None and record.get("zone") == zone:
@@ -93,7 +93,7 @@ def load(cloud: Any, kind: str, zone: str, id_: str, resource: str | None = None
     raise not_found(resource or kind, id_)
 
 
-def load_all(cloud: Any, kind: str, zone: str) -> list[dict]:
+def load_all(cloud: Any, kind: str, zone: str) -> list[dict[str, Any]]:
     """Every record of this zone, settled (lists apply transitions too)."""
     items = []
     for record in cloud.store.all(kind, lambda r: r.get("zone") == zone):
@@ -103,7 +103,7 @@ def load_all(cloud: Any, kind: str, zone: str) -> list[dict]:
     return items
 
 
-def filter_owner(request: Request, items: list[dict]) -> list[dict]:
+def filter_owner(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The `project` / `organization` query filters the SDK adds from its defaults."""
     for field in ("project", "organization"):
         wanted = request.arg(field)
@@ -112,19 +112,19 @@ def filter_owner(request: Request, items: list[dict]) -> list[dict]:
     return items
 
 
-def filter_name(request: Request, items: list[dict]) -> list[dict]:
+def filter_name(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`name` filters by substring, as on Scaleway."""
     name = request.arg("name")
     return [i for i in items if name in i.get("name", "")] if name else items
 
 
-def filter_tags(request: Request, items: list[dict]) -> list[dict]:
+def filter_tags(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every requested tag must be present (tags come comma-joined from the SDK)."""
     tags = request.list_arg("tags")
     return [i for i in items if set(tags) <= set(i.get("tags") or [])] if tags else items
 
 
-def owner(body: dict) -> dict:
+def owner(body: dict[str, Any]) -> dict[str, Any]:
     """`project` / `organization` as the body gives them (one defaults to the other)."""
     project = body.get("project") or body.get("organization") or ZERO_UUID
     organization = body.get("organization") or project
@@ -147,14 +147,16 @@ def check_tags(tags: Any) -> list[str]:
     return tags
 
 
-def require(body: dict, field: str) -> Any:
+def require(body: dict[str, Any], field: str) -> Any:
     value = body.get(field)
     if value is None or value == "":
         raise invalid_argument(field)
     return value
 
 
-def task(cloud: Any, zone: str, href_from: str, href_result: str, description: str) -> dict:
+def task(
+    cloud: Any, zone: str, href_from: str, href_result: str, description: str
+) -> dict[str, Any]:
     """The Task the real API answers to actions and snapshots (all-zero id, "fake task")."""
     return {
         "id": ZERO_UUID,

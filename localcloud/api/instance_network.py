@@ -51,18 +51,18 @@ SMTP_PORTS = (25, 465, 587)
 # --- security groups ----------------------------------------------------------------------
 
 
-def sg_servers(cloud: Any, group_id: str) -> list[dict]:
+def sg_servers(cloud: Any, group_id: str) -> list[dict[str, Any]]:
     return [
         {"id": s["id"], "name": s["name"]}
         for s in cloud.store.all(SERVER, lambda s: s.get("_security_group_id") == group_id)
     ]
 
 
-def render_sg(cloud: Any, group: dict) -> dict:
+def render_sg(cloud: Any, group: dict[str, Any]) -> dict[str, Any]:
     return {**public(group), "servers": sg_servers(cloud, group["id"])}
 
 
-def new_security_group(cloud: Any, zone: str, body: dict) -> dict:
+def new_security_group(cloud: Any, zone: str, body: dict[str, Any]) -> dict[str, Any]:
     """Build and store a group; enable_default_security adds the SMTP drop rules."""
     now = cloud.clock.iso()
     for field in ("inbound_default_policy", "outbound_default_policy"):
@@ -107,7 +107,7 @@ def new_security_group(cloud: Any, zone: str, body: dict) -> dict:
     return group
 
 
-def default_security_group(cloud: Any, zone: str, body_owner: dict) -> dict:
+def default_security_group(cloud: Any, zone: str, body_owner: dict[str, Any]) -> dict[str, Any]:
     """The project's default group in a zone, created on first use as on Scaleway."""
     for group in cloud.store.all(SECURITY_GROUP):
         if (
@@ -193,12 +193,14 @@ def _rules_changed(cloud: Any, group_id: str) -> None:
         machine_capabilities.refresh(machines(cloud), server["id"])
 
 
-def _rules(cloud: Any, group_id: str) -> list[dict]:
+def _rules(cloud: Any, group_id: str) -> list[dict[str, Any]]:
     rules = cloud.store.all(RULE, lambda r: r.get("_security_group_id") == group_id)
     return sorted(rules, key=lambda r: r["position"])
 
 
-def _put_rule(cloud: Any, group: dict, body: dict, editable: bool, id_: str | None = None) -> dict:
+def _put_rule(
+    cloud: Any, group: dict[str, Any], body: dict[str, Any], editable: bool, id_: str | None = None
+) -> dict[str, Any]:
     """Validate and store one rule; protocol upper-case as the real API returns it."""
     protocol = str(body.get("protocol") or "TCP").upper()
     if protocol not in PROTOCOLS:
@@ -232,7 +234,7 @@ def _put_rule(cloud: Any, group: dict, body: dict, editable: bool, id_: str | No
     return cloud.store.put(RULE, rule)
 
 
-def _renumber(cloud: Any, group_id: str, first: dict | None = None) -> None:
+def _renumber(cloud: Any, group_id: str, first: dict[str, Any] | None = None) -> None:
     """Positions 1..n; a rule just placed at position p goes before the one already there."""
     rules = [r for r in _rules(cloud, group_id) if first is None or r["id"] != first["id"]]
     if first is not None:
@@ -346,8 +348,8 @@ def _next_address(cloud: Any, family: str) -> tuple[str, str]:
 
 
 def new_ip(
-    cloud: Any, zone: str, *, type_: str, body_owner: dict, tags: list[str], dynamic: bool
-) -> dict:
+    cloud: Any, zone: str, *, type_: str, body_owner: dict[str, Any], tags: list[str], dynamic: bool
+) -> dict[str, Any]:
     """Build and store a flexible (or dynamic, server-bound) IP."""
     if type_ not in ("routed_ipv4", "routed_ipv6"):
         raise invalid_argument("type", "invalid_enum", "routed_ipv4 or routed_ipv6")
@@ -369,7 +371,7 @@ def new_ip(
     return cloud.store.put(IP, ip)
 
 
-def attach_ip(cloud: Any, ip: dict, server: dict | None) -> None:
+def attach_ip(cloud: Any, ip: dict[str, Any], server: dict[str, Any] | None) -> None:
     previous = (ip.get("server") or {}).get("id")
     ip["server"] = {"id": server["id"], "name": server["name"]} if server else None
     ip["state"] = "attached" if server else "detached"
@@ -379,7 +381,7 @@ def attach_ip(cloud: Any, ip: dict, server: dict | None) -> None:
         machine_capabilities.refresh(machines(cloud), server_id)
 
 
-def server_ip(ip: dict) -> dict:
+def server_ip(ip: dict[str, Any]) -> dict[str, Any]:
     """How a server shows an attached IP (`public_ips[]`)."""
     v6 = ip["type"] == "routed_ipv6"
     return {
@@ -396,7 +398,7 @@ def server_ip(ip: dict) -> dict:
     }
 
 
-def _server_for_ip(cloud: Any, zone: str, server_id: Any) -> dict:
+def _server_for_ip(cloud: Any, zone: str, server_id: Any) -> dict[str, Any]:
     if not isinstance(server_id, str):
         raise invalid_argument("server", "invalid_uuid", "a server id")
     return load(cloud, SERVER, zone, server_id, "instance_server")
@@ -417,7 +419,7 @@ def create_ip(cloud: Any, request: Request, zone: str) -> Response:
     return ok({"ip": public(ip)}, status=201)
 
 
-def _find_ip(cloud: Any, zone: str, ip_ref: str) -> dict:
+def _find_ip(cloud: Any, zone: str, ip_ref: str) -> dict[str, Any]:
     """`{ip}` is an id or an address, as on Scaleway."""
     if is_uuid(ip_ref):
         return load(cloud, IP, zone, ip_ref, "instance_ip")
@@ -472,7 +474,7 @@ def _mac(cloud: Any) -> str:
     return f"02:00:00:{counter >> 16 & 0xFF:02x}:{counter >> 8 & 0xFF:02x}:{counter & 0xFF:02x}"
 
 
-def nic_changed(cloud: Any, nic: dict, created: bool) -> None:
+def nic_changed(cloud: Any, nic: dict[str, Any], created: bool) -> None:
     """Tell IPAM (if present) about a NIC; adopt the addresses it allocates."""
     hook = getattr(cloud, "private_nic_changed", None)
     if hook is None:
@@ -510,7 +512,7 @@ def create_private_nic(cloud: Any, request: Request, zone: str, server_id: str) 
     return ok({"private_nic": public(cloud.store.get(PRIVATE_NIC, nic["id"]))}, status=201)
 
 
-def server_nics(cloud: Any, zone: str, server_id: str) -> list[dict]:
+def server_nics(cloud: Any, zone: str, server_id: str) -> list[dict[str, Any]]:
     return [n for n in load_all(cloud, PRIVATE_NIC, zone) if n["server_id"] == server_id]
 
 
@@ -520,7 +522,7 @@ def list_private_nics(cloud: Any, request: Request, zone: str, server_id: str) -
     return page_of_instance_list(request, [public(n) for n in items], "private_nics", request.path)
 
 
-def _nic(cloud: Any, zone: str, server_id: str, nic_id: str) -> dict:
+def _nic(cloud: Any, zone: str, server_id: str, nic_id: str) -> dict[str, Any]:
     load(cloud, SERVER, zone, server_id, "instance_server")
     nic = load(cloud, PRIVATE_NIC, zone, nic_id, "instance_private_nic")
     if nic["server_id"] != server_id:
@@ -546,7 +548,7 @@ def update_private_nic(
     return ok({"private_nic": public(nic)})
 
 
-def delete_nic_record(cloud: Any, nic: dict) -> None:
+def delete_nic_record(cloud: Any, nic: dict[str, Any]) -> None:
     cloud.store.delete(PRIVATE_NIC, nic["id"])
     nic_changed(cloud, nic, False)
     machine_capabilities.refresh(machines(cloud), nic["server_id"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 GB = 1000**3
 
 # name: (ncpus, ram GiB, arch, max local storage GB (0 = block only), hourly EUR, bandwidth)
@@ -19,7 +21,7 @@ _TYPES: dict[str, tuple[int, int, str, int, float, int]] = {
 }
 
 
-def server_type(name: str) -> dict:
+def server_type(name: str) -> dict[str, Any]:
     """One ServerType as `GET /products/servers` shows it."""
     ncpus, ram, arch, local_gb, hourly, bandwidth = _TYPES[name]
     local = local_gb * GB

@@ -68,10 +68,10 @@ BOOT_TYPES = ("local", "rescue")
 # --- rendering ----------------------------------------------------------------------------
 
 
-def render(cloud: Any, server: dict) -> dict:
+def render(cloud: Any, server: dict[str, Any]) -> dict[str, Any]:
     """The Server JSON: the record plus what is derived from other records."""
     zone = server["zone"]
-    volumes: dict[str, dict] = {}
+    volumes: dict[str, dict[str, Any]] = {}
     for slot, ref in server["_volumes"].items():
         if ref["volume_type"] == "l_ssd":
             volume = cloud.store.get(VOLUME, ref["id"])
@@ -97,18 +97,18 @@ def render(cloud: Any, server: dict) -> dict:
     }
 
 
-def _ip_on(ip: dict, server_id: str) -> bool:
+def _ip_on(ip: dict[str, Any], server_id: str) -> bool:
     return (ip.get("server") or {}).get("id") == server_id
 
 
-def _load(cloud: Any, zone: str, server_id: str) -> dict:
+def _load(cloud: Any, zone: str, server_id: str) -> dict[str, Any]:
     return load(cloud, SERVER, zone, server_id, "instance_server")
 
 
 # --- create -------------------------------------------------------------------------------
 
 
-def resolve_image(cloud: Any, zone: str, image: str, commercial_type: str) -> dict:
+def resolve_image(cloud: Any, zone: str, image: str, commercial_type: str) -> dict[str, Any]:
     """An instance image of the zone, else the Marketplace hook's answer, else 404."""
     if is_uuid(image):
         record = cloud.store.get(IMAGE, image)
@@ -134,7 +134,14 @@ def resolve_image(cloud: Any, zone: str, image: str, commercial_type: str) -> di
     raise not_found("instance_image", image)
 
 
-def _extra_volume(cloud: Any, zone: str, server: dict, slot: str, tpl: dict, who: dict) -> dict:
+def _extra_volume(
+    cloud: Any,
+    zone: str,
+    server: dict[str, Any],
+    slot: str,
+    tpl: dict[str, Any],
+    who: dict[str, Any],
+) -> dict[str, Any]:
     """One non-root entry of the create body's `volumes`: attach, from snapshot or empty."""
     volume_type = tpl.get("volume_type") or ("sbs_volume" if tpl.get("id") else "l_ssd")
     if tpl.get("id") and volume_type != "l_ssd":
@@ -171,10 +178,10 @@ def create_server(cloud: Any, request: Request, zone: str) -> Response:
     commercial_type = require(body, "commercial_type")
     if commercial_type not in products.names():
         raise refuse(f"{commercial_type} is not a valid commercial type in {zone}")
-    volumes_tpl: dict = body.get("volumes") or {}
+    volumes_tpl: dict[str, Any] = body.get("volumes") or {}
     root_tpl = volumes_tpl.get("0") or {}
     who = owner(body)
-    image: dict | None = None
+    image: dict[str, Any] | None = None
     if body.get("image"):
         image = resolve_image(cloud, zone, str(body["image"]), commercial_type)
         if image.get("arch") and image["arch"] != products.arch_of(commercial_type):
@@ -354,7 +361,7 @@ def update_server(cloud: Any, request: Request, zone: str, server_id: str) -> Re
     return ok({"server": render(cloud, server)})
 
 
-def _release(cloud: Any, server: dict, delete_local: bool) -> None:
+def _release(cloud: Any, server: dict[str, Any], delete_local: bool) -> None:
     """Free what a server holds: local volumes (deleted by terminate, kept by delete),
     SBS volumes (detached), dynamic IPs (released), flexible IPs (detached), NICs."""
     zone = server["zone"]
@@ -381,7 +388,7 @@ def _release(cloud: Any, server: dict, delete_local: bool) -> None:
 
 
 @on_gone("server")
-def _terminated(cloud: Any, server: dict) -> None:
+def _terminated(cloud: Any, server: dict[str, Any]) -> None:
     _release(cloud, server, delete_local=True)
 
 
@@ -403,13 +410,13 @@ def list_actions(cloud: Any, request: Request, zone: str, server_id: str) -> Res
     return ok({"actions": allowed_actions(_load(cloud, zone, server_id)["state"])})
 
 
-def _backup(cloud: Any, server: dict, name: str | None) -> dict:
+def _backup(cloud: Any, server: dict[str, Any], name: str | None) -> dict[str, Any]:
     """Snapshot every local volume and make an image of them (creating -> available)."""
     zone = server["zone"]
     stamp = cloud.clock.now().strftime("%Y-%m-%d_%H-%M")
     image_name = name or f"image_{server['name']}_{stamp}"
     who = {"project": server["project"], "organization": server["organization"]}
-    snapshots: dict[str, dict] = {}
+    snapshots: dict[str, dict[str, Any]] = {}
     for slot, ref in sorted(server["_volumes"].items()):
         volume = cloud.store.get(VOLUME, ref["id"]) if ref["volume_type"] == "l_ssd" else None
         if volume is None:

@@ -61,7 +61,7 @@ IMPORT_EXTENSIONS = (".qcow", ".qcow2")
 # --- images -------------------------------------------------------------------------------
 
 
-def volume_summary(snapshot: dict) -> dict:
+def volume_summary(snapshot: dict[str, Any]) -> dict[str, Any]:
     """How an image shows one of its snapshots (`root_volume`, `extra_volumes`)."""
     return {
         "id": snapshot["id"],
@@ -77,14 +77,14 @@ def new_image(
     *,
     name: str,
     arch: str,
-    root: dict,
-    extra: dict[str, dict],
-    body_owner: dict,
+    root: dict[str, Any],
+    extra: dict[str, dict[str, Any]],
+    body_owner: dict[str, Any],
     tags: list[str],
     public_: bool = False,
     from_server: str = "",
     state: str = "available",
-) -> dict:
+) -> dict[str, Any]:
     """Build and store an image record (also used by the server `backup` action)."""
     now = cloud.clock.iso()
     image = {
@@ -106,7 +106,7 @@ def new_image(
     return cloud.store.put(IMAGE, image)
 
 
-def _snapshot_for_image(cloud: Any, zone: str, snapshot_id: Any, field: str) -> dict:
+def _snapshot_for_image(cloud: Any, zone: str, snapshot_id: Any, field: str) -> dict[str, Any]:
     if not isinstance(snapshot_id, str) or not snapshot_id:
         raise invalid_argument(field)
     if cloud.store.get(SNAPSHOT, snapshot_id) is None:
@@ -198,14 +198,14 @@ def new_snapshot(
     *,
     name: str,
     size: int,
-    body_owner: dict,
+    body_owner: dict[str, Any],
     tags: list[str],
-    base_volume: dict | None,
+    base_volume: dict[str, Any] | None,
     state: str,
-    then: dict | None = None,
+    then: dict[str, Any] | None = None,
     source_snapshot: str | None = None,
     id_: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Build and store a snapshot; `then` is the patch applied after one transition step."""
     now = cloud.clock.iso()
     snapshot = {
@@ -231,7 +231,7 @@ def new_snapshot(
     return cloud.store.put(SNAPSHOT, snapshot)
 
 
-def _import_snapshot(cloud: Any, zone: str, body: dict) -> dict:
+def _import_snapshot(cloud: Any, zone: str, body: dict[str, Any]) -> dict[str, Any]:
     """The Object Storage import; see the module docstring for what is checked when."""
     bucket, key = require(body, "bucket"), require(body, "key")
     volume_type = body.get("volume_type") or "l_ssd"
@@ -259,7 +259,7 @@ def _import_snapshot(cloud: Any, zone: str, body: dict) -> dict:
     except qcow2.Qcow2Error as exc:
         blob.unlink(missing_ok=True)
         raise refuse(str(exc)) from exc
-    then: dict = {"state": "available"}
+    then: dict[str, Any] = {"state": "available"}
     if size is not None and size < header.virtual_size:
         then = {
             "state": "error",
@@ -366,11 +366,11 @@ def new_volume(
     *,
     name: str,
     size: int,
-    body_owner: dict,
-    server: dict | None,
+    body_owner: dict[str, Any],
+    server: dict[str, Any] | None,
     base_snapshot: str | None,
     boot: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """A local (l_ssd) volume; `_base_snapshot` records the copy-on-write base."""
     now = cloud.clock.iso()
     volume = {

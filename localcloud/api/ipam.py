@@ -23,7 +23,7 @@ SERVER = "instance_server"  # the Instance API's kind, read for the resource nam
 RESOURCE_TYPE = "instance_private_nic"
 
 
-def _public(obj: dict) -> dict:
+def _public(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if not k.startswith("_")}
 
 
@@ -42,14 +42,14 @@ def _first_free(network: ipaddress._BaseNetwork, taken: set[str]) -> ipaddress._
     raise invalid_argument("private_network_id", "no_free_ip", f"subnet {network} is full")
 
 
-def _resource_name(cloud: Any, nic: dict) -> str | None:
+def _resource_name(cloud: Any, nic: dict[str, Any]) -> str | None:
     if nic.get("name"):
         return nic["name"]
     server = cloud.store.get(SERVER, nic.get("server_id") or "")
     return server.get("name") if server else None
 
 
-def allocate(cloud: Any, nic: dict) -> list[dict]:
+def allocate(cloud: Any, nic: dict[str, Any]) -> list[dict[str, Any]]:
     """Give a private NIC one IPv4 and one IPv6 in its network (idempotent per NIC)."""
     pn = cloud.store.get(PRIVATE_NETWORK, nic.get("private_network_id") or "")
     if pn is None:
@@ -92,7 +92,7 @@ def allocate(cloud: Any, nic: dict) -> list[dict]:
     return allocated
 
 
-def release(cloud: Any, nic_id: str) -> list[dict]:
+def release(cloud: Any, nic_id: str) -> list[dict[str, Any]]:
     """Free every address of a NIC; returns what was released."""
     with cloud.store.lock:
         held = cloud.store.all(IPAM_IP, lambda ip: ip["resource"]["id"] == nic_id)
@@ -101,7 +101,7 @@ def release(cloud: Any, nic_id: str) -> list[dict]:
     return [_public(ip) for ip in held]
 
 
-def private_nic_changed(cloud: Any, nic: dict, created: bool) -> list[str]:
+def private_nic_changed(cloud: Any, nic: dict[str, Any], created: bool) -> list[str]:
     """The hook: allocate on creation, release on deletion; returns the ids of the IPs
     allocated (IPv4 first: they are the NIC's `ipam_ip_ids`) or released.
 

@@ -55,7 +55,7 @@ ARCHES = ("x86_64", "arm64")
 CATEGORY_NAMESPACE = uuid.UUID("5c0d8a8e-7e2a-4a39-9d6a-6d61726b6574")
 
 
-def _public(obj: dict) -> dict:
+def _public(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if not k.startswith("_")}
 
 
@@ -72,30 +72,30 @@ def _parse_date(value: Any, name: str) -> str | None:
     return parsed.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _expired(cloud: Any, image: dict) -> bool:
+def _expired(cloud: Any, image: dict[str, Any]) -> bool:
     until = image.get("valid_until")
     if not until:
         return False
     return dt.datetime.fromisoformat(until.replace("Z", "+00:00")) <= cloud.clock.now()
 
 
-def _image_by_label(cloud: Any, label: str) -> dict | None:
+def _image_by_label(cloud: Any, label: str) -> dict[str, Any] | None:
     found = cloud.store.all(IMAGE, lambda i: i["label"] == label)
     return found[0] if found else None
 
 
-def _image_or_404(cloud: Any, label: str) -> dict:
+def _image_or_404(cloud: Any, label: str) -> dict[str, Any]:
     image = _image_by_label(cloud, label)
     if image is None:
         raise not_found("MarketplaceImage", label)
     return image
 
 
-def _versions(cloud: Any, image_id: str) -> list[dict]:
+def _versions(cloud: Any, image_id: str) -> list[dict[str, Any]]:
     return cloud.store.all(VERSION, lambda v: v["_image_id"] == image_id)
 
 
-def current_version(cloud: Any, image: dict) -> dict | None:
+def current_version(cloud: Any, image: dict[str, Any]) -> dict[str, Any] | None:
     """The pinned version, else the latest published one."""
     pinned = image.get("_current_version_id")
     if pinned:
@@ -108,12 +108,12 @@ def current_version(cloud: Any, image: dict) -> dict | None:
     return max(versions, key=lambda v: (v["published_at"], v["_seq"]))
 
 
-def _render_local(cloud: Any, local: dict) -> dict:
+def _render_local(cloud: Any, local: dict[str, Any]) -> dict[str, Any]:
     image = cloud.store.get(IMAGE, local["_image_id"]) or {}
     return {**_public(local), "label": image.get("label", "")}
 
 
-def _local_images_of(cloud: Any, version_id: str) -> list[dict]:
+def _local_images_of(cloud: Any, version_id: str) -> list[dict[str, Any]]:
     return cloud.store.all(LOCAL_IMAGE, lambda li: li["_version_id"] == version_id)
 
 
@@ -124,7 +124,7 @@ def _ensure_categories(cloud: Any, names: list[str]) -> None:
             cloud.store.put(CATEGORY, {"id": cid, "name": name, "description": ""})
 
 
-def _page(request: Request, items: list[dict], key: str) -> Response:
+def _page(request: Request, items: list[dict[str, Any]], key: str) -> Response:
     return page_of_list(request, items, key, default_size=20)
 
 
@@ -248,7 +248,7 @@ def get_category(cloud: Any, request: Request, category_id: str) -> Response:
 # --- operator publishing ----------------------------------------------------------------------
 
 
-def _operator_view(cloud: Any, image: dict) -> dict:
+def _operator_view(cloud: Any, image: dict[str, Any]) -> dict[str, Any]:
     current = current_version(cloud, image)
     versions = sorted(_versions(cloud, image["id"]), key=lambda v: (v["created_at"], v["_seq"]))
     return {
@@ -374,7 +374,7 @@ def create_version(cloud: Any, request: Request, label: str) -> Response:
     return ok(_public(version))
 
 
-def _local_image(cloud: Any, version: dict, item: Any, now: str) -> dict:
+def _local_image(cloud: Any, version: dict[str, Any], item: Any, now: str) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise invalid_argument("local_images", "invalid_type", "a list of objects")
     image_id = item.get("instance_image_id") or item.get("id")
@@ -431,7 +431,7 @@ def add_local_images(cloud: Any, request: Request, version_id: str) -> Response:
     return ok({"local_images": [_render_local(cloud, li) for li in built]})
 
 
-def _delete_version(cloud: Any, version: dict) -> None:
+def _delete_version(cloud: Any, version: dict[str, Any]) -> None:
     for local in _local_images_of(cloud, version["id"]):
         cloud.store.delete(LOCAL_IMAGE, local["id"])
     cloud.store.delete(VERSION, version["id"])
@@ -459,7 +459,7 @@ def delete_local_image(cloud: Any, request: Request, local_image_id: str) -> Res
 # --- the hook for the Instance API ------------------------------------------------------------
 
 
-def deprecated_error(image: dict) -> ApiError:
+def deprecated_error(image: dict[str, Any]) -> ApiError:
     return ApiError(
         400,
         "invalid_request_error",
@@ -484,7 +484,7 @@ def resolve(cloud: Any, zone: str, image: str, commercial_type: str | None) -> s
     """
     wanted = (commercial_type or "").upper()
 
-    def compatible(local: dict) -> bool:
+    def compatible(local: dict[str, Any]) -> bool:
         types = local["compatible_commercial_types"]
         return not wanted or not types or wanted in types
 

@@ -53,14 +53,14 @@ def _still_in_use(message: str) -> ApiError:
     )
 
 
-def _order(items: list[dict], order_by: str | None) -> list[dict]:
+def _order(items: list[dict[str, Any]], order_by: str | None) -> list[dict[str, Any]]:
     field, _, direction = (order_by or "created_at_asc").rpartition("_")
     if field not in ("created_at", "name"):
         field = "created_at"
     return sorted(items, key=lambda o: o.get(field) or "", reverse=direction == "desc")
 
 
-def _filter(request: Request, items: list[dict]) -> list[dict]:
+def _filter(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """name (substring), tags (any of), project_id. organization_id is not filtered on:
     localcloud has no organizations and the SDK always sends the client's default."""
     name = request.arg("name")
@@ -78,7 +78,9 @@ def _filter(request: Request, items: list[dict]) -> list[dict]:
 # --- VPCs -------------------------------------------------------------------------------------
 
 
-def _new_vpc(cloud: Any, region: str, project: str, name: str, default: bool, data: dict) -> dict:
+def _new_vpc(
+    cloud: Any, region: str, project: str, name: str, default: bool, data: dict[str, Any]
+) -> dict[str, Any]:
     now = cloud.clock.iso()
     return {
         "id": new_id(),
@@ -97,7 +99,7 @@ def _new_vpc(cloud: Any, region: str, project: str, name: str, default: bool, da
     }
 
 
-def default_vpc(cloud: Any, region: str, project: str) -> dict:
+def default_vpc(cloud: Any, region: str, project: str) -> dict[str, Any]:
     """The project's default VPC in the region, created on first use."""
     with cloud.store.lock:
         found = cloud.store.all(
@@ -109,12 +111,12 @@ def default_vpc(cloud: Any, region: str, project: str) -> dict:
         return cloud.store.put(VPC, _new_vpc(cloud, region, project, "default", True, {}))
 
 
-def _render_vpc(cloud: Any, vpc: dict) -> dict:
+def _render_vpc(cloud: Any, vpc: dict[str, Any]) -> dict[str, Any]:
     count = len(cloud.store.all(PRIVATE_NETWORK, lambda p: p["vpc_id"] == vpc["id"]))
     return {**vpc, "private_network_count": count}
 
 
-def _load_vpc(cloud: Any, region: str, vpc_id: str) -> dict:
+def _load_vpc(cloud: Any, region: str, vpc_id: str) -> dict[str, Any]:
     vpc = cloud.store.get(VPC, vpc_id)
     if vpc is None or vpc["region"] != region:
         raise not_found("vpc", vpc_id)
@@ -193,7 +195,7 @@ def _auto_ipv6(pn_id: str) -> str:
     return str(ipaddress.ip_network(f"fd{h[0:2]}:{h[2:6]}:{h[6:10]}:{h[10:14]}::/64"))
 
 
-def _subnet(cloud: Any, cidr: str, pn: dict) -> dict:
+def _subnet(cloud: Any, cidr: str, pn: dict[str, Any]) -> dict[str, Any]:
     now = cloud.clock.iso()
     return {
         "id": new_id(),
@@ -270,7 +272,7 @@ def create_private_network(cloud: Any, request: Request, region: str) -> Respons
     return ok(pn)
 
 
-def _load_pn(cloud: Any, region: str, pn_id: str) -> dict:
+def _load_pn(cloud: Any, region: str, pn_id: str) -> dict[str, Any]:
     pn = cloud.store.get(PRIVATE_NETWORK, pn_id)
     if pn is None or pn["region"] != region:
         raise not_found("private_network", pn_id)

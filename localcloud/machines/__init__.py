@@ -48,21 +48,21 @@ class MachineBackend(Protocol):
     module functions of the same names, which give the timer's behaviour when absent.
     """
 
-    def power_on(self, server: dict) -> None: ...
+    def power_on(self, server: dict[str, Any]) -> None: ...
 
-    def power_off(self, server: dict) -> None: ...
+    def power_off(self, server: dict[str, Any]) -> None: ...
 
-    def reboot(self, server: dict) -> None: ...
+    def reboot(self, server: dict[str, Any]) -> None: ...
 
-    def stop_in_place(self, server: dict) -> None: ...
+    def stop_in_place(self, server: dict[str, Any]) -> None: ...
 
-    def terminate(self, server: dict) -> None: ...
+    def terminate(self, server: dict[str, Any]) -> None: ...
 
-    def delete(self, server: dict) -> None: ...
+    def delete(self, server: dict[str, Any]) -> None: ...
 
-    def advance(self, record: dict) -> bool: ...
+    def advance(self, record: dict[str, Any]) -> bool: ...
 
-    def schedule(self, record: dict, steps: list[dict]) -> None: ...
+    def schedule(self, record: dict[str, Any], steps: list[dict[str, Any]]) -> None: ...
 
 
 # --- optional capabilities ------------------------------------------------------------------
@@ -76,7 +76,9 @@ def selected() -> str:
     return (os.environ.get("LOCALCLOUD_MACHINES") or "timer").strip().lower()
 
 
-def capture(backend: Any, snapshot: dict, volume: dict, then: dict) -> None:
+def capture(
+    backend: Any, snapshot: dict[str, Any], volume: dict[str, Any], then: dict[str, Any]
+) -> None:
     """Fill the new instance snapshot `snapshot` with the current data of the local volume
     `volume` (hot when its server runs), then apply `then` to the snapshot record."""
     method = getattr(backend, "capture", None)
@@ -86,7 +88,9 @@ def capture(backend: Any, snapshot: dict, volume: dict, then: dict) -> None:
         method(snapshot, volume, then)
 
 
-def follow(backend: Any, image: dict, snapshot_ids: list[str], then: dict) -> None:
+def follow(
+    backend: Any, image: dict[str, Any], snapshot_ids: list[str], then: dict[str, Any]
+) -> None:
     """Apply `then` to the instance image `image` once its snapshots are complete."""
     method = getattr(backend, "follow", None)
     if method is None:
@@ -103,7 +107,7 @@ def refresh(backend: Any, server_id: str | None = None) -> None:
         method(server_id)
 
 
-def endpoint(backend: Any, server_id: str, port: int) -> dict | None:
+def endpoint(backend: Any, server_id: str, port: int) -> dict[str, Any] | None:
     """Where the host reaches `port` of a server's guest: {"host", "port"}, or None."""
     method = getattr(backend, "endpoint", None)
     return method(server_id, port) if method is not None else None

@@ -386,14 +386,14 @@ def _ipv4_range(ip_range: str | None) -> bool:
         return False
 
 
-def _port_span(rule: dict) -> tuple[int, int] | None:
+def _port_span(rule: dict[str, Any]) -> tuple[int, int] | None:
     low = rule.get("dest_port_from")
     if not low:
         return None  # every port
     return int(low), int(rule.get("dest_port_to") or low)
 
 
-def rule_ports(rules: list[dict]) -> set[int]:
+def rule_ports(rules: list[dict[str, Any]]) -> set[int]:
     """The ports inbound TCP rules name (a range counts for its first RANGE_CAP ports)."""
     ports: set[int] = set()
     for rule in rules:
@@ -406,7 +406,7 @@ def rule_ports(rules: list[dict]) -> set[int]:
 
 
 def allowed_ports(
-    group: dict | None, rules: list[dict], remembered: Iterable[int] = ()
+    group: dict[str, Any] | None, rules: list[dict[str, Any]], remembered: Iterable[int] = ()
 ) -> list[int]:
     """The forwarded TCP ports: the watched set (22, 80, 443, the ports the rules name and
     the `remembered` ones a rule once named) filtered by the group's inbound rules."""
@@ -485,11 +485,11 @@ class Nic:
 class Plan:
     """A server's VM as its records describe it now."""
 
-    server: dict
+    server: dict[str, Any]
     disks: list[Disk]
     nics: list[Nic]
     forwards: set[tuple[str, int]]
-    config: dict  # what needs a relaunch to change: boot type and firmware
+    config: dict[str, Any]  # what needs a relaunch to change: boot type and firmware
 
 
 # --- one VM -----------------------------------------------------------------------------------
@@ -506,7 +506,7 @@ class Machine:
         self.lifecycle_queued = 0  # changed under the cloud's lock
         self.proc: subprocess.Popen | None = None
         self.qmp: QMPClient | None = None
-        self.config: dict | None = None
+        self.config: dict[str, Any] | None = None
         self.accel_args: list[str] = []
         self.paused = False
         self.detail_before_pause = ""
@@ -708,7 +708,7 @@ class Machine:
             log.warning("server %s: %s of %s failed: %s", self.id, action.__name__, key, exc)
             self.retry_at[key] = time.monotonic() + 30
 
-    def _op_capture(self, snapshot_id: str, volume_id: str, then: dict) -> None:
+    def _op_capture(self, snapshot_id: str, volume_id: str, then: dict[str, Any]) -> None:
         self.backend.capture_now(snapshot_id, volume_id, then, self)
 
     # --- launching and stopping QEMU -------------------------------------------------------
@@ -895,7 +895,7 @@ class Machine:
             else:
                 log.warning("server %s: cannot forward %s:%s", self.id, address, port)
 
-    def endpoint(self, port: int, addresses: list[str]) -> dict | None:
+    def endpoint(self, port: int, addresses: list[str]) -> dict[str, Any] | None:
         forwards = dict(self.forwards_shown or self.forwards)
         for address in addresses:
             if (address, port) in forwards:
@@ -1102,11 +1102,13 @@ class QemuBackend:
 
     # --- records ------------------------------------------------------------------------------
 
-    def read(self, kind: str, id_: str) -> dict | None:
+    def read(self, kind: str, id_: str) -> dict[str, Any] | None:
         with self.cloud.lock:
             return self.store.get(kind, id_)
 
-    def patch_server(self, server_id: str, fields: dict, final_for: Machine | None = None) -> None:
+    def patch_server(
+        self, server_id: str, fields: dict[str, Any], final_for: Machine | None = None
+    ) -> None:
         """Write state fields; a final state is skipped when the API has queued another
         transition since (checked under the lock the API holds while it queues)."""
         with self.cloud.lock:
@@ -1143,7 +1145,7 @@ class QemuBackend:
             return Path(block["_blob"])
         return None
 
-    def _uefi(self, server: dict) -> bool:
+    def _uefi(self, server: dict[str, Any]) -> bool:
         tags = [*(server.get("tags") or []), *((server.get("image") or {}).get("tags") or [])]
         return any(t.lower() in UEFI_TAGS for t in tags)
 
@@ -1194,7 +1196,7 @@ class QemuBackend:
             if ip.get("type") != "routed_ipv6"
         ]
 
-    def _forwards(self, server: dict) -> set[tuple[str, int]]:
+    def _forwards(self, server: dict[str, Any]) -> set[tuple[str, int]]:
         group_id = server.get("_security_group_id") or ""
         group = self.store.get(SECURITY_GROUP, group_id)
         rules = self.store.all(RULE, lambda r: r.get("_security_group_id") == group_id)
@@ -1244,36 +1246,36 @@ class QemuBackend:
 
     # --- the protocol: transitions ------------------------------------------------------------
 
-    def _begin(self, server: dict, state: str, detail: str, op: str) -> None:
+    def _begin(self, server: dict[str, Any], state: str, detail: str, op: str) -> None:
         server["state"], server["state_detail"] = state, detail
         server.pop("_pending", None)
         self.machine(server["id"]).submit(op)
 
-    def power_on(self, server: dict) -> None:
+    def power_on(self, server: dict[str, Any]) -> None:
         self._begin(server, "starting", "allocating node", "start")
 
-    def power_off(self, server: dict) -> None:
+    def power_off(self, server: dict[str, Any]) -> None:
         self._begin(server, "stopping", "stopping", "power_off")
 
-    def stop_in_place(self, server: dict) -> None:
+    def stop_in_place(self, server: dict[str, Any]) -> None:
         self._begin(server, "stopping", "stopping in place", "stop_in_place")
 
-    def reboot(self, server: dict) -> None:
+    def reboot(self, server: dict[str, Any]) -> None:
         self._begin(server, "stopping", "rebooting", "reboot")
 
-    def terminate(self, server: dict) -> None:
+    def terminate(self, server: dict[str, Any]) -> None:
         self._begin(server, "stopping", "terminating", "terminate")
 
-    def delete(self, server: dict) -> None:
+    def delete(self, server: dict[str, Any]) -> None:
         """The record is gone: quit its VM, remove its files and the disks of the local
         volumes that went with it."""
         volumes = [r["id"] for r in server["_volumes"].values() if r["volume_type"] == "l_ssd"]
         self.machine(server["id"]).submit("destroy", volumes)
 
-    def schedule(self, record: dict, steps: list[dict]) -> None:
+    def schedule(self, record: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         self.timer.schedule(record, steps)
 
-    def advance(self, record: dict) -> bool:
+    def advance(self, record: dict[str, Any]) -> bool:
         return self.timer.advance(record)
 
     # --- the protocol: optional capabilities --------------------------------------------------
@@ -1285,14 +1287,16 @@ class QemuBackend:
             if machine.proc is not None:
                 machine.submit("reconcile")
 
-    def endpoint(self, server_id: str, port: int) -> dict | None:
+    def endpoint(self, server_id: str, port: int) -> dict[str, Any] | None:
         with self.lock:
             machine = self.machines.get(server_id)
         if machine is None or (machine.proc is None and not machine.forwards_shown):
             return None
         return machine.endpoint(port, self._addresses(server_id))
 
-    def capture(self, snapshot: dict, volume: dict, then: dict) -> None:
+    def capture(
+        self, snapshot: dict[str, Any], volume: dict[str, Any], then: dict[str, Any]
+    ) -> None:
         server_id = (volume.get("server") or {}).get("id")
         if server_id:
             self.machine(server_id).submit("capture", snapshot["id"], volume["id"], then)
@@ -1305,7 +1309,7 @@ class QemuBackend:
             ).start()
 
     def capture_now(
-        self, snapshot_id: str, volume_id: str, then: dict, machine: Machine | None
+        self, snapshot_id: str, volume_id: str, then: dict[str, Any], machine: Machine | None
     ) -> None:
         """Copy a local volume into the snapshot's blob: hot through QMP when the VM has the
         disk open, cold with qemu-img otherwise; then apply `then` (or the error)."""
@@ -1380,7 +1384,7 @@ class QemuBackend:
             raise RuntimeError(f"blockdev-backup failed: {(done or {}).get('data')}")
         partial.replace(target)
 
-    def follow(self, image: dict, snapshot_ids: list[str], then: dict) -> None:
+    def follow(self, image: dict[str, Any], snapshot_ids: list[str], then: dict[str, Any]) -> None:
         def wait() -> None:
             while True:
                 snapshots = [self.read(SNAPSHOT, s) for s in snapshot_ids]

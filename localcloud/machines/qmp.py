@@ -22,7 +22,7 @@ from typing import Any
 class QMPError(RuntimeError):
     """QEMU answered a command with an error (`class` and `desc` of QMP's error object)."""
 
-    def __init__(self, command: str, error: dict) -> None:
+    def __init__(self, command: str, error: dict[str, Any]) -> None:
         super().__init__(f"{command}: {error.get('class')}: {error.get('desc')}")
         self.error_class = error.get("class")
 
@@ -48,8 +48,8 @@ class QMPClient:
         self.greeting = greeting["QMP"]
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
-        self._answers: dict[int, dict] = {}
-        self._events: list[dict] = []
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._events: list[dict[str, Any]] = []
         self._seen = 0  # events ever received; `_events` holds the last ones
         self._closed = False
         self._next_id = 0
@@ -88,7 +88,9 @@ class QMPClient:
 
     # --- commands and events ------------------------------------------------------------
 
-    def execute(self, command: str, arguments: dict | None = None, timeout: float = 60.0) -> Any:
+    def execute(
+        self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 60.0
+    ) -> Any:
         """Run one command; its `return` value. QMPError on an error answer, QMPClosed when
         QEMU goes away, TimeoutError when it does not answer in time."""
         with self._send_lock:
@@ -127,21 +129,21 @@ class QMPClient:
         with self._cond:
             return self._seen
 
-    def _since(self, since: int) -> list[dict]:
+    def _since(self, since: int) -> list[dict[str, Any]]:
         kept = len(self._events)
         return self._events[max(0, kept - (self._seen - since)) :]
 
-    def events(self, since: int = 0) -> list[dict]:
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
         with self._cond:
             return list(self._since(since))
 
     def wait_event(
         self,
         name: str | tuple[str, ...],
-        match: Callable[[dict], bool] | None = None,
+        match: Callable[[dict[str, Any]], bool] | None = None,
         timeout: float = 60.0,
         since: int = 0,
-    ) -> dict | None:
+    ) -> dict[str, Any] | None:
         """The first event named `name` (or one of the names) with `match(data)` logged at or
         after `since`; None on timeout. Raises QMPClosed if QEMU exits first."""
         names = (name,) if isinstance(name, str) else name

@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class RescueBuildError(RuntimeError):
 # --- the host's kernel, binaries and modules ------------------------------------------------
 
 
-def _version_key(version: str) -> tuple:
+def _version_key(version: str) -> tuple[Any, ...]:
     """Sort key for kernel versions: numbers compare as numbers (6.1.0-10 < 6.1.0-9 is wrong)."""
     return tuple(
         (int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", version)
@@ -307,7 +307,7 @@ class NewcArchive:
         entry("TRAILER!!!", 0, 0, b"", (0, 0))
 
 
-def build_initramfs(kernel_version: str, destination: Path) -> dict:
+def build_initramfs(kernel_version: str, destination: Path) -> dict[str, Any]:
     """Write the gzip'd initramfs for `kernel_version` to `destination`; return a manifest
     (modules, binaries with versions) for the cache directory."""
     archive = NewcArchive()
@@ -337,7 +337,7 @@ def build_initramfs(kernel_version: str, destination: Path) -> dict:
     archive.file("var/log/wtmp", b"", 0o644)
     archive.symlink("etc/mtab", "/proc/mounts")
 
-    manifest: dict = {"kernel_version": kernel_version, "binaries": {}, "modules": []}
+    manifest: dict[str, Any] = {"kernel_version": kernel_version, "binaries": {}, "modules": []}
     for name, target, required in BINARIES:
         binary = _find_binary(name, required)
         if binary is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from localcloud.machines import GONE
 
@@ -31,12 +32,12 @@ class TimerBackend:
 
     # --- the generic scheduler, also used for snapshots, images and private NICs ---------
 
-    def schedule(self, record: dict, steps: list[dict]) -> None:
+    def schedule(self, record: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         """Replace the record's pending transitions with `steps`, one step apart each."""
         start = self.now()
         record["_pending"] = [[start + self.step * (i + 1), patch] for i, patch in enumerate(steps)]
 
-    def advance(self, record: dict) -> bool:
+    def advance(self, record: dict[str, Any]) -> bool:
         """Apply every transition that is due; True if the record changed."""
         pending = record.get("_pending") or []
         now = self.now()
@@ -52,11 +53,13 @@ class TimerBackend:
 
     # --- servers ---------------------------------------------------------------------------
 
-    def _begin(self, server: dict, state: str, detail: str, steps: list[dict]) -> None:
+    def _begin(
+        self, server: dict[str, Any], state: str, detail: str, steps: list[dict[str, Any]]
+    ) -> None:
         server["state"], server["state_detail"] = state, detail
         self.schedule(server, steps)
 
-    def power_on(self, server: dict) -> None:
+    def power_on(self, server: dict[str, Any]) -> None:
         self._begin(
             server,
             "starting",
@@ -67,10 +70,10 @@ class TimerBackend:
             ],
         )
 
-    def power_off(self, server: dict) -> None:
+    def power_off(self, server: dict[str, Any]) -> None:
         self._begin(server, "stopping", "stopping", [{"state": "stopped", "state_detail": ""}])
 
-    def stop_in_place(self, server: dict) -> None:
+    def stop_in_place(self, server: dict[str, Any]) -> None:
         self._begin(
             server,
             "stopping",
@@ -78,7 +81,7 @@ class TimerBackend:
             [{"state": "stopped in place", "state_detail": "stopped in place"}],
         )
 
-    def reboot(self, server: dict) -> None:
+    def reboot(self, server: dict[str, Any]) -> None:
         self._begin(
             server,
             "stopping",
@@ -89,8 +92,8 @@ class TimerBackend:
             ],
         )
 
-    def terminate(self, server: dict) -> None:
+    def terminate(self, server: dict[str, Any]) -> None:
         self._begin(server, "stopping", "terminating", [{GONE: True}])
 
-    def delete(self, server: dict) -> None:
+    def delete(self, server: dict[str, Any]) -> None:
         """Nothing runs behind a timer server: nothing to free."""

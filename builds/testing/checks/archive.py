@@ -9,9 +9,10 @@ from __future__ import annotations
 from builds.testing.harness import STOPPED, CheckContext
 from builds.testing.powercycle import stop_and_start
 
-NAME = "archive"
-LABEL = "Archive"
-SHARED = True
+NAME: str = "archive"
+LABEL: str = "Archive"
+SHARED: bool = True
+SOURCE_STATE: str = ""
 
 
 def run(ctx: CheckContext) -> None:

@@ -15,10 +15,10 @@ from builds.testing.source import boot_copy
 from cloud import waiters
 from cloud.retries import CloudError
 
-NAME = "backup"
-LABEL = "Backup"
-SHARED = False
-SOURCE_STATE = "running"
+NAME: str = "backup"
+LABEL: str = "Backup"
+SHARED: bool = False
+SOURCE_STATE: str = "running"
 
 
 def capture(ctx: CheckContext, server_id: str) -> str:

@@ -16,9 +16,10 @@ from builds.testing.harness import CheckContext
 from builds.testing.outcomes import CheckFailed
 from cloud import waiters
 
-NAME = "block_volume"
-LABEL = "Block volume"
-SHARED = True
+NAME: str = "block_volume"
+LABEL: str = "Block volume"
+SHARED: bool = True
+SOURCE_STATE: str = ""
 
 SIZE_BYTES = 5 * 1000**3
 GUEST_SECONDS = 120.0  # how long the guest may take to see a disk come or go

@@ -6,10 +6,10 @@ from __future__ import annotations
 from builds.testing.harness import CheckContext
 from builds.testing.source import boot_from_snapshot, snapshot_root
 
-NAME = "cold_snapshot"
-LABEL = "Cold snapshot"
-SHARED = False
-SOURCE_STATE = "stopped"
+NAME: str = "cold_snapshot"
+LABEL: str = "Cold snapshot"
+SHARED: bool = False
+SOURCE_STATE: str = "stopped"
 
 capture = snapshot_root
 

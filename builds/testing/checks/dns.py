@@ -10,9 +10,10 @@ from builds.testing.harness import CheckContext
 from builds.testing.outcomes import CheckFailed
 from cloud import endpoints
 
-NAME = "dns"
-LABEL = "DNS"
-SHARED = True
+NAME: str = "dns"
+LABEL: str = "DNS"
+SHARED: bool = True
+SOURCE_STATE: str = ""
 
 PUBLIC_NAME = "deb.debian.org"
 STUB_RESOLVERS = ("127.0.0.53", "127.0.0.54")

@@ -6,10 +6,10 @@ from __future__ import annotations
 from builds.testing.harness import CheckContext
 from builds.testing.source import boot_from_snapshot, snapshot_root
 
-NAME = "hot_snapshot"
-LABEL = "Hot snapshot"
-SHARED = False
-SOURCE_STATE = "running"
+NAME: str = "hot_snapshot"
+LABEL: str = "Hot snapshot"
+SHARED: bool = False
+SOURCE_STATE: str = "running"
 
 capture = snapshot_root
 

@@ -13,9 +13,10 @@ import json
 from builds.testing.harness import CheckContext
 from builds.testing.outcomes import CheckFailed
 
-NAME = "network"
-LABEL = "Network"
-SHARED = True
+NAME: str = "network"
+LABEL: str = "Network"
+SHARED: bool = True
+SOURCE_STATE: str = ""
 
 METADATA_URL = "http://169.254.42.42/conf?format=json"
 

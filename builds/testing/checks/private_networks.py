@@ -16,9 +16,10 @@ from builds.testing.harness import RUNNING, CheckContext
 from builds.testing.outcomes import CheckFailed
 from cloud import waiters
 
-NAME = "private_networks"
-LABEL = "Basic Private Networks"
-SHARED = False
+NAME: str = "private_networks"
+LABEL: str = "Basic Private Networks"
+SHARED: bool = False
+SOURCE_STATE: str = ""
 
 GUEST_SECONDS = 120.0  # DHCP on the private NIC, and private DNS records, may lag the boot
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from builds.testing.harness import RUNNING, CheckContext
 from builds.testing.outcomes import CheckFailed
 
-NAME = "reboot"
-LABEL = "Reboot"
-SHARED = True
+NAME: str = "reboot"
+LABEL: str = "Reboot"
+SHARED: bool = True
+SOURCE_STATE: str = ""
 
 
 def run(ctx: CheckContext) -> None:

@@ -17,9 +17,10 @@ import uuid
 from builds.testing.harness import RUNNING, CheckContext
 from builds.testing.outcomes import CheckFailed
 
-NAME = "rescue"
-LABEL = "Rescue"
-SHARED = False
+NAME: str = "rescue"
+LABEL: str = "Rescue"
+SHARED: bool = False
+SOURCE_STATE: str = ""
 
 RESCUE_MARKER = "/etc/scw-rescue"
 DISK = re.compile(r"\s(vd[a-z]+|sd[a-z]+|nvme\d+n\d+|xvd[a-z]+)\s*$", re.MULTILINE)

@@ -19,9 +19,10 @@ from builds.testing.harness import CheckContext
 from builds.testing.outcomes import CheckFailed
 from cloud.retries import CloudError
 
-NAME = "security_group"
-LABEL = "Security group"
-SHARED = True
+NAME: str = "security_group"
+LABEL: str = "Security group"
+SHARED: bool = True
+SOURCE_STATE: str = ""
 
 PROPAGATION_SECONDS = 180.0  # how long a rule change may take to reach the hypervisor
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from builds.testing.harness import STOPPED_IN_PLACE, CheckContext
 from builds.testing.powercycle import stop_and_start
 
-NAME = "stop_in_place"
-LABEL = "Stop in place"
-SHARED = True
+NAME: str = "stop_in_place"
+LABEL: str = "Stop in place"
+SHARED: bool = True
+SOURCE_STATE: str = ""
 
 
 def run(ctx: CheckContext) -> None:
