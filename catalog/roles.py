@@ -5,7 +5,7 @@ a catalogue manager does. Administrators are superusers or members of the Admini
 group; the group also manages users (Django's user permissions, and staff status, which
 follows membership: `sync_staff_status`). Every view that changes state checks one of these
 permissions on the server; a signed-in user with no role sees nothing but the "no access
-yet" page (config.middleware).
+yet" page (catalog.middleware).
 """
 
 from __future__ import annotations

@@ -1,17 +1,23 @@
 """The recurring django-q2 schedules of the factory, registered idempotently.
 
-Each app adds its `ScheduleDefinition`s to `SCHEDULES`; `register_schedules` (run by the
-`register_schedules` command at deploy time) creates or updates them by their fixed name,
-so a restart or a second run never duplicates a schedule.
+Each app that has recurring tasks declares them in its own `schedules.py`, as a module-level
+`SCHEDULES` list of `ScheduleDefinition` (this module holds catalog's). `all_schedules`
+collects those lists from every installed app, in INSTALLED_APPS order, the way Django's
+admin finds `admin.py` modules; `register_schedules` (run by the `register_schedules` command
+at deploy time) creates or updates them by their fixed name, so a restart or a second run
+never duplicates a schedule.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass
 
+from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import autodiscover_modules
 from django_q.models import Schedule
 
 
@@ -52,6 +58,20 @@ SCHEDULES: list[ScheduleDefinition] = [
 ]
 
 
+def all_schedules() -> list[ScheduleDefinition]:
+    """Every installed app's `SCHEDULES`, from its `schedules` module, in INSTALLED_APPS order.
+
+    An app without a `schedules` module has no recurring task; an error inside one is raised.
+    """
+    autodiscover_modules("schedules")
+    definitions: list[ScheduleDefinition] = []
+    for app_config in apps.get_app_configs():
+        module = sys.modules.get(f"{app_config.name}.schedules")
+        if module is not None and hasattr(module, "SCHEDULES"):
+            definitions.extend(module.SCHEDULES)
+    return definitions
+
+
 @dataclass(frozen=True)
 class Registration:
     """What `register_schedules` did with one definition: created, updated or kept."""
@@ -70,7 +90,7 @@ def register_schedules(
     Duplicates left by hand or by an older release are removed.
     """
     registrations = []
-    for definition in SCHEDULES if definitions is None else definitions:
+    for definition in all_schedules() if definitions is None else definitions:
         wanted = {
             "func": definition.func,
             "schedule_type": definition.schedule_type,

@@ -6,7 +6,7 @@
 - The form is rate-limited in the database (not the cache, which may be per process): at
   most IMAGE_REQUEST_RATE_LIMIT accepted submissions per IP address and per email address
   within IMAGE_REQUEST_RATE_WINDOW_MINUTES. The IP address is the client's as the
-  TRUSTED_PROXY_COUNT proxies in front of the dashboard saw it (`client_ip`).
+  TRUSTED_PROXY_COUNT proxies in front of the dashboard saw it (`config.client_ip`).
 - The confirmation email goes through the task queue, never from the web request: a slow
   or dead mail server must not hold a web thread of a public form.
 - No text a requester typed goes into an email's subject (a header, and what a spam filter
@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,6 @@ from django.core import signing
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -56,7 +54,7 @@ from lifecycle.notices import deliver
 log = logging.getLogger(__name__)
 
 CONFIRM_SALT = "lifecycle.image_requests.confirm"
-CONFIRMATION_TASK = "lifecycle.tasks_alerts.send_request_confirmation_task"
+CONFIRMATION_TASK = "lifecycle.tasks.send_request_confirmation_task"
 UNSUBSCRIBE_SALT = "lifecycle.image_requests.unsubscribe"
 
 # What the emails call each status. The choices' labels are the dashboard's (English); the
@@ -163,34 +161,6 @@ class StatusForm(forms.Form):
 
     status = forms.ChoiceField(choices=ImageRequest._meta.get_field("status").choices)
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-
-
-def _ip(value: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        return None
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """The address the rate limit counts.
-
-    TRUSTED_PROXY_COUNT proxies of ours stand in front of the dashboard (0: none, or one that
-    sets REMOTE_ADDR itself). Each appends the address it got the request from to
-    X-Forwarded-For, so the Nth address from the right is the client as our outermost proxy
-    saw it; anything further left was written by the client and is ignored. A header with
-    fewer addresses (a request that did not come through every proxy) or whose Nth one is not
-    an IP address falls back to REMOTE_ADDR: at worst a proxy's address is counted, never an
-    address the client chose.
-    """
-    remote = _ip(request.META.get("REMOTE_ADDR") or "")
-    count = settings.TRUSTED_PROXY_COUNT
-    if count <= 0:
-        return remote
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
-    if len(forwarded) < count:
-        return remote
-    return _ip(forwarded[-count]) or remote
 
 
 def is_rate_limited(ip: str | None, email: str, now: dt.datetime | None = None) -> bool:

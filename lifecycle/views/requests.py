@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from catalog import audit, roles
+from config.client_ip import client_ip
 from lifecycle import image_requests
 from lifecycle.models import ImageRequest, Language, RequestStatus
 
@@ -39,7 +40,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
         if not form.is_valid():
             return render(request, "lifecycle/requests/new.html", {"form": form}, status=400)
         data = form.cleaned_data
-        ip = image_requests.client_ip(request)
+        ip = client_ip(request)
         if image_requests.is_rate_limited(ip, data["email"]):
             window = int(image_requests.rate_window().total_seconds() // 60)
             context = {"limit": image_requests.rate_limit(), "minutes": window}
@@ -192,7 +193,7 @@ def _enqueue_status_emails(change_id: int) -> None:
 
     transaction.on_commit(
         lambda: async_task(
-            "lifecycle.tasks_alerts.send_request_status_emails_task",
+            "lifecycle.tasks.send_request_status_emails_task",
             change_id,
             task_name=f"request-status-{change_id}",
             group="image-requests",

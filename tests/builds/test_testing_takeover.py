@@ -314,7 +314,7 @@ def test_the_schedule_sends_again_a_stale_run_that_no_running_build_follows(
     from django_q.models import OrmQ
 
     from builds import tasks
-    from catalog.schedules import SCHEDULES
+    from builds.schedules import SCHEDULES
 
     orphan = stale_run(version, build=None)  # a Re-run: no build takes it over
     adopted = stale_run(version)  # its build is still running: its test stage adopts it

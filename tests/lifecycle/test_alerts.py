@@ -17,7 +17,8 @@ from builds.models import Build, CheckResult, JanitorRun, TestRun
 from builds.signals import test_run_ended
 from catalog.choices import ImageState
 from catalog.models import ImageVersion, Zone
-from lifecycle import alerts, tasks_alerts
+from lifecycle import alerts
+from lifecycle import tasks as lifecycle_tasks
 from lifecycle.models import AlertKind, AlertSent, Customer, Notice, NoticeState
 from tests.catalog import factories
 from tests.lifecycle import version_with_images
@@ -329,8 +330,8 @@ def test_the_daily_digest_lists_stale_images_deprecations_notices_and_janitor_fi
 ) -> None:
     with time_machine.travel(dt.datetime(2027, 3, 10, 7, 30), tick=False):
         _digest_world()
-        summary = tasks_alerts.daily_digest_task()
-        tasks_alerts.daily_digest_task()  # the same day again: nothing more
+        summary = lifecycle_tasks.daily_digest_task()
+        lifecycle_tasks.daily_digest_task()  # the same day again: nothing more
     assert "1 stale images" in summary
     assert len(smtp_server.received) == 1
     message = smtp_server.received[0]
@@ -361,6 +362,6 @@ def test_the_digest_is_skipped_when_there_is_nothing_to_say(
             finished_at=timezone.now() - dt.timedelta(days=3),
             findings=[{"kind": "snapshot", "where": "fr-par-1", "id": "s", "orphan": True}],
         )
-        assert tasks_alerts.daily_digest_task() == "nothing to say"
+        assert lifecycle_tasks.daily_digest_task() == "nothing to say"
     assert smtp_server.received == []
     assert not AlertSent.objects.exists()

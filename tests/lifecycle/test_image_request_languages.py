@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client, TestCase
 
-from lifecycle import image_requests, tasks_alerts
+from lifecycle import image_requests, tasks
 from lifecycle.models import (
     ImageRequest,
     Requester,
@@ -184,9 +184,7 @@ def test_each_requester_hears_of_a_status_change_in_their_own_language(
     request = ImageRequest.objects.get()
     before = len(smtp_server.received)
     change = post_status(client, manager, request, "building", "x86_64 d'abord / x86_64 first.")
-    assert tasks_alerts.send_request_status_emails_task(change.pk) == (
-        "sent 3, failed 0, already told 0"
-    )
+    assert tasks.send_request_status_emails_task(change.pk) == "sent 3, failed 0, already told 0"
     news = {r.rcpt_tos[0]: r for r in smtp_server.received[before:]}
     assert sorted(news) == sorted(asked)  # the unconfirmed requester is not told
     for email in ("fr1@example.fr", "fr2@example.fr"):

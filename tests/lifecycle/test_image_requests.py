@@ -10,7 +10,8 @@ import time_machine
 from django.test import Client, RequestFactory, TestCase
 from django.urls import reverse
 
-from lifecycle import image_requests, tasks_alerts
+from config.client_ip import client_ip
+from lifecycle import image_requests, tasks
 from lifecycle.models import (
     ImageRequest,
     Requester,
@@ -188,10 +189,8 @@ def test_every_confirmed_requester_gets_one_email_per_status_change(
     change = post_status(client, manager, request, "planned", "Next month, x86_64 first.")
     assert change.previous_status == "new" and change.status == "planned"
     # The view enqueued the task; the worker runs it (twice here: a replay sends nothing).
-    assert tasks_alerts.send_request_status_emails_task(change.pk) == (
-        "sent 2, failed 0, already told 0"
-    )
-    tasks_alerts.send_request_status_emails_task(change.pk)
+    assert tasks.send_request_status_emails_task(change.pk) == "sent 2, failed 0, already told 0"
+    tasks.send_request_status_emails_task(change.pk)
     news = smtp_server.received[before:]
     assert sorted(r.rcpt_tos[0] for r in news) == ["r0@example.com", "r1@example.com"]
     message = news[0]
@@ -231,7 +230,7 @@ def test_the_form_answers_before_any_email_is_sent_and_a_worker_sends_the_confir
     assert len(smtp_server.to("a@example.com")) == 1
     # A replay after the requester confirmed sends nothing more.
     requester.confirm()
-    assert tasks_alerts.send_request_confirmation_task(requester.pk) == (
+    assert tasks.send_request_confirmation_task(requester.pk) == (
         f"requester {requester.pk} is already confirmed"
     )
     assert len(smtp_server.received) == 1
@@ -299,7 +298,7 @@ def test_the_client_address_comes_from_the_configured_proxy_depth_or_falls_back_
     settings.TRUSTED_PROXY_COUNT = proxies
     headers = {} if forwarded is None else {"HTTP_X_FORWARDED_FOR": forwarded}
     request = RequestFactory().post(NEW, REMOTE_ADDR=remote, **headers)
-    assert image_requests.client_ip(request) == expected
+    assert client_ip(request) == expected
 
 
 def test_no_text_the_requester_typed_goes_into_an_email_subject(
@@ -312,7 +311,7 @@ def test_no_text_the_requester_typed_goes_into_an_email_subject(
     _confirm(Client(), smtp_server, "r@example.com")
     request = ImageRequest.objects.get()
     change = post_status(client, manager, request, "planned", "")
-    tasks_alerts.send_request_status_emails_task(change.pk)
+    tasks.send_request_status_emails_task(change.pk)
     confirmation, status = smtp_server.to("r@example.com")
     assert confirmation.subject == "Confirm your image request"
     assert status.subject == f"Your image request #{request.pk}: planned"

@@ -11,7 +11,7 @@ from catalog.schedules import register_schedules
 
 
 class Command(BaseCommand):
-    """Register every schedule of `catalog.schedules.SCHEDULES`; safe to run on each deploy."""
+    """Register every app's schedules (`catalog.schedules.all_schedules`); safe on each deploy."""
 
     help = "Create or update the django-q2 schedules (idempotent)."
 
