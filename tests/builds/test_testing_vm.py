@@ -26,8 +26,8 @@ from builds.models import CheckResult, TestRun
 from builds.testing import registry
 from builds.testing.harness import SHARED
 from builds.testing.ledger import Apis, Entry, delete
+from builds.testing.orchestration import verdict
 from builds.testing.runner import run_test_run
-from builds.testruns import verdict
 from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients
@@ -40,7 +40,7 @@ from tests.builds.testing.vmcloud import (
     version_for,
 )
 from tests.catalog.factories import os_image
-from tests.localcloud.test_qemu_machines import import_image
+from tests.localcloud.conftest import import_image
 
 pytestmark = [pytest.mark.vm, pytest.mark.django_db(transaction=True)]
 

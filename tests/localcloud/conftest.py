@@ -1,10 +1,12 @@
 """localcloud as a real subprocess, the real SDK and boto3 pointed at it, a reset between
-tests, and QCOW2 files made with qemu-img."""
+tests, and QCOW2 files made with qemu-img; and, for the tests marked `vm`, localcloud with
+the QEMU machine backend and the product's way of importing an image into it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -112,6 +114,18 @@ class LocalCloudProcess:
         return answer.json()
 
 
+def sdk_client(cloud: LocalCloudProcess) -> Client:
+    """The real Scaleway SDK pointed at a localcloud."""
+    return Client(
+        access_key="SCWXXXXXXXXXXXXXXXXX",
+        secret_key=SECRET,
+        api_url=cloud.url,
+        default_project_id=PROJECT,
+        default_zone="fr-par-1",
+        default_region="fr-par",
+    )
+
+
 @pytest.fixture(scope="session")
 def localcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudProcess]:
     root = tmp_path_factory.mktemp("localcloud")
@@ -161,14 +175,7 @@ def contract_checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 @pytest.fixture
 def client(localcloud: LocalCloudProcess, contract_checked: list[str]) -> Client:
-    return Client(
-        access_key="SCWXXXXXXXXXXXXXXXXX",
-        secret_key=SECRET,
-        api_url=localcloud.url,
-        default_project_id=PROJECT,
-        default_zone="fr-par-1",
-        default_region="fr-par",
-    )
+    return sdk_client(localcloud)
 
 
 @pytest.fixture
@@ -274,3 +281,92 @@ def wait_for(fetch: Callable[[], object], done: Callable[[object], bool], timeou
             assert done(result), f"timed out waiting; last: {result!r}"
             return result
         time.sleep(0.05)
+
+
+# --- localcloud with the QEMU machine backend (tests marked `vm`) -----------------------------
+
+STATE_TIMEOUT = 300.0  # seconds a VM-backed resource gets to reach a state
+
+
+@dataclass
+class QemuCloud(LocalCloudProcess):
+    """localcloud with the QEMU backend, small VMs, TCG (KVM hangs on the test hosts)."""
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **super().environment(),
+            "LOCALCLOUD_MACHINES": "qemu",
+            "LOCALCLOUD_ACCEL": os.environ.get("LOCALCLOUD_ACCEL", "tcg"),
+            "LOCALCLOUD_VM_MEMORY_MB": os.environ.get("LOCALCLOUD_VM_MEMORY_MB", "768"),
+            "LOCALCLOUD_VM_CPUS": "1",
+            "LOCALCLOUD_POWEROFF_TIMEOUT": "90",
+        }
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing runs the shutdown path."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+
+def qemus_of(state_dir: Path) -> list[int]:
+    """QEMU processes whose command line names this state directory."""
+    marker = str(state_dir.resolve()).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if b"qemu-system" in cmdline and marker in cmdline and "\nState:\tZ" not in status:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(fetch, done, timeout: float = STATE_TIMEOUT, what: str = "a state"):
+    """Poll `fetch` every second until `done(value)`; the value (fails the test on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; last: {value!r}"
+        time.sleep(1)
+
+
+def import_image(cloud: LocalCloudProcess, api: InstanceUtilsV1API, disk: Path, name: str):
+    """The product's way in: upload the QCOW2 to Object Storage, import it as a snapshot,
+    make an image of it."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cloud.s3["fr-par"],
+        region_name="fr-par",
+        aws_access_key_id="SCWXXXXXXXXXXXXXXXXX",
+        aws_secret_access_key=SECRET,
+    )
+    bucket = f"images-{name}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
+    s3.upload_file(str(disk), bucket, f"{name}.qcow2")
+    snapshot = api.create_snapshot(
+        bucket=bucket, key=f"{name}.qcow2", volume_type="l_ssd", name=name
+    ).snapshot
+    wait_until(
+        lambda: api.get_snapshot(snapshot_id=snapshot.id).snapshot.state,
+        lambda state: state == "available",
+        what="the imported snapshot",
+    )
+    return api.create_image(root_volume=snapshot.id, arch="x86_64", name=name).image
+
+
+@pytest.fixture(scope="module")
+def qemu_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QemuCloud]:
+    root = tmp_path_factory.mktemp("qemu-cloud")
+    cloud = QemuCloud(state_dir=root / "state", port=_free_port(3))
+    cloud.start()
+    yield cloud
+    cloud.stop()
+    assert not qemus_of(cloud.state_dir), "a VM outlived localcloud's shutdown"

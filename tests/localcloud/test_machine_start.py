@@ -10,16 +10,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scaleway import Client
 from scaleway.instance.v1.custom_api import InstanceUtilsV1API
 
 from localcloud.machines.qemu import backing_file
-from tests.localcloud.conftest import PROJECT, SECRET, LocalCloudProcess, _free_port
-from tests.localcloud.test_qemu_machines import QemuCloud, import_image
+from tests.localcloud.conftest import QemuCloud, import_image, sdk_client
 
 pytestmark = [
     pytest.mark.vm,
@@ -28,33 +25,15 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QemuCloud]:
-    root = tmp_path_factory.mktemp("machine-start")
-    started = QemuCloud(state_dir=root / "state", port=_free_port(3))
-    started.start()
-    yield started
-    started.stop()
+def api(qemu_cloud: QemuCloud) -> InstanceUtilsV1API:
+    return InstanceUtilsV1API(sdk_client(qemu_cloud))
 
 
 @pytest.fixture(scope="module")
-def api(cloud: LocalCloudProcess) -> InstanceUtilsV1API:
-    return InstanceUtilsV1API(
-        Client(
-            access_key="SCWXXXXXXXXXXXXXXXXX",
-            secret_key=SECRET,
-            api_url=cloud.url,
-            default_project_id=PROJECT,
-            default_zone="fr-par-1",
-            default_region="fr-par",
-        )
-    )
-
-
-@pytest.fixture(scope="module")
-def empty_image(cloud: LocalCloudProcess, api: InstanceUtilsV1API, tmp_path_factory):
+def empty_image(qemu_cloud: QemuCloud, api: InstanceUtilsV1API, tmp_path_factory):
     disk = tmp_path_factory.mktemp("disk") / "empty.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
-    return import_image(cloud, api, disk, "empty")
+    return import_image(qemu_cloud, api, disk, "empty")
 
 
 def _server(api: InstanceUtilsV1API, image, name: str):
@@ -71,14 +50,14 @@ def _settled(api: InstanceUtilsV1API, server_id: str, timeout: float = 120.0):
         time.sleep(0.5)
 
 
-def test_the_state_directory_is_given_relative_as_make_run_gives_it(cloud: QemuCloud) -> None:
-    command = Path(f"/proc/{cloud.proc.pid}/cmdline").read_bytes().split(b"\0")
+def test_the_state_directory_is_given_relative_as_make_run_gives_it(qemu_cloud: QemuCloud) -> None:
+    command = Path(f"/proc/{qemu_cloud.proc.pid}/cmdline").read_bytes().split(b"\0")
     given = command[command.index(b"--state-dir") + 1].decode()
     assert not Path(given).is_absolute()
 
 
 def test_a_server_starts_from_a_relative_state_directory(
-    cloud: QemuCloud, api: InstanceUtilsV1API, empty_image
+    qemu_cloud: QemuCloud, api: InstanceUtilsV1API, empty_image
 ) -> None:
     server = _server(api, empty_image, "relative")
     api.server_action(server_id=server.id, action="poweron")
@@ -86,20 +65,20 @@ def test_a_server_starts_from_a_relative_state_directory(
     server = _settled(api, server.id)
 
     assert (str(server.state), server.state_detail) == ("running", "booting kernel")
-    disk = cloud.state_dir / "volumes" / f"{server.volumes['0'].id}.qcow2"
+    disk = qemu_cloud.state_dir / "volumes" / f"{server.volumes['0'].id}.qcow2"
     base = backing_file(disk)
     assert base is not None and Path(base).is_absolute() and Path(base).exists()
     api.server_action(server_id=server.id, action="terminate")
 
 
 def test_a_start_that_fails_puts_the_server_back_to_stopped_with_the_reason(
-    cloud: QemuCloud, api: InstanceUtilsV1API, tmp_path: Path
+    qemu_cloud: QemuCloud, api: InstanceUtilsV1API, tmp_path: Path
 ) -> None:
     disk = tmp_path / "doomed.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
-    image = import_image(cloud, api, disk, "doomed")
+    image = import_image(qemu_cloud, api, disk, "doomed")
     # The image's data is damaged after the import: the VM's disk cannot be made on it.
-    blob = cloud.state_dir / "blobs" / f"{image.root_volume.id}.qcow2"
+    blob = qemu_cloud.state_dir / "blobs" / f"{image.root_volume.id}.qcow2"
     blob.write_bytes(b"not a disk image" * 64)
     server = _server(api, image, "doomed")
 
@@ -109,5 +88,5 @@ def test_a_start_that_fails_puts_the_server_back_to_stopped_with_the_reason(
     assert str(server.state) == "stopped"
     assert server.state_detail.startswith("boot failed: ")
     assert "poweron" in server.allowed_actions  # it can be started again, as after a poweroff
-    logged = (cloud.state_dir.parent / "localcloud.log").read_text(errors="replace")
+    logged = (qemu_cloud.state_dir.parent / "localcloud.log").read_text(errors="replace")
     assert f"server {server.id}: start failed" in logged

@@ -14,15 +14,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
 from scaleway import Client
@@ -32,73 +29,23 @@ from scaleway.instance.v1.custom_api import InstanceUtilsV1API
 from scaleway.vpc.v2 import VpcV2API
 
 from localcloud.machines.qemu import allowed_ports
-from tests.localcloud.conftest import PROJECT, SECRET, LocalCloudProcess, _free_port
+from tests.localcloud.conftest import (
+    PROJECT,
+    SECRET,
+    STATE_TIMEOUT,
+    LocalCloudProcess,
+    QemuCloud,
+    _free_port,
+    import_image,
+    qemus_of,
+    sdk_client,
+    wait_until,
+)
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU")
 
 BOOT_TIMEOUT = 900.0  # TCG on a busy shared host
-STATE_TIMEOUT = 300.0
 TIMINGS: dict[str, float] = {}
-
-
-@dataclass
-class QemuCloud(LocalCloudProcess):
-    """localcloud with the QEMU backend, small VMs, TCG (KVM hangs on the test hosts)."""
-
-    def environment(self) -> dict[str, str]:
-        return {
-            **super().environment(),
-            "LOCALCLOUD_MACHINES": "qemu",
-            "LOCALCLOUD_ACCEL": os.environ.get("LOCALCLOUD_ACCEL", "tcg"),
-            "LOCALCLOUD_VM_MEMORY_MB": os.environ.get("LOCALCLOUD_VM_MEMORY_MB", "768"),
-            "LOCALCLOUD_VM_CPUS": "1",
-            "LOCALCLOUD_POWEROFF_TIMEOUT": "90",
-        }
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: nothing runs the shutdown path."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.proc = None
-
-
-def _sdk(cloud: LocalCloudProcess) -> Client:
-    return Client(
-        access_key="SCWXXXXXXXXXXXXXXXXX",
-        secret_key=SECRET,
-        api_url=cloud.url,
-        default_project_id=PROJECT,
-        default_zone="fr-par-1",
-        default_region="fr-par",
-    )
-
-
-def _qemus_of(state_dir: Path) -> list[int]:
-    """QEMU processes whose command line names this state directory."""
-    marker = str(state_dir.resolve()).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if b"qemu-system" in cmdline and marker in cmdline and "\nState:\tZ" not in status:
-            found.append(int(entry.name))
-    return found
-
-
-def _wait(fetch, done, timeout: float = STATE_TIMEOUT, what: str = "a state"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}; last: {value!r}"
-        time.sleep(1)
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -122,47 +69,13 @@ def bootable_image() -> Path:
 
 
 @pytest.fixture(scope="module")
-def qemu_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QemuCloud]:
-    root = tmp_path_factory.mktemp("qemu-cloud")
-    cloud = QemuCloud(state_dir=root / "state", port=_free_port(3))
-    cloud.start()
-    yield cloud
-    cloud.stop()
-    assert not _qemus_of(cloud.state_dir), "a VM outlived localcloud's shutdown"
-
-
-@pytest.fixture(scope="module")
 def client(qemu_cloud: QemuCloud) -> Client:
-    return _sdk(qemu_cloud)
+    return sdk_client(qemu_cloud)
 
 
 @pytest.fixture(scope="module")
 def api(client: Client) -> InstanceUtilsV1API:
     return InstanceUtilsV1API(client)
-
-
-def import_image(cloud: LocalCloudProcess, api: InstanceUtilsV1API, disk: Path, name: str):
-    """The product's way in: upload the QCOW2 to Object Storage, import it as a snapshot,
-    make an image of it."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=cloud.s3["fr-par"],
-        region_name="fr-par",
-        aws_access_key_id="SCWXXXXXXXXXXXXXXXXX",
-        aws_secret_access_key=SECRET,
-    )
-    bucket = f"images-{name}"
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
-    s3.upload_file(str(disk), bucket, f"{name}.qcow2")
-    snapshot = api.create_snapshot(
-        bucket=bucket, key=f"{name}.qcow2", volume_type="l_ssd", name=name
-    ).snapshot
-    _wait(
-        lambda: api.get_snapshot(snapshot_id=snapshot.id).snapshot.state,
-        lambda state: state == "available",
-        what="the imported snapshot",
-    )
-    return api.create_image(root_volume=snapshot.id, arch="x86_64", name=name).image
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +173,7 @@ def _server(api: InstanceUtilsV1API, image, name: str, key: Path, **extra):
 
 
 def _state(api: InstanceUtilsV1API, server_id: str, state: str, timeout: float = STATE_TIMEOUT):
-    return _wait(
+    return wait_until(
         lambda: api.get_server(server_id=server_id).server,
         lambda s: s.state == state,
         timeout,
@@ -282,7 +195,7 @@ def _terminate(api: InstanceUtilsV1API, server_id: str) -> None:
         api.delete_server(server_id=server_id)
         return
     api.server_action(server_id=server_id, action=ServerAction.TERMINATE)
-    _wait(
+    wait_until(
         lambda: [s.id for s in api.list_servers().servers],
         lambda ids: server_id not in ids,
         what=f"server {server_id} gone",
@@ -401,7 +314,7 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
     address = server.public_ip.address
     guest = _boot(api, qemu_cloud, server, ssh_key, "first boot")
     assert guest.endpoint()[0] == address  # the public IP is where the host reaches it
-    running = _wait(
+    running = wait_until(
         lambda: api.get_server(server_id=server.id).server,
         lambda s: s.state_detail == "booted",
         what="the guest's booted signal",
@@ -424,7 +337,7 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
     host, port = guest.endpoint()
     started = time.monotonic()
     api.server_action(server_id=server.id, action=ServerAction.REBOOT)
-    _wait(
+    wait_until(
         lambda: (
             guest.try_ssh("cat /proc/sys/kernel/random/boot_id")
             if guest.tcp_open(host, port)
@@ -447,7 +360,7 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
     assert not guest.tcp_open(host, port)
     api.server_action(server_id=server.id, action=ServerAction.POWERON)
     _state(api, server.id, "running")
-    _wait(lambda: guest.tcp_open(host, port), bool, what="SSH after resuming")
+    wait_until(lambda: guest.tcp_open(host, port), bool, what="SSH after resuming")
     assert guest.ssh("cat /proc/sys/kernel/random/boot_id") == boot_id
 
     # Security group: an inbound drop rule on 22 closes the port from outside, removing it
@@ -463,11 +376,11 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
         editable=True,
         dest_port_from=22,
     ).rule
-    _wait(guest.endpoint, lambda found: found is None, 60, "port 22 closed")
-    _wait(lambda: guest.tcp_open(host, port), lambda opened: not opened, 60, "refused")
+    wait_until(guest.endpoint, lambda found: found is None, 60, "port 22 closed")
+    wait_until(lambda: guest.tcp_open(host, port), lambda opened: not opened, 60, "refused")
     api.delete_security_group_rule(security_group_id=group_id, security_group_rule_id=rule.id)
-    _wait(guest.endpoint, lambda found: found == (host, port), 60, "port 22 open again")
-    _wait(lambda: guest.tcp_open(host, port), bool, 60, "SSH again")
+    wait_until(guest.endpoint, lambda found: found == (host, port), 60, "port 22 open again")
+    wait_until(lambda: guest.tcp_open(host, port), bool, 60, "SSH again")
 
     # An SBS volume hot-plugged into the running server, then detached.
     block = BlockV1API(client)
@@ -477,7 +390,7 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
     block.wait_for_volume(volume_id=volume.id)
     api.attach_server_volume(server_id=server.id, volume_id=volume.id, volume_type="sbs_volume")
     serial = volume.id.replace("-", "")[:20]
-    _wait(
+    wait_until(
         lambda: guest.ssh("cat /sys/block/vdb/serial 2>/dev/null || true"),
         lambda found: found == serial,
         120,
@@ -485,13 +398,13 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
     )
     assert guest.ssh("blockdev --getsize64 /dev/vdb") == str(2 * 1000**3)
     api.detach_server_volume(server_id=server.id, volume_id=volume.id)
-    _wait(
+    wait_until(
         lambda: guest.ssh("test -e /sys/block/vdb && echo present || echo gone"),
         lambda found: found == "gone",
         120,
         "/dev/vdb unplugged",
     )
-    _wait(
+    wait_until(
         lambda: block.get_volume(volume_id=volume.id).status,
         lambda status: status == "available",
         what="the volume free again",
@@ -504,7 +417,7 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
     started = time.monotonic()
     snapshot = api.create_snapshot(volume_id=root_id, name="hot").snapshot
     assert snapshot.state == "snapshotting"
-    _wait(
+    wait_until(
         lambda: api.get_snapshot(snapshot_id=snapshot.id).snapshot.state,
         lambda state: state == "available",
         what="the hot snapshot",
@@ -519,7 +432,7 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
 
     for server_id in (clone.id, server.id):
         _terminate(api, server_id)
-    _wait(lambda: _qemus_of(qemu_cloud.state_dir), lambda pids: not pids, 120, "VMs gone")
+    wait_until(lambda: qemus_of(qemu_cloud.state_dir), lambda pids: not pids, 120, "VMs gone")
     assert not list((qemu_cloud.state_dir / "volumes").glob("*.qcow2"))
 
 
@@ -577,7 +490,7 @@ def test_private_network_neighbours(qemu_cloud, client, api, image, ssh_key) -> 
 
     alpha_ip, beta_ip = address(first.id), address(second.id)
     for guest, ip in ((alpha, alpha_ip), (beta, beta_ip)):
-        _wait(
+        wait_until(
             lambda g=guest: g.ssh("ip -4 -o addr show"),
             lambda found, ip=ip: f" {ip}/" in found,
             180,
@@ -600,7 +513,7 @@ def test_a_crash_leaves_no_vm_behind(tmp_path: Path, ssh_key: Path) -> None:
     cloud = QemuCloud(state_dir=tmp_path / "state", port=_free_port(3))
     cloud.start()
     try:
-        api = InstanceUtilsV1API(_sdk(cloud))
+        api = InstanceUtilsV1API(sdk_client(cloud))
         disk = tmp_path / "blank.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
         image = import_image(cloud, api, disk, "blank")
@@ -608,7 +521,7 @@ def test_a_crash_leaves_no_vm_behind(tmp_path: Path, ssh_key: Path) -> None:
         server = _server(api, image, "doomed", ssh_key, boot_type=BootType.RESCUE)
         api.server_action(server_id=server.id, action=ServerAction.POWERON)
         _state(api, server.id, "running")
-        assert _qemus_of(cloud.state_dir)
+        assert qemus_of(cloud.state_dir)
         leftover_dir = cloud.state_dir / "machines" / "leftover"
         leftover_dir.mkdir(parents=True)
         leftover = subprocess.Popen(
@@ -619,11 +532,11 @@ def test_a_crash_leaves_no_vm_behind(tmp_path: Path, ssh_key: Path) -> None:
             ],
             start_new_session=True,
         )
-        _wait(lambda: (leftover_dir / "qemu.pid").exists(), bool, 30, "the stand-in's pidfile")
+        wait_until(lambda: (leftover_dir / "qemu.pid").exists(), bool, 30, "the stand-in's pidfile")
         cloud.kill()
         cloud.start()
         assert leftover.wait(timeout=30) is not None
-        assert not _qemus_of(cloud.state_dir)
+        assert not qemus_of(cloud.state_dir)
         restarted = api.get_server(server_id=server.id).server
         assert (restarted.state, restarted.state_detail) == ("stopped", "")
     finally:
