@@ -1,12 +1,13 @@
 """Builds: one run of an image's pipeline for one architecture, and its stages.
 
-A build is claimed by a worker with a lease (claimed_by + heartbeat_at). Another worker may
-take over a build whose heartbeat stopped, and resumes it at the first stage not done.
+A build is claimed by a worker with a lease (see builds.leases). Another worker may take
+over a build whose heartbeat stopped, and resumes it at the first stage not done.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
@@ -27,23 +28,17 @@ from builds.choices import (
     TestRunState,
     Trigger,
 )
+from builds.leases import Leased, LeaseQuerySet
 from catalog.choices import Arch
 from catalog.models import Image, ImageVersion, Zone
 
 
-class BuildQuerySet(models.QuerySet["Build"]):
+class BuildQuerySet(LeaseQuerySet["Build"]):
     def active(self) -> BuildQuerySet:
         return self.filter(state__in=ACTIVE_STATES)
 
-    def stale_claims(self, now: dt.datetime | None = None) -> BuildQuerySet:
-        now = now or timezone.now()
-        limit = now - dt.timedelta(seconds=settings.BUILD_LEASE_SECONDS)
-        return self.filter(state__in=RUNNING_STATES).filter(
-            Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True)
-        )
 
-
-class Build(models.Model):
+class Build(Leased):
     """One run of the pipeline that turns an image's upstream source and recipe into a version."""
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="builds")
@@ -62,8 +57,6 @@ class Build(models.Model):
     failure_stage = models.CharField(max_length=16, blank=True)
     failure_reason = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
-    claimed_by = models.CharField(max_length=128, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     # What the build found upstream and what it produced.
     upstream_url = models.URLField(max_length=500, blank=True)
@@ -77,6 +70,11 @@ class Build(models.Model):
     )
 
     objects = BuildQuerySet.as_manager()
+
+    QUEUED = BuildState.QUEUED
+    LEASED_STATES = tuple(RUNNING_STATES)
+    # A claimed build stays queued until its first stage starts.
+    HEARTBEAT_STATES = tuple(ACTIVE_STATES)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -125,34 +123,17 @@ class Build(models.Model):
         for position, name in enumerate(StageName.values):
             Stage.objects.get_or_create(build=self, name=name, defaults={"position": position})
 
-    def claim(self, worker: str, now: dt.datetime | None = None) -> bool:
-        """Take the build for `worker`: a queued build, or a running one whose lease expired.
+    # --- lease (see builds.leases) -------------------------------------------------------------
+    @classmethod
+    def lease_seconds(cls) -> float:
+        return float(settings.BUILD_LEASE_SECONDS)
 
-        Returns False when another worker holds a live claim, or the build has ended.
-        """
-        now = now or timezone.now()
-        limit = now - dt.timedelta(seconds=settings.BUILD_LEASE_SECONDS)
-        claimable = Q(state=BuildState.QUEUED) | Q(state__in=RUNNING_STATES) & (
-            Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True) | Q(claimed_by=worker)
-        )
-        updated = Build.objects.filter(claimable, pk=self.pk, cancel_requested=False).update(
-            claimed_by=worker,
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            started_at=models.functions.Coalesce(F("started_at"), models.Value(now)),
-        )
-        if updated:
-            self.refresh_from_db()
-        return updated == 1
+    def claimable(self, worker: str, now: dt.datetime) -> Q:
+        """A build whose cancel was asked is not taken."""
+        return super().claimable(worker, now) & Q(cancel_requested=False)
 
-    def heartbeat(self, worker: str) -> bool:
-        """Refresh the lease; False when the claim was lost (taken over or build ended)."""
-        return (
-            Build.objects.filter(pk=self.pk, claimed_by=worker, state__in=ACTIVE_STATES).update(
-                heartbeat_at=timezone.now()
-            )
-            == 1
-        )
+    def claim_updates(self) -> dict[str, Any]:
+        return {"attempts": F("attempts") + 1}
 
     def enter_stage(self, stage: str) -> None:
         Build.objects.filter(pk=self.pk, state__in=ACTIVE_STATES).update(
@@ -290,30 +271,17 @@ class JanitorRun(models.Model):
         return f"Janitor run {self.started_at:%Y-%m-%d %H:%M}"
 
 
-def lease_limit_for_test_runs(now: dt.datetime | None = None) -> dt.datetime:
-    """A running test run whose last heartbeat is older than this may be taken over
-    (TEST_LEASE_SECONDS, 60 by default: six of the runner's heartbeats)."""
-    seconds = float(getattr(settings, "TEST_LEASE_SECONDS", 60))
-    return (now or timezone.now()) - dt.timedelta(seconds=seconds)
-
-
-class TestRunQuerySet(models.QuerySet["TestRun"]):
+class TestRunQuerySet(LeaseQuerySet["TestRun"]):
     __test__ = False  # not a pytest test class
 
-    def stale_claims(self, now: dt.datetime | None = None) -> TestRunQuerySet:
-        """Running runs whose worker stopped sending heartbeats (it was killed)."""
-        return self.filter(state=TestRunState.RUNNING).filter(
-            Q(heartbeat_at__lt=lease_limit_for_test_runs(now)) | Q(heartbeat_at__isnull=True)
-        )
 
-
-class TestRun(models.Model):
+class TestRun(Leased):
     """The checks of one image version in one zone, on servers booted from its local image.
 
     A build's test stage starts one per enabled zone; Re-run (one cell, one zone, or every
     failed cell) starts another with only those checks. The matrix on the version page shows,
     per zone and check, the latest result. A run is claimed with a lease like a build
-    (claimed_by + heartbeat_at); a run whose heartbeat stopped is taken over by its build's
+    (see builds.leases); a run whose heartbeat stopped is taken over by its build's
     test stage, or sent again by a schedule (builds.tasks.requeue_stale_test_runs).
     """
 
@@ -339,14 +307,15 @@ class TestRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
-    claimed_by = models.CharField(max_length=128, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="Why the run could not run its checks.")
     kept_resources = models.JSONField(
         default=list, blank=True, help_text="Resources left in place on purpose (kept on failure)."
     )
 
     objects = TestRunQuerySet.as_manager()
+
+    QUEUED = TestRunState.QUEUED
+    LEASED_STATES = HEARTBEAT_STATES = (TestRunState.RUNNING,)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -366,6 +335,21 @@ class TestRun(models.Model):
 
     def cancel_is_requested(self) -> bool:
         return TestRun.objects.filter(pk=self.pk, cancel_requested=True).exists()
+
+    # --- lease (see builds.leases) -------------------------------------------------------------
+    @classmethod
+    def lease_seconds(cls) -> float:
+        """TEST_LEASE_SECONDS (60 by default: six of the runner's heartbeats)."""
+        return float(settings.TEST_LEASE_SECONDS)
+
+    def claimable(self, worker: str, now: dt.datetime) -> Q:
+        """A queued run whose cancel was asked is not taken (it is ended unstarted). A running
+        run whose cancel was asked while its worker was dead is: someone has to delete what
+        that worker left, and end the run."""
+        return super().claimable(worker, now) & ~Q(state=TestRunState.QUEUED, cancel_requested=True)
+
+    def claim_updates(self) -> dict[str, Any]:
+        return {"state": TestRunState.RUNNING}
 
 
 class CheckResult(models.Model):

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 
 from django.conf import settings
 
 from builds import pipeline
 from builds.choices import RUNNING_STATES
+from builds.leases import worker_name
 from builds.models import Build
 
 log = logging.getLogger(__name__)
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_build(build_id: int) -> str:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import smtplib
-import socket
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +24,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
+from builds.leases import worker_name
 from catalog import dates
 from catalog.choices import ImageState
 from catalog.models import Image
@@ -276,10 +274,6 @@ def deliver(
     return f"transient, gave up after {retries + 1} attempts: {error}"
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
 def _usages_for(notices: list[Notice]) -> dict[tuple[int, int], list[Usage]]:
     customers = {n.customer_id for n in notices}
     images = {n.image_id for n in notices}
@@ -402,7 +396,7 @@ def send_due(
     """Send every due planned notice over one SMTP connection, a page at a time: claim the
     page's rows in one statement, send their messages, mark the sent ones in one statement.
     """
-    report = SendReport(worker=worker or worker_name())
+    report = SendReport(worker=worker or worker_name(per_call=True))
     lease = (
         lease_seconds if lease_seconds is not None else _setting("NOTICE_CLAIM_LEASE_SECONDS", 600)
     )

@@ -30,7 +30,7 @@ Settings (read with their defaults when the project does not set them):
 TEST_CHECK_CONCURRENCY (3), TEST_COMMERCIAL_TYPE ("DEV1-S"), TEST_BOOT_TIMEOUT_SECONDS (600),
 TEST_SSH_TIMEOUT_SECONDS (30, per command), TEST_ACTION_TIMEOUT_SECONDS (300),
 TEST_SSH_USER ("root"), TEST_LEASE_SECONDS (60: a heartbeat older than this may be taken
-over; see `builds.models.lease_limit_for_test_runs`).
+over; see `builds.leases`).
 """
 
 from __future__ import annotations
@@ -46,12 +46,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import OperationalError, models
-from django.db.models import F, Q
+from django.db import OperationalError
 from django.utils import timezone
 
 from builds.choices import CHECK_DONE_STATES, CheckState, TestRunState
-from builds.models import CheckResult, TestRun, TestRunResource, lease_limit_for_test_runs
+from builds.models import CheckResult, TestRun, TestRunResource
 from builds.testing import registry
 from builds.testing.harness import SETTLED, SHARED, SOURCE, CheckContext, Harness, RunSpec
 from builds.testing.ledger import Apis, Entry, Journal, Ledger, tagged
@@ -149,7 +148,7 @@ def _run(test_run_id: int, worker: str) -> str:
     if run.state == TestRunState.QUEUED and run.cancel_requested:
         return _cancel_unstarted(run, names)
     resumed, previous = run.state == TestRunState.RUNNING, run.claimed_by
-    if not _db(lambda: _claim(run, worker)):
+    if not _db(lambda: run.claim(worker)):
         _db(run.refresh_from_db)
         if run.state == TestRunState.QUEUED and run.cancel_requested:
             return _cancel_unstarted(run, names)
@@ -225,33 +224,6 @@ def _run(test_run_id: int, worker: str) -> str:
 
 
 # --- claiming and rows -------------------------------------------------------------------------
-
-
-def _claim(run: TestRun, worker: str) -> bool:
-    """Take a queued run, or a running one whose heartbeat stopped (or that is ours).
-
-    A running run whose cancel was asked while its worker was dead is taken too: someone
-    has to delete what that worker left, and end the run."""
-    now = timezone.now()
-    limit = lease_limit_for_test_runs(now)
-    claimable = Q(state=TestRunState.QUEUED, cancel_requested=False) | Q(
-        state=TestRunState.RUNNING
-    ) & (Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True) | Q(claimed_by=worker))
-    updated = TestRun.objects.filter(claimable, pk=run.pk).update(
-        state=TestRunState.RUNNING,
-        claimed_by=worker,
-        heartbeat_at=now,
-        started_at=models.functions.Coalesce(F("started_at"), models.Value(now)),
-    )
-    if updated:
-        run.refresh_from_db()
-    return updated == 1
-
-
-def _heartbeat(run: TestRun, worker: str) -> bool:
-    """Refresh the lease; False when the claim was lost."""
-    rows = TestRun.objects.filter(pk=run.pk, claimed_by=worker, state=TestRunState.RUNNING)
-    return _db(lambda: rows.update(heartbeat_at=timezone.now())) == 1
 
 
 def _prepare_results(run: TestRun, names: list[str], *, resumed: bool) -> None:
@@ -465,7 +437,7 @@ def _supervise(
                 watch.stop.set()
         if now - last_beat >= HEARTBEAT_SECONDS and not lost.is_set():
             last_beat = now
-            if not _heartbeat(run, worker):
+            if not _db(lambda: run.heartbeat(worker)):
                 lost.set()
                 watch.stop.set()
         if journal is not None:
