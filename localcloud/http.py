@@ -221,13 +221,11 @@ def page_of_instance_list(
     total = len(items)
     chunk = items[(page - 1) * per_page : page * per_page]
     last = max(1, -(-total // per_page))
-    return ok(
-        {key: chunk},
-        **{
-            "X-Total-Count": str(total),
-            "Link": f'<{base_path}?page={last}&per_page={per_page}>; rel="last"',
-        },
-    )
+    headers = {
+        "X-Total-Count": str(total),
+        "Link": f'<{base_path}?page={last}&per_page={per_page}>; rel="last"',
+    }
+    return ok({key: chunk}, 200, **headers)
 
 
 def page_of_list(

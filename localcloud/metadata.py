@@ -267,7 +267,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def service(self) -> MetadataService:
-        return self.server.service  # type: ignore[attr-defined]
+        service: MetadataService = self.server.service  # type: ignore[attr-defined]
+        return service
 
     def _answer(
         self, status: int, body: bytes | str | dict[str, Any], content_type: str = ""

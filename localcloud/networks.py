@@ -95,7 +95,7 @@ def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071) used by IPv4, ICMP and UDP."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -415,10 +415,10 @@ class Segment:
         running across a localcloud restart, keeps a dead NIC. A listening QEMU accepts a
         new connection at any time, so with this direction the segment can always come back.
         """
-        path = str(path)
-        if len(os.fsencode(path)) > UNIX_PATH_MAX:
-            raise ValueError(f"socket path longer than {UNIX_PATH_MAX} bytes: {path}")
-        self._commands.append(("attach", path))
+        where = str(path)
+        if len(os.fsencode(where)) > UNIX_PATH_MAX:
+            raise ValueError(f"socket path longer than {UNIX_PATH_MAX} bytes: {where}")
+        self._commands.append(("attach", where))
         self._wake()
 
     def detach(self, path: Path) -> None:
@@ -507,6 +507,7 @@ class Segment:
                 self._run_commands()
                 if self._attached and time.monotonic() >= self._next_attempt:
                     self._connect_attached()
+                assert self._selector is not None
                 try:
                     events = self._selector.select(timeout=0.5 if self._attached else 1.0)
                 except (OSError, ValueError):
@@ -577,11 +578,13 @@ class Segment:
             self._next_port += 1
             port = _Port(sock, self._next_port, attached=path)
             self._ports.append(port)
+            assert self._selector is not None
             self._selector.register(sock, selectors.EVENT_READ, port)
             self._attached[path] = port
             log.info("segment %s: %s attached to %s", self._label, port.name, path)
 
     def _accept(self) -> None:
+        assert self._listener is not None and self._selector is not None
         while True:
             try:
                 sock, _ = self._listener.accept()
@@ -602,7 +605,8 @@ class Segment:
             return
         port.closed = True
         with contextlib.suppress(KeyError, ValueError, AttributeError):
-            self._selector.unregister(port.sock)
+            if self._selector is not None:
+                self._selector.unregister(port.sock)
         port.sock.close()
         if port in self._ports:
             self._ports.remove(port)
@@ -688,6 +692,7 @@ class Segment:
         if writing != port.writing:
             port.writing = writing
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
+            assert self._selector is not None
             self._selector.modify(port.sock, events, port)
 
     def _port_of(self, mac: bytes) -> _Port | None:
@@ -737,6 +742,7 @@ class Segment:
                 self._send(port, frame)
 
     def _drain_pending(self) -> None:
+        assert self._wake_r is not None
         try:
             while self._wake_r.recv(4096):
                 pass
@@ -938,8 +944,8 @@ class Segment:
         if name.endswith(".in-addr.arpa"):
             octets = name[: -len(".in-addr.arpa")].split(".")
             if len(octets) == 4 and all(o.isdigit() and int(o) < 256 for o in octets):
-                address = ipaddress.IPv4Address(".".join(reversed(octets)))
-                if address in self.network:
+                reverse = ipaddress.IPv4Address(".".join(reversed(octets)))
+                if reverse in self.network:
                     return dns_response(query, NXDOMAIN, authoritative=True)
         return None
 
@@ -964,7 +970,7 @@ class Segment:
             return dns_response(query, SERVFAIL)
         rdatas: list[bytes] = []
         for info in infos:
-            rdata = socket.inet_pton(family, info[4][0])
+            rdata = socket.inet_pton(family, str(info[4][0]))
             if rdata not in rdatas:
                 rdatas.append(rdata)
         return dns_response(query, NOERROR, rdatas)

@@ -7,15 +7,17 @@ localcloud.api.marketplace."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from localcloud import machines as machine_capabilities
 from localcloud.api.instance_common import SERVER, machines
 from localcloud.faults import Fault
-from localcloud.http import ApiError, Request, Response, invalid_argument, not_found, ok
+from localcloud.http import ApiError, Request, Response, Router, invalid_argument, not_found, ok
 
 PREFIX = "/localcloud/v1"
 
 
-def reset(cloud, request: Request) -> Response:
+def reset(cloud: Any, request: Request) -> Response:
     cloud.faults.clear()
     on_reset = getattr(cloud, "on_reset", None)
     if on_reset:
@@ -24,16 +26,16 @@ def reset(cloud, request: Request) -> Response:
     return ok({"reset": True})
 
 
-def inventory(cloud, request: Request) -> Response:
+def inventory(cloud: Any, request: Request) -> Response:
     """Every resource of every project, by kind (what a usage source or a test counts)."""
     return ok({kind: cloud.store.all(kind) for kind in sorted(cloud.store.kinds())})
 
 
-def list_faults(cloud, request: Request) -> Response:
+def list_faults(cloud: Any, request: Request) -> Response:
     return ok({"faults": cloud.faults.describe()})
 
 
-def add_fault(cloud, request: Request) -> Response:
+def add_fault(cloud: Any, request: Request) -> Response:
     data = request.json()
     if not data.get("operation"):
         raise invalid_argument(
@@ -54,16 +56,16 @@ def add_fault(cloud, request: Request) -> Response:
     return ok({"faults": cloud.faults.describe()})
 
 
-def clear_faults(cloud, request: Request) -> Response:
+def clear_faults(cloud: Any, request: Request) -> Response:
     cloud.faults.clear()
     return ok({"faults": []})
 
 
-def get_clock(cloud, request: Request) -> Response:
+def get_clock(cloud: Any, request: Request) -> Response:
     return ok({"offset_seconds": cloud.clock.offset, "now": cloud.clock.iso()})
 
 
-def set_clock(cloud, request: Request) -> Response:
+def set_clock(cloud: Any, request: Request) -> Response:
     data = request.json()
     try:
         cloud.clock.set_offset(float(data.get("offset_seconds", 0)))
@@ -72,11 +74,11 @@ def set_clock(cloud, request: Request) -> Response:
     return get_clock(cloud, request)
 
 
-def endpoints(cloud, request: Request) -> Response:
+def endpoints(cloud: Any, request: Request) -> Response:
     return ok({"s3": cloud.s3_endpoints})
 
 
-def server_endpoint(cloud, request: Request, zone: str, server_id: str) -> Response:
+def server_endpoint(cloud: Any, request: Request, zone: str, server_id: str) -> Response:
     server = cloud.store.get(SERVER, server_id)
     if server is None or server.get("zone") != zone:
         raise not_found("instance_server", server_id)
@@ -93,7 +95,7 @@ def server_endpoint(cloud, request: Request, zone: str, server_id: str) -> Respo
     return ok(found)
 
 
-def register(router) -> None:
+def register(router: Router) -> None:
     router.add("POST", f"{PREFIX}/reset", reset)
     router.add("GET", f"{PREFIX}/inventory", inventory)
     router.add("GET", f"{PREFIX}/faults", list_faults)

@@ -17,7 +17,8 @@ def _wrap(handler: Any) -> Any:
     def wrapped(cloud: Any, request: Request, zone: str, **params: str) -> Response:
         check_zone(zone)
         with cloud.lock:
-            return handler(cloud, request, zone, **params)
+            response: Response = handler(cloud, request, zone, **params)
+            return response
 
     return wrapped
 

@@ -4,7 +4,8 @@ rendering, project filters, tasks and kinds."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from localcloud.http import ApiError, Request, invalid_argument, invalid_request, not_found
 from localcloud.machines import MachineBackend
@@ -69,14 +70,16 @@ def settle(cloud: Any, kind: str, record: dict[str, Any]) -> dict[str, Any] | No
     return record
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 # Cleanup callbacks run when a record disappears through a transition (terminate).
 _GONE_HOOKS: dict[str, Any] = {}
 
 
-def on_gone(name: str):
+def on_gone(name: str) -> Callable[[F], F]:
     """Register a cleanup run when a record with `_on_gone = name` disappears."""
 
-    def decorate(func):
+    def decorate(func: F) -> F:
         _GONE_HOOKS[name] = func
         return func
 

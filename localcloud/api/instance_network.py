@@ -109,7 +109,8 @@ def new_security_group(cloud: Any, zone: str, body: dict[str, Any]) -> dict[str,
 
 def default_security_group(cloud: Any, zone: str, body_owner: dict[str, Any]) -> dict[str, Any]:
     """The project's default group in a zone, created on first use as on Scaleway."""
-    for group in cloud.store.all(SECURITY_GROUP):
+    groups: list[dict[str, Any]] = cloud.store.all(SECURITY_GROUP)
+    for group in groups:
         if (
             group["zone"] == zone
             and group["project"] == body_owner["project"]
@@ -231,7 +232,8 @@ def _put_rule(
         "zone": group["zone"],
         "_security_group_id": group["id"],
     }
-    return cloud.store.put(RULE, rule)
+    stored: dict[str, Any] = cloud.store.put(RULE, rule)
+    return stored
 
 
 def _renumber(cloud: Any, group_id: str, first: dict[str, Any] | None = None) -> None:
@@ -368,7 +370,8 @@ def new_ip(
         "ipam_id": new_id(),
         "_dynamic": dynamic,
     }
-    return cloud.store.put(IP, ip)
+    stored: dict[str, Any] = cloud.store.put(IP, ip)
+    return stored
 
 
 def attach_ip(cloud: Any, ip: dict[str, Any], server: dict[str, Any] | None) -> None:
@@ -423,7 +426,10 @@ def _find_ip(cloud: Any, zone: str, ip_ref: str) -> dict[str, Any]:
     """`{ip}` is an id or an address, as on Scaleway."""
     if is_uuid(ip_ref):
         return load(cloud, IP, zone, ip_ref, "instance_ip")
-    for ip in cloud.store.all(IP, lambda i: i["zone"] == zone and i["address"] == ip_ref):
+    ips: list[dict[str, Any]] = cloud.store.all(
+        IP, lambda i: i["zone"] == zone and i["address"] == ip_ref
+    )
+    for ip in ips:
         return ip
     return load(cloud, IP, zone, ip_ref, "instance_ip")  # raises the 404
 

@@ -122,7 +122,8 @@ def resolve_image(cloud: Any, zone: str, image: str, commercial_type: str) -> di
             raise not_found("instance_image", found)
         return public(record)
     if found:
-        return found
+        resolved: dict[str, Any] = found
+        return resolved
     if not is_uuid(image):
         raise ApiError(
             404,
@@ -449,7 +450,8 @@ def _backup(cloud: Any, server: dict[str, Any], name: str | None) -> dict[str, A
         state="creating",
     )
     machine_capabilities.follow(machines(cloud), image, snapshot_ids, {"state": "available"})
-    return cloud.store.put(IMAGE, image)
+    stored: dict[str, Any] = cloud.store.put(IMAGE, image)
+    return stored
 
 
 def server_action(cloud: Any, request: Request, zone: str, server_id: str) -> Response:
@@ -576,10 +578,8 @@ def compatible_types(cloud: Any, request: Request, zone: str, server_id: str) ->
 def list_server_types(cloud: Any, request: Request, zone: str) -> Response:
     """A dict, not a list: everything on page 1, an empty dict past it."""
     names = products.names() if request.int_arg("page", 1) == 1 else []
-    return ok(
-        {"servers": {n: products.server_type(n) for n in names}},
-        **{"X-Total-Count": str(len(products.names()))},
-    )
+    headers = {"X-Total-Count": str(len(products.names()))}
+    return ok({"servers": {n: products.server_type(n) for n in names}}, 200, **headers)
 
 
 def register(router: Any, wrap: Any) -> None:

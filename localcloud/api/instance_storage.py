@@ -103,7 +103,8 @@ def new_image(
         "tags": tags,
         "zone": zone,
     }
-    return cloud.store.put(IMAGE, image)
+    stored: dict[str, Any] = cloud.store.put(IMAGE, image)
+    return stored
 
 
 def _snapshot_for_image(cloud: Any, zone: str, snapshot_id: Any, field: str) -> dict[str, Any]:
@@ -228,7 +229,8 @@ def new_snapshot(
     }
     if then:
         machines(cloud).schedule(snapshot, [then])
-    return cloud.store.put(SNAPSHOT, snapshot)
+    stored: dict[str, Any] = cloud.store.put(SNAPSHOT, snapshot)
+    return stored
 
 
 def _import_snapshot(cloud: Any, zone: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -389,7 +391,8 @@ def new_volume(
         "_base_snapshot": base_snapshot,
         "_boot": boot,
     }
-    return cloud.store.put(VOLUME, volume)
+    stored: dict[str, Any] = cloud.store.put(VOLUME, volume)
+    return stored
 
 
 def list_volumes(cloud: Any, request: Request, zone: str) -> Response:

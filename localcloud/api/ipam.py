@@ -12,6 +12,7 @@ Hook published by `install(cloud)`:
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from localcloud.http import Request, Response, invalid_argument, new_id, not_found, ok, page_of_list
@@ -31,7 +32,9 @@ def _region(zone: str) -> str:
     return zone.rsplit("-", 1)[0]
 
 
-def _first_free(network: ipaddress._BaseNetwork, taken: set[str]) -> ipaddress._BaseAddress:
+def _first_free(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network, taken: set[str]
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The first host from network+2 (network+1 is the gateway, as on Scaleway)."""
     start = int(network.network_address) + 2
     end = int(network.broadcast_address) - (1 if network.version == 4 else 0)
@@ -44,9 +47,9 @@ def _first_free(network: ipaddress._BaseNetwork, taken: set[str]) -> ipaddress._
 
 def _resource_name(cloud: Any, nic: dict[str, Any]) -> str | None:
     if nic.get("name"):
-        return nic["name"]
+        return str(nic["name"])
     server = cloud.store.get(SERVER, nic.get("server_id") or "")
-    return server.get("name") if server else None
+    return str(server["name"]) if server and server.get("name") is not None else None
 
 
 def allocate(cloud: Any, nic: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,7 +123,7 @@ def private_nic_changed(cloud: Any, nic: dict[str, Any], created: bool) -> list[
 
 def list_ips(cloud: Any, request: Request, region: str) -> Response:
     items = cloud.store.all(IPAM_IP, lambda ip: ip["region"] == region)
-    simple = {
+    simple: dict[str, Callable[[dict[str, Any], str], bool]] = {
         "resource_id": lambda ip, v: ip["resource"]["id"] == v,
         "resource_type": lambda ip, v: ip["resource"]["type"] == v,
         "resource_name": lambda ip, v: v in (ip["resource"].get("name") or ""),

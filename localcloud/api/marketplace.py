@@ -76,11 +76,12 @@ def _expired(cloud: Any, image: dict[str, Any]) -> bool:
     until = image.get("valid_until")
     if not until:
         return False
-    return dt.datetime.fromisoformat(until.replace("Z", "+00:00")) <= cloud.clock.now()
+    expires = dt.datetime.fromisoformat(until.replace("Z", "+00:00"))
+    return bool(expires <= cloud.clock.now())
 
 
 def _image_by_label(cloud: Any, label: str) -> dict[str, Any] | None:
-    found = cloud.store.all(IMAGE, lambda i: i["label"] == label)
+    found: list[dict[str, Any]] = cloud.store.all(IMAGE, lambda i: i["label"] == label)
     return found[0] if found else None
 
 
@@ -92,14 +93,15 @@ def _image_or_404(cloud: Any, label: str) -> dict[str, Any]:
 
 
 def _versions(cloud: Any, image_id: str) -> list[dict[str, Any]]:
-    return cloud.store.all(VERSION, lambda v: v["_image_id"] == image_id)
+    versions: list[dict[str, Any]] = cloud.store.all(VERSION, lambda v: v["_image_id"] == image_id)
+    return versions
 
 
 def current_version(cloud: Any, image: dict[str, Any]) -> dict[str, Any] | None:
     """The pinned version, else the latest published one."""
     pinned = image.get("_current_version_id")
     if pinned:
-        version = cloud.store.get(VERSION, pinned)
+        version: dict[str, Any] | None = cloud.store.get(VERSION, pinned)
         if version is not None:
             return version
     versions = [v for v in _versions(cloud, image["id"]) if v.get("published_at")]
@@ -114,7 +116,10 @@ def _render_local(cloud: Any, local: dict[str, Any]) -> dict[str, Any]:
 
 
 def _local_images_of(cloud: Any, version_id: str) -> list[dict[str, Any]]:
-    return cloud.store.all(LOCAL_IMAGE, lambda li: li["_version_id"] == version_id)
+    found: list[dict[str, Any]] = cloud.store.all(
+        LOCAL_IMAGE, lambda li: li["_version_id"] == version_id
+    )
+    return found
 
 
 def _ensure_categories(cloud: Any, names: list[str]) -> None:
@@ -192,18 +197,23 @@ def list_local_images(cloud: Any, request: Request) -> Response:
         raise invalid_argument(
             scopes[1], "one_of", "only one of image_id, version_id, image_label may be set"
         )
-    if request.arg("version_id"):
-        version_id = request.arg("version_id")
+    version_id, image_id, image_label = (
+        request.arg("version_id"),
+        request.arg("image_id"),
+        request.arg("image_label"),
+    )
+    if version_id:
         if cloud.store.get(VERSION, version_id) is None:
             raise not_found("MarketplaceVersion", version_id)
         locals_ = _local_images_of(cloud, version_id)
-    elif request.arg("image_id") or request.arg("image_label"):
-        if request.arg("image_id"):
-            image = cloud.store.get(IMAGE, request.arg("image_id"))
+    elif image_id or image_label:
+        if image_id:
+            image = cloud.store.get(IMAGE, image_id)
             if image is None:
-                raise not_found("MarketplaceImage", request.arg("image_id"))
+                raise not_found("MarketplaceImage", image_id)
         else:
-            image = _image_or_404(cloud, request.arg("image_label"))
+            assert image_label
+            image = _image_or_404(cloud, image_label)
         version = current_version(cloud, image)
         locals_ = _local_images_of(cloud, version["id"]) if version else []
     else:
@@ -508,7 +518,7 @@ def resolve(cloud: Any, zone: str, image: str, commercial_type: str | None) -> s
     )
     for candidate in candidates:
         if compatible(candidate):
-            return candidate["id"]
+            return str(candidate["id"])
     return None
 
 

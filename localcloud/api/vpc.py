@@ -102,13 +102,16 @@ def _new_vpc(
 def default_vpc(cloud: Any, region: str, project: str) -> dict[str, Any]:
     """The project's default VPC in the region, created on first use."""
     with cloud.store.lock:
-        found = cloud.store.all(
+        found: list[dict[str, Any]] = cloud.store.all(
             VPC,
             lambda v: v["region"] == region and v["project_id"] == project and v["is_default"],
         )
         if found:
             return found[0]
-        return cloud.store.put(VPC, _new_vpc(cloud, region, project, "default", True, {}))
+        vpc: dict[str, Any] = cloud.store.put(
+            VPC, _new_vpc(cloud, region, project, "default", True, {})
+        )
+        return vpc
 
 
 def _render_vpc(cloud: Any, vpc: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +120,7 @@ def _render_vpc(cloud: Any, vpc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_vpc(cloud: Any, region: str, vpc_id: str) -> dict[str, Any]:
-    vpc = cloud.store.get(VPC, vpc_id)
+    vpc: dict[str, Any] | None = cloud.store.get(VPC, vpc_id)
     if vpc is None or vpc["region"] != region:
         raise not_found("vpc", vpc_id)
     return vpc
@@ -125,8 +128,9 @@ def _load_vpc(cloud: Any, region: str, vpc_id: str) -> dict[str, Any]:
 
 def list_vpcs(cloud: Any, request: Request, region: str) -> Response:
     _check_region(region)
-    if request.arg("project_id"):
-        default_vpc(cloud, region, request.arg("project_id"))
+    project = request.arg("project_id")
+    if project:
+        default_vpc(cloud, region, project)
     items = _filter(request, cloud.store.all(VPC, lambda v: v["region"] == region))
     is_default = request.flag("is_default")
     if is_default is not None:
@@ -273,13 +277,15 @@ def create_private_network(cloud: Any, request: Request, region: str) -> Respons
 
 
 def _load_pn(cloud: Any, region: str, pn_id: str) -> dict[str, Any]:
-    pn = cloud.store.get(PRIVATE_NETWORK, pn_id)
+    pn: dict[str, Any] | None = cloud.store.get(PRIVATE_NETWORK, pn_id)
     if pn is None or pn["region"] != region:
         raise not_found("private_network", pn_id)
     return pn
 
 
-def get_private_network(cloud: Any, request: Request, region: str, private_network_id: str):
+def get_private_network(
+    cloud: Any, request: Request, region: str, private_network_id: str
+) -> Response:
     return ok(_load_pn(cloud, region, private_network_id))
 
 

@@ -75,6 +75,7 @@ from localcloud.machines.boots import BootGate
 from localcloud.machines.qmp import QMPClient, QMPClosed, QMPError
 from localcloud.machines.timer import TimerBackend
 from localcloud.metadata import MetadataService
+from localcloud.store import Store
 
 log = logging.getLogger("localcloud.qemu")
 
@@ -167,7 +168,9 @@ def probe_kvm(timeout: float = 10.0) -> bool:
     except OSError:
         return False
     output = bytearray()
-    reader = threading.Thread(target=lambda: output.extend(proc.stdout.read()), daemon=True)
+    stdout = proc.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: output.extend(stdout.read()), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and wanted not in output and proc.poll() is None:
@@ -354,7 +357,9 @@ class Launcher:
     signal set by `setpriv --pdeathsig` fires when the *thread* that forked exits."""
 
     def __init__(self) -> None:
-        self.requests: queue.Queue = queue.Queue()
+        self.requests: queue.Queue[
+            tuple[list[str], dict[str, Any], queue.Queue[subprocess.Popen[bytes] | Exception]]
+        ] = queue.Queue()
         self.prefix = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
         self.thread = threading.Thread(target=self._run, daemon=True, name="qemu-launcher")
         self.thread.start()
@@ -367,8 +372,8 @@ class Launcher:
             except Exception as exc:  # the caller re-raises it
                 answer.put(exc)
 
-    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-        answer: queue.Queue = queue.Queue()
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        answer: queue.Queue[subprocess.Popen[bytes] | Exception] = queue.Queue()
         self.requests.put((argv, kwargs, answer))
         result = answer.get()
         if isinstance(result, Exception):
@@ -502,9 +507,9 @@ class Machine:
         self.backend = backend
         self.id = server_id
         self.dir = backend.layout.machine(server_id)
-        self.ops: queue.Queue = queue.Queue()
+        self.ops: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue()
         self.lifecycle_queued = 0  # changed under the cloud's lock
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMPClient | None = None
         self.config: dict[str, Any] | None = None
         self.accel_args: list[str] = []
@@ -555,6 +560,13 @@ class Machine:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and self.qmp is not None
 
+    @property
+    def monitor(self) -> QMPClient:
+        """The QMP connection of the running QEMU."""
+        if self.qmp is None:
+            raise AttributeError(f"server {self.id}: no QEMU monitor")
+        return self.qmp
+
     def _settle(self, state: str, detail: str) -> None:
         """The end state of a transition, unless a later transition is already queued."""
         self.backend.patch_server(self.id, {"state": state, "state_detail": detail}, self)
@@ -569,7 +581,7 @@ class Machine:
     def _op_start(self) -> None:
         if self.running():  # poweron of a server stopped in place
             if self.paused:
-                self.qmp.execute("cont")
+                self.monitor.execute("cont")
                 self.paused = False
             self._settle("running", self.detail_before_pause or "booting kernel")
             return
@@ -594,10 +606,11 @@ class Machine:
     def _op_power_off(self) -> None:
         if self.running():
             if self.paused:
-                self.qmp.execute("cont")
+                self.monitor.execute("cont")
                 self.paused = False
             with contextlib.suppress(QMPError, QMPClosed, TimeoutError):
-                self.qmp.execute("system_powerdown")
+                self.monitor.execute("system_powerdown")
+            assert self.proc is not None  # running()
             try:
                 self.proc.wait(timeout=self.backend.settings.poweroff_timeout)
             except subprocess.TimeoutExpired:
@@ -611,7 +624,7 @@ class Machine:
             self.detail_before_pause = server.get("state_detail") or ""
             if self.detail_before_pause in ("stopping in place", "stopped in place"):
                 self.detail_before_pause = "booted"
-            self.qmp.execute("stop")
+            self.monitor.execute("stop")
             self.paused = True
         self._settle("stopped in place", "stopped in place")
 
@@ -621,9 +634,9 @@ class Machine:
             return
         self._progress("starting", "rebooting")
         if self.running() and plan.config == self.config and self.accel_args[1] == "kvm":
-            self.qmp.execute("system_reset")
+            self.monitor.execute("system_reset")
             if self.paused:
-                self.qmp.execute("cont")
+                self.monitor.execute("cont")
                 self.paused = False
         else:
             # A new boot type or firmware takes a new QEMU. So does any reboot under TCG:
@@ -879,18 +892,18 @@ class Machine:
     def _apply_forwards(self, wanted: set[tuple[str, int]]) -> None:
         for key, host_port in list(self.forwards.items()):
             if key not in wanted:
-                self.qmp.hmp(f"hostfwd_remove n0 tcp:{key[0]}:{host_port}")
+                self.monitor.hmp(f"hostfwd_remove n0 tcp:{key[0]}:{host_port}")
                 del self.forwards[key]
         for key in sorted(wanted - set(self.forwards)):
             address, port = key
-            candidates = [self.chosen_ports.get(key, port)]
+            candidates: list[int | None] = [self.chosen_ports.get(key, port)]
             candidates += [_free_port(address) for _ in range(3)]
-            for host_port in candidates:
-                if host_port is None:
+            for candidate in candidates:
+                if candidate is None:
                     continue
-                error = self.qmp.hmp(f"hostfwd_add n0 tcp:{address}:{host_port}-:{port}")
+                error = self.monitor.hmp(f"hostfwd_add n0 tcp:{address}:{candidate}-:{port}")
                 if not error.strip():
-                    self.forwards[key] = self.chosen_ports[key] = host_port
+                    self.forwards[key] = self.chosen_ports[key] = candidate
                     break
             else:
                 log.warning("server %s: cannot forward %s:%s", self.id, address, port)
@@ -909,7 +922,7 @@ class Machine:
 
     def _plug_disk(self, disk: Disk) -> None:
         ensure_disk(disk.path, disk.base, disk.size)
-        self.qmp.execute(
+        self.monitor.execute(
             "blockdev-add",
             {
                 "driver": "qcow2",
@@ -918,7 +931,7 @@ class Machine:
             },
         )
         try:
-            self.qmp.execute(
+            self.monitor.execute(
                 "device_add",
                 {
                     "driver": "virtio-blk-pci",
@@ -928,7 +941,7 @@ class Machine:
                 },
             )
         except QMPError:
-            self.qmp.execute("blockdev-del", {"node-name": disk.node})
+            self.monitor.execute("blockdev-del", {"node-name": disk.node})
             raise
         self.disks[disk.volume_id] = disk
         log.info("server %s: volume %s plugged", self.id, disk.volume_id)
@@ -936,7 +949,7 @@ class Machine:
     def _unplug_disk(self, disk: Disk) -> None:
         def release() -> None:
             with contextlib.suppress(QMPError):
-                self.qmp.execute("blockdev-del", {"node-name": disk.node})
+                self.monitor.execute("blockdev-del", {"node-name": disk.node})
             self.disks.pop(disk.volume_id, None)
             log.info("server %s: volume %s unplugged", self.id, disk.volume_id)
 
@@ -944,12 +957,12 @@ class Machine:
 
     def _plug_nic(self, nic: Nic) -> None:
         segment = self.backend.segment(nic.network_id)
-        self.qmp.execute(
+        self.monitor.execute(
             "netdev_add",
             {"type": "stream", "id": nic.netdev, "server": False, "addr": segment.endpoint},
         )
         try:
-            self.qmp.execute(
+            self.monitor.execute(
                 "device_add",
                 {
                     "driver": "virtio-net-pci",
@@ -959,7 +972,7 @@ class Machine:
                 },
             )
         except QMPError:
-            self.qmp.execute("netdev_del", {"id": nic.netdev})
+            self.monitor.execute("netdev_del", {"id": nic.netdev})
             raise
         self.nics[nic.nic_id] = nic
         log.info("server %s: private NIC %s plugged", self.id, nic.nic_id)
@@ -967,7 +980,7 @@ class Machine:
     def _unplug_nic(self, nic: Nic) -> None:
         def release() -> None:
             with contextlib.suppress(QMPError):
-                self.qmp.execute("netdev_del", {"id": nic.netdev})
+                self.monitor.execute("netdev_del", {"id": nic.netdev})
             self.nics.pop(nic.nic_id, None)
             self.backend.release_segments()
 
@@ -976,9 +989,9 @@ class Machine:
     def _unplug(self, key: str, device: str, release: Callable[[], None]) -> None:
         """`device_del`, then `release` once the guest let the device go (DEVICE_DELETED),
         now or at a later reconcile: a guest that is still booting answers late."""
-        mark = self.qmp.mark()
+        mark = self.monitor.mark()
         try:
-            self.qmp.execute("device_del", {"id": device})
+            self.monitor.execute("device_del", {"id": device})
         except QMPError as exc:
             if exc.error_class != "DeviceNotFound":
                 raise
@@ -987,12 +1000,20 @@ class Machine:
 
     def _finish_unplugs(self, wait: float = 0.0) -> None:
         for key, (device, mark, release) in list(self.unplugging.items()):
-            gone = self.qmp.wait_event(
-                "DEVICE_DELETED", lambda d, dev=device: d.get("device") == dev, wait, mark
+            gone = self.monitor.wait_event(
+                "DEVICE_DELETED", functools.partial(_device_is, device), wait, mark
             )
             if gone is not None:
                 del self.unplugging[key]
                 release()
+
+
+def _device_is(device: str, event_data: dict[str, Any]) -> bool:
+    return bool(event_data.get("device") == device)
+
+
+def _on_network(network_id: str, nic: dict[str, Any]) -> bool:
+    return bool(nic.get("private_network_id") == network_id)
 
 
 def _free_port(address: str) -> int | None:
@@ -1012,7 +1033,7 @@ class QemuBackend:
 
     def __init__(self, cloud: Any, settings: Settings | None = None) -> None:
         self.cloud = cloud
-        self.store = cloud.store
+        self.store: Store = cloud.store
         self.settings = settings or Settings()
         self.layout = Layout(cloud.store.state_dir)
         self.timer = TimerBackend(cloud.clock.timestamp, getattr(cloud, "transition_seconds", None))
@@ -1324,7 +1345,7 @@ class QemuBackend:
                 raise RuntimeError(f"volume {volume_id} is gone")
             disk = self.layout.volumes / f"{volume_id}.qcow2"
             plugged = machine.disks.get(volume_id) if machine and machine.running() else None
-            if plugged is not None:
+            if machine is not None and plugged is not None:
                 self._hot_copy(machine, plugged, target)
                 how = "hot"
             else:
@@ -1355,7 +1376,7 @@ class QemuBackend:
         partial = target.with_name(target.name + ".part")
         _qemu_img("create", "-q", "-f", "qcow2", str(partial), str(virtual_size(disk.path)))
         node = "bk" + target.stem.replace("-", "")[:20]
-        qmp = machine.qmp
+        qmp = machine.monitor
         qmp.execute(
             "blockdev-add",
             {
@@ -1521,7 +1542,7 @@ class QemuBackend:
     def _nic_ipv4(self, nic_id: str) -> str | None:
         for ip in self.store.all(IPAM_IP, lambda i: (i.get("resource") or {}).get("id") == nic_id):
             if not ip.get("is_ipv6"):
-                return ip["address"].split("/")[0]
+                return str(ip["address"]).split("/")[0]
         return None
 
     def _resolve(self, network_id: str, fqdn: str) -> str | None:
@@ -1540,9 +1561,8 @@ class QemuBackend:
         ]
         networks.sort(key=lambda n: n["id"] != network_id)  # this segment's network first
         for network in networks:
-            for nic in self.store.all(
-                PRIVATE_NIC, lambda n, pn=network["id"]: n.get("private_network_id") == pn
-            ):
+            on_network = functools.partial(_on_network, network["id"])
+            for nic in self.store.all(PRIVATE_NIC, on_network):
                 server = self.store.get(SERVER, nic["server_id"]) or {}
                 names = {
                     (server.get("name") or "").lower(),

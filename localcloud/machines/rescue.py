@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import gzip
 import hashlib
+import io
 import json
 import logging
 import lzma
@@ -30,9 +31,9 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ class NewcArchive:
         # path -> (mode, data, rdev major, rdev minor)
         self.entries: dict[str, tuple[int, bytes, int, int]] = {}
 
-    def _add(self, path: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)):
+    def _add(self, path: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
         path = path.strip("/")
         parent = path.rpartition("/")[0]
         if parent and parent not in self.entries:
@@ -290,7 +291,7 @@ class NewcArchive:
     def __contains__(self, path: str) -> bool:
         return path.strip("/") in self.entries
 
-    def write(self, out: BinaryIO) -> None:
+    def write(self, out: IO[bytes] | io.BufferedIOBase) -> None:
         """Write the entries (sorted, so parents come before their children) and the trailer."""
 
         def entry(name: str, ino: int, mode: int, data: bytes, rdev: tuple[int, int]) -> None:
@@ -434,7 +435,7 @@ def cache_key(kernel_version: str, kernel: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path):
+def _locked(lock_path: Path) -> Iterator[None]:
     with lock_path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
