@@ -49,8 +49,8 @@ def main(names: list[str] | None, serial: bool = True, single: bool = True) -> N
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from builds import testruns
     from builds.models import TestRun
+    from builds.testing import orchestration
     from catalog.models import Zone
     from tests.builds.testing import vmcloud
 
@@ -67,18 +67,18 @@ def main(names: list[str] | None, serial: bool = True, single: bool = True) -> N
         setattr(settings, name, value)
     print(f"publishing the fixture image in {', '.join(ZONES)}...", flush=True)
     version = vmcloud.version_for("ready", ZONES)
-    checks = names or testruns.check_names()
+    checks = names or orchestration.check_names()
 
     def timed(zones: tuple[str, ...], parallel: bool) -> float:
-        runs = testruns.create_runs(
+        runs = orchestration.create_runs(
             version, [Zone.objects.get(code=z) for z in zones], names=checks, reason="bench"
         )
         started = time.monotonic()
         if parallel:
-            testruns.run_in_parallel([r.pk for r in runs], "bench")
+            orchestration.run_in_parallel([r.pk for r in runs], "bench")
         else:
             for run in runs:
-                testruns.run_in_parallel([run.pk], "bench")
+                orchestration.run_in_parallel([run.pk], "bench")
         took = time.monotonic() - started
         for run in TestRun.objects.filter(pk__in=[r.pk for r in runs]):
             rows = run.results.order_by("id").values_list("check_name", "state", "duration")
@@ -98,7 +98,7 @@ def main(names: list[str] | None, serial: bool = True, single: bool = True) -> N
         t3s = timed(ZONES, parallel=False)
         print(f"three zones one after the other: {t3s:.0f} s", flush=True)
         print(f"serial / parallel three zones:   {t3s / t3p:.2f}x")
-    if sorted(checks) == sorted(testruns.check_names()):
+    if sorted(checks) == sorted(orchestration.check_names()):
         alone = f"{t1:.0f} s" if single else "not run"
         print(f"targets: one zone <= 600 s ({alone}), three zones <= 1500 s ({t3p:.0f} s)")
     else:

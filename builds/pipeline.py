@@ -1,12 +1,13 @@
 """Running a build: its stages in order, each resumable, with live log, progress and cancel.
 
-Each stage is a function of the build that reads what earlier stages recorded (their
-`outputs`) and records its own. A stage already done is skipped, so that Retry resumes at
-the stage that failed and a worker taking over a dead worker's build continues it.
+Each stage is a module of `builds.stages`, run in the order of `builds.stages.registry`: its
+`run(ctx)` reads what earlier stages recorded (their `outputs`) and records its own. A stage
+already done is skipped, so that Retry resumes at the stage that failed and a worker taking
+over a dead worker's build continues it.
 
 A done stage runs again only when a stage that still has to run needs its outputs
-(`NEEDS`) and they are gone, or when a stage it needs runs again (its outputs were made from
-the old ones). So a takeover after finalize resumes at publish with the finalized artefact,
+(its `NEEDS`) and they are gone, or when a stage it needs runs again (its outputs were made
+from the old ones). So a takeover after finalize resumes at publish with the finalized artefact,
 although customize's scratch disk went away with finalize: nothing after finalize needs it.
 """
 
@@ -15,140 +16,34 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import close_old_connections
 from django.utils import timezone
 
 from builds.choices import BuildState, StageName, StageState
-from builds.models import Build, Stage, StageLogLine
-from builds.recipe_secrets import masker_for
+from builds.models import Build, Stage
+from builds.publish import discard
+from builds.signals import build_failed
+from builds.stages import registry
+from builds.stages.context import Cancelled, Heartbeat, StageContext, StageFailed
+from builds.stages.files import discard_work
+from cloud.retries import CloudError
 
 log = logging.getLogger(__name__)
-
-
-class Cancelled(Exception):
-    """The build was cancelled, or this worker lost its claim on it."""
-
-
-class StageFailed(Exception):
-    """A stage failed; the message is shown at the top of the build page."""
-
-
-@dataclass
-class StageContext:
-    """What a stage function gets: its build and stage rows, and ways to report."""
-
-    build: Build
-    stage: Stage
-    worker: str
-    secrets: dict[str, str] = field(default_factory=dict)
-    _last_progress: float = 0.0
-    _last_cancel_check: float = 0.0
-    _cancelled: bool = False
-    lost_claim: threading.Event = field(default_factory=threading.Event)
-
-    def mask(self, text: str) -> str:
-        # The secrets' forms are computed once per set of values, not once per line.
-        return masker_for(self.secrets.values())(text)
-
-    def log(self, line: str) -> None:
-        text = self.mask(str(line).rstrip("\n"))
-        StageLogLine.objects.create(stage=self.stage, text=text[:10000])
-        log.info("build %s %s: %s", self.build.pk, self.stage.name, text[:300])
-
-    def progress(self, done: int, total: int | None, unit: str = "bytes") -> None:
-        # Writes are throttled: a download reports every MiB, the page polls every second.
-        now = time.monotonic()
-        if now - self._last_progress < 0.5 and (total is None or done < total):
-            return
-        self._last_progress = now
-        Stage.objects.filter(pk=self.stage.pk).update(
-            progress_done=done, progress_total=total, progress_unit=unit
-        )
-
-    def cancelled(self) -> bool:
-        if self._cancelled or self.lost_claim.is_set():
-            return True
-        now = time.monotonic()
-        if now - self._last_cancel_check >= 1.0:
-            self._last_cancel_check = now
-            self._cancelled = self.build.cancel_is_requested()
-        return self._cancelled
-
-    def outputs_of(self, name: str) -> dict:
-        return Stage.objects.get(build=self.build, name=name).outputs
-
-
-StageFunction = Callable[[StageContext], dict]
-
-
-class Heartbeat(threading.Thread):
-    """Refreshes the build's lease while a stage runs; notices when the claim is lost."""
-
-    def __init__(self, build: Build, worker: str, lost: threading.Event) -> None:
-        super().__init__(name=f"heartbeat-{build.pk}", daemon=True)
-        self.build, self.worker, self.lost = build, worker, lost
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(settings.BUILD_HEARTBEAT_SECONDS):
-                try:
-                    alive = self.build.heartbeat(self.worker)
-                except DatabaseError as exc:
-                    # One missed beat is harmless: the lease is several beats long.
-                    log.warning("build %s: heartbeat not recorded: %s", self.build.pk, exc)
-                    continue
-                if not alive:
-                    self.lost.set()
-                    return
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(timeout=5)
-
-
-def _stage_functions() -> dict[str, StageFunction]:
-    from builds import publish, stages, testruns
-
-    return {
-        StageName.FETCH: stages.fetch_stage,
-        StageName.CUSTOMIZE: stages.customize_stage,
-        StageName.FINALIZE: stages.finalize_stage,
-        StageName.PUBLISH: publish.publish_stage,
-        StageName.TEST: testruns.test_stage,
-    }
-
-
-# The earlier stages whose outputs (files, cloud resources) a stage reads when it runs.
-# Finalize converts customize's disk, a copy-on-write overlay on the fetched file: it reads
-# both. Recorded values (serial, manifest, version id) are in the database and never gone.
-NEEDS: dict[str, tuple[str, ...]] = {
-    StageName.FETCH: (),
-    StageName.CUSTOMIZE: (StageName.FETCH,),
-    StageName.FINALIZE: (StageName.FETCH, StageName.CUSTOMIZE),
-    StageName.PUBLISH: (StageName.FINALIZE,),
-    StageName.TEST: (StageName.PUBLISH,),
-}
 
 
 def _stages_to_run(stages: list[Stage]) -> dict[str, str]:
     """The stages this run must run, each with why a done one runs again ("" when it is
     simply not done). Outputs are looked at (and restored) only when a stage needs them."""
+    needs = registry.needs()
     plan = {s.name: "" for s in stages if s.state != StageState.DONE}
     usable: dict[str, bool] = {}
 
     def why_again(stage: Stage) -> str:
-        remade = [n for n in NEEDS.get(stage.name, ()) if n in plan]
+        remade = [n for n in needs.get(stage.name, ()) if n in plan]
         if remade:
             return f"it reads what {_label(remade[0])} makes, which runs again"
-        needed_by = [n for n in plan if stage.name in NEEDS.get(n, ())]
+        needed_by = [n for n in plan if stage.name in needs.get(n, ())]
         if not needed_by:
             return ""
         if stage.name not in usable:
@@ -195,7 +90,6 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
     lost = threading.Event()
     heartbeat = Heartbeat(build, worker, lost)
     heartbeat.start()
-    functions = _stage_functions()
     try:
         stages = list(build.stages.order_by("position"))
         plan = _stages_to_run(stages)
@@ -211,7 +105,7 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
             if plan[stage.name]:
                 ctx.log(f"Done earlier, running again: {plan[stage.name]}")
             try:
-                outputs = functions[stage.name](ctx)
+                outputs = registry.get(stage.name).run(ctx)
             except Cancelled:
                 _end_stage(stage, StageState.CANCELLED, error="Cancelled.")
                 raise
@@ -247,21 +141,16 @@ def run(build: Build, worker: str, secrets: dict[str, str] | None = None) -> str
 
 
 def _alert_failure(build: Build) -> None:
-    """Tell the team (lifecycle's alerts); an alert that cannot go never changes the outcome."""
+    """Announce the failure (`build_failed`: lifecycle's alerts tell the team); a listener
+    that fails never changes the outcome."""
     try:
-        from lifecycle.alerts import build_failed
-
-        build_failed(build)
+        build_failed.send(sender=Build, build=build)
     except Exception:
         log.exception("build %s: failure alert not sent", build.pk)
 
 
 def _discard_cancelled(build: Build) -> None:
     """A cancelled build leaves nothing: work files, artefact, and what it published."""
-    from builds.publish import discard
-    from builds.stages import discard_work
-    from cloud.retries import CloudError
-
     discard_work(build)
     if build.stages.filter(name=StageName.PUBLISH).exclude(started_at=None).exists():
         try:
@@ -274,10 +163,8 @@ def _discard_cancelled(build: Build) -> None:
 def _outputs_still_valid(stage: Stage) -> bool:
     """Whether the files a done stage produced still exist (restored from the artefact store
     when this machine does not have them), for a later stage that needs them."""
-    from builds.stages import outputs_exist
-
     recorded = copy.deepcopy(stage.outputs)
-    valid = outputs_exist(stage.name, stage.outputs)
+    valid = registry.outputs_exist(stage.name, stage.outputs)
     if valid and stage.outputs != recorded:
         # Restored to another place on this machine: later stages read the new path.
         Stage.objects.filter(pk=stage.pk).update(outputs=stage.outputs)

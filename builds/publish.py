@@ -31,8 +31,8 @@ from typing import Any
 
 from django.db import connection
 
-from builds.pipeline import Cancelled, StageContext, StageFailed
-from catalog.choices import LocalImageState, VersionState
+from builds.stages.context import Cancelled
+from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, deletion, objectstorage, tags, waiters
 from cloud.retries import CloudCancelled, CloudError, CloudTimeout, call, setting
@@ -313,7 +313,7 @@ def publish(
     """Publish `version` (its QCOW2 at `artefact`) in every enabled zone of `zones`.
 
     Returns the LocalImages (all available). Raises PublishError when any zone failed (the
-    others are recorded as published), builds.pipeline.Cancelled on cancel.
+    others are recorded as published), builds.stages.context.Cancelled on cancel.
     """
     targets = sorted((z for z in zones if z.enabled), key=lambda z: z.code)
     if not targets:
@@ -568,35 +568,3 @@ def discard(build_id: int, *, log: Log | None = None) -> dict[str, list[str]]:
     if errors:
         raise CloudError("Could not discard everything: " + "; ".join(errors))
     return removed
-
-
-# --- the stage --------------------------------------------------------------------------------
-
-
-def publish_stage(ctx: StageContext) -> dict:
-    """The pipeline's publish stage: publish the version finalize created in every enabled
-    zone, mark it published, and record where."""
-    finalized = ctx.outputs_of("finalize")
-    version = ImageVersion.objects.select_related("image").get(pk=finalized["version_id"])
-    try:
-        images = publish(
-            build_id=ctx.build.pk,
-            version=version,
-            artefact=Path(finalized["path"]),
-            zones=Zone.objects.filter(enabled=True),
-            log=ctx.log,
-            progress=ctx.progress,
-            cancelled=ctx.cancelled,
-        )
-    except PublishError as exc:
-        raise StageFailed(str(exc)) from exc
-    ImageVersion.objects.filter(pk=version.pk, state=VersionState.BUILT).update(
-        state=VersionState.PUBLISHED
-    )
-    return {
-        "version_id": version.pk,
-        "zones": {
-            li.zone.code: {"image_id": li.provider_image_id, "snapshot_id": li.snapshot_id}
-            for li in images
-        },
-    }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django_q.tasks import async_task
 
 from builds.choices import Trigger
 from builds.models import Build
@@ -27,8 +28,6 @@ def queue_for(arch: str) -> str:
 
 def enqueue(build: Build) -> None:
     """Send the build's task to its architecture's queue once the transaction commits."""
-    from django_q.tasks import async_task
-
     build_id, cluster = build.pk, queue_for(build.arch)
 
     def send() -> None:

@@ -1,8 +1,13 @@
-"""Signals other apps listen to (builds never imports them): a test run has ended."""
+"""Signals other apps listen to (builds never imports them): a build failed, a test run ended."""
 
 from __future__ import annotations
 
 from django.dispatch import Signal
+
+# Sent once when a build fails (a stage failed or crashed), after the failure was recorded on
+# the build. Arguments: `build` (builds.models.Build). A listener's exception is logged by the
+# pipeline and never changes the build's outcome.
+build_failed = Signal()
 
 # Sent once per test run when it ends (finished, cancelled or error), after the version's
 # verdict was recorded. Arguments: `test_run` (builds.models.TestRun).

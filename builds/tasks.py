@@ -7,9 +7,14 @@ import logging
 from django.conf import settings
 
 from builds import pipeline
-from builds.choices import RUNNING_STATES
+from builds.choices import RUNNING_STATES, StageName
 from builds.leases import worker_name
-from builds.models import Build
+from builds.models import Build, Stage, StageLogLine, TestRun
+from builds.publish import PublishError, retry_zone
+from builds.queue import enqueue as enqueue_build
+from builds.testing.orchestration import enqueue as enqueue_test_runs
+from builds.testing.orchestration import run_in_parallel
+from catalog.models import Zone
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +44,12 @@ def requeue_stale_builds() -> int:
 
     The new task's claim takes the build over and resumes it at its first unfinished stage.
     """
-    from builds.queue import enqueue
-
     count = 0
     for build in Build.objects.stale_claims().filter(state__in=RUNNING_STATES):
         log.warning(
             "build %s: heartbeat stopped (worker %s); sending it again", build.pk, build.claimed_by
         )
-        enqueue(build)
+        enqueue_build(build)
         count += 1
     return count
 
@@ -60,9 +63,6 @@ def requeue_stale_test_runs() -> int:
     them. A build cancelled meanwhile takes nothing over: its runs are cancelled here, and the
     task only deletes what they left. One task per version, its zones in parallel.
     """
-    from builds.models import TestRun
-    from builds.testruns import enqueue
-
     stale = TestRun.objects.stale_claims()
     stale.filter(build__cancel_requested=True).update(cancel_requested=True)
     stale = (
@@ -77,17 +77,12 @@ def requeue_stale_test_runs() -> int:
         )
         by_version.setdefault(run.version_id, []).append(run)
     for runs in by_version.values():
-        enqueue(runs)
+        enqueue_test_runs(runs)
     return sum(len(runs) for runs in by_version.values())
 
 
 def retry_publish_zone(build_id: int, zone_code: str) -> str:
     """Publish a build's version in one zone again (the build page's per-zone Retry)."""
-    from builds.choices import StageName
-    from builds.models import Stage, StageLogLine
-    from builds.publish import PublishError, retry_zone
-    from catalog.models import Zone
-
     build = Build.objects.select_related("version", "image").filter(pk=build_id).first()
     zone = Zone.objects.filter(code=zone_code).first()
     if build is None or build.version is None or zone is None:
@@ -108,7 +103,5 @@ def retry_publish_zone(build_id: int, zone_code: str) -> str:
 
 def run_test_runs(run_ids: list[int]) -> str:
     """Run test runs (Re-run, a zone enabled): their zones in parallel, then the verdict."""
-    from builds.testruns import run_in_parallel
-
     states = run_in_parallel(list(run_ids), worker_name())
     return ", ".join(f"#{k}: {v}" for k, v in sorted(states.items())) or "nothing to run"

@@ -205,6 +205,11 @@ def build_failed(build: Build) -> bool:
     return send_once(AlertKind.BUILD_FAILED, str(build.pk), alert)
 
 
+def build_failed_alert(sender: Any, build: Build, **kwargs: Any) -> None:
+    """Receiver of builds' `build_failed`: the team is told (`build_failed`)."""
+    build_failed(build)
+
+
 def test_run_failed(
     *, key: str, image: Image, arch: str, zone: str, reason: str, path: str
 ) -> bool:
@@ -261,8 +266,10 @@ def test_run_ended_alert(sender: Any, test_run: Any, **kwargs: Any) -> None:
 
 def connect() -> None:
     """Connect the team alerts to the signals they listen to (once)."""
+    from builds.signals import build_failed as build_failed_signal
     from builds.signals import test_run_ended
 
+    build_failed_signal.connect(build_failed_alert, dispatch_uid="lifecycle.alerts.build_failed")
     test_run_ended.connect(test_run_ended_alert, dispatch_uid="lifecycle.alerts.test_run_ended")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from builds import testruns
+from builds.testing import orchestration
 from catalog import audit
 from catalog.choices import LocalImageState, VersionState
 from catalog.manifests import ManifestDiff, diff_manifests
@@ -85,7 +85,7 @@ def readiness(version: ImageVersion) -> Readiness:
             True,
         )
     # The matrix's verdict: the latest result of every check in every enabled zone.
-    result = testruns.verdict(version)
+    result = orchestration.verdict(version)
     if not result.passed:
         return Readiness(False, result.reason, True)
     return Readiness(

@@ -147,10 +147,10 @@ def publish_in_zone(build_id: int, version_id: int, zone_code: str) -> str:
 def queue_zone_tests(version: ImageVersion, zone: Zone) -> None:
     """Test `version` in the newly enabled `zone`; `zone_tested` offers it there once every
     check passed (a release is only offered where it was tested)."""
-    from builds import testruns
+    from builds.testing import orchestration
 
-    runs = testruns.create_runs(version, [zone], reason=f"Zone {zone.code} enabled")
-    testruns.enqueue(runs)
+    runs = orchestration.create_runs(version, [zone], reason=f"Zone {zone.code} enabled")
+    orchestration.enqueue(runs)
     audit.record(
         TESTS_QUEUED_ACTION,
         image=version.image,
@@ -163,7 +163,7 @@ def queue_zone_tests(version: ImageVersion, zone: Zone) -> None:
 def zone_tested(sender: Any, test_run: Any, **kwargs: Any) -> None:
     """A test run ended: if it was a zone-enabled run of the image's current release and
     every check passed there, add that zone's local image to the released Marketplace version."""
-    from builds import testruns
+    from builds.testing import orchestration
     from cloud.publisher import get_publisher
     from lifecycle.releases import current_release
 
@@ -173,7 +173,10 @@ def zone_tested(sender: Any, test_run: Any, **kwargs: Any) -> None:
     release = current_release(version.image)
     if release is None or release.version_id != version.pk:
         return
-    cells = [testruns.matrix(version, [zone]).cell(zone.code, c) for c in testruns.check_names()]
+    cells = [
+        orchestration.matrix(version, [zone]).cell(zone.code, c)
+        for c in orchestration.check_names()
+    ]
     if not all(c.ok for c in cells):
         audit.record(
             TESTS_FAILED_ACTION,

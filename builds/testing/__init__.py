@@ -9,7 +9,9 @@
 - `source`: the one server the snapshot and backup checks copy;
 - `powercycle`: stopping and starting again, for the checks that do so;
 - `reporting`: check events handed from worker threads to the thread that writes the rows;
-- `runner`: `run_test_run(test_run_id, worker)`, the entry point of a test run.
+- `runner`: `run_test_run(test_run_id, worker)`, the entry point of a test run;
+- `orchestration`: above the single run: what to run and queue (the build's test stage,
+  Re-run, a zone enabled), a version's zones in parallel, the matrix and the verdict.
 """
 
 from __future__ import annotations

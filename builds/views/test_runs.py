@@ -10,16 +10,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from builds import testruns
 from builds.models import CheckResult, TestRun
+from builds.testing import orchestration
 from catalog import audit, roles
+from catalog.htmx import partial_request
 from catalog.models import ImageVersion, Zone
 
 POLL_SECONDS = 3
-
-
-def _partial_request(request: HttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.boosted
 
 
 @require_GET
@@ -28,23 +25,23 @@ def matrix_panel(request: HttpRequest, version_id: int) -> HttpResponse:
     """The matrix card, which the version page loads with htmx and which polls while tests
     run; without JavaScript the version page links here, to a page of its own."""
     version = get_object_or_404(ImageVersion.objects.select_related("image"), pk=version_id)
-    grid = testruns.matrix(version)
+    grid = orchestration.matrix(version)
     # Once every active run was asked to stop, say so rather than offer Cancel again.
     cancelling = (
         grid.active
         and not TestRun.objects.filter(
-            version=version, state__in=testruns.ACTIVE, cancel_requested=False
+            version=version, state__in=orchestration.ACTIVE, cancel_requested=False
         ).exists()
     )
     context = {
         "version": version,
         "grid": grid,
-        "verdict": testruns.verdict(version),
+        "verdict": orchestration.verdict(version),
         "poll": POLL_SECONDS if grid.active else None,
         "cancelling": cancelling,
         "can_run": request.user.has_perm(roles.RUN_BUILDS),
     }
-    partial = _partial_request(request)
+    partial = partial_request(request)
     template = "builds/test_matrix.html#matrix" if partial else "builds/test_matrix.html"
     return render(request, template, context)
 
@@ -63,9 +60,9 @@ def check_log(request: HttpRequest, result_id: int) -> HttpResponse:
         "run": result.test_run,
         "version": result.test_run.version,
         "poll": POLL_SECONDS if not result.is_done else None,
-        "label": dict((c.name, c.label) for c in testruns.checks()).get(result.check_name),
+        "label": dict((c.name, c.label) for c in orchestration.checks()).get(result.check_name),
     }
-    template = "builds/check_log.html#log" if _partial_request(request) else "builds/check_log.html"
+    template = "builds/check_log.html#log" if partial_request(request) else "builds/check_log.html"
     return render(request, template, context)
 
 
@@ -81,7 +78,7 @@ def rerun(request: HttpRequest, version_id: int) -> HttpResponse:
             messages.error(request, f"Zone {request.POST['zone']!r} is not an enabled zone.")
             return redirect(version)
     check = request.POST.get("check") or None
-    if check and check not in testruns.check_names():
+    if check and check not in orchestration.check_names():
         messages.error(request, f"There is no check named {check!r}.")
         return redirect(version)
     if check and zone is None:
@@ -91,7 +88,7 @@ def rerun(request: HttpRequest, version_id: int) -> HttpResponse:
         messages.error(request, "This version is not published in any zone: nothing to test.")
         return redirect(version)
     failed_only = request.POST.get("failed") == "1"
-    runs = testruns.rerun(
+    runs = orchestration.rerun(
         version,
         zone=zone,
         check=check,
@@ -122,7 +119,7 @@ def rerun(request: HttpRequest, version_id: int) -> HttpResponse:
 @permission_required(roles.RUN_BUILDS, raise_exception=True)
 def cancel(request: HttpRequest, version_id: int) -> HttpResponse:
     version = get_object_or_404(ImageVersion.objects.select_related("image"), pk=version_id)
-    count = testruns.cancel_active(version=version)
+    count = orchestration.cancel_active(version=version)
     if count:
         audit.record(
             "tests.cancel_requested",

@@ -19,9 +19,9 @@ from django.utils import timezone
 from django_q.models import OrmQ
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from builds import testruns
 from builds.choices import CheckState, TestRunState
 from builds.models import CheckResult, TestRun
+from builds.testing import orchestration
 from builds.views import test_runs as test_run_views
 from catalog.choices import VersionState
 from catalog.models import AuditEntry, ImageVersion, Zone
@@ -56,7 +56,9 @@ def zone(code: str) -> Zone:
 
 def running_runs(version: ImageVersion) -> dict[str, TestRun]:
     """One run per zone as the test stage queues them; fr-par-1's worker has started `network`."""
-    runs = {r.zone.code: r for r in testruns.create_runs(version, testruns.enabled_zones())}
+    runs = {
+        r.zone.code: r for r in orchestration.create_runs(version, orchestration.enabled_zones())
+    }
     TestRun.objects.filter(pk=runs["fr-par-1"].pk).update(
         state=TestRunState.RUNNING, started_at=timezone.now()
     )
@@ -79,8 +81,8 @@ def finish(run: TestRun, state: str = TestRunState.FINISHED) -> None:
 def finished_run(version: ImageVersion, code: str, bad: dict[str, str]) -> TestRun:
     """A finished run of every check in `code`: those of `bad` in the given state, the rest
     passed."""
-    [run] = testruns.create_runs(version, [zone(code)])
-    for name in testruns.check_names():
+    [run] = orchestration.create_runs(version, [zone(code)])
+    for name in orchestration.check_names():
         state = bad.get(name, CheckState.PASSED)
         reason = REBOOT_FAILURE if name == "reboot" else "the guest did not answer"
         report(run, name, state, reason if state != CheckState.PASSED else "", f"$ {name}\n")
@@ -97,7 +99,7 @@ def cell(page: Page, code: str, check: str) -> Locator:
 
 
 def expect_cells(page: Page, code: str, state: str, checks: list[str] | None = None) -> None:
-    for name in checks or testruns.check_names():
+    for name in checks or orchestration.check_names():
         expect(cell(page, code, name)).to_have_attribute("data-state", state)
 
 
@@ -133,7 +135,7 @@ def test_the_matrix_follows_a_running_test_run_and_stops_polling_when_it_ends(
 
     # Both runs end; reboot failed in fr-par-1 with an assertion in plain words.
     for run in runs.values():
-        for name in testruns.check_names():
+        for name in orchestration.check_names():
             report(run, name, CheckState.PASSED, log=f"$ {name}\nok\n")
         finish(run)
     report(runs["fr-par-1"], "reboot", CheckState.FAILED, REBOOT_FAILURE, REBOOT_LOG)
@@ -174,7 +176,7 @@ def test_a_manager_reruns_one_cell_the_failed_cells_and_one_zone(
 ) -> None:
     finished_run(version, "fr-par-1", {"reboot": CheckState.FAILED, "rescue": CheckState.FAILED})
     finished_run(version, "nl-ams-1", {"dns": CheckState.ERROR})
-    others = [n for n in testruns.check_names() if n not in ("reboot", "rescue", "dns")]
+    others = [n for n in orchestration.check_names() if n not in ("reboot", "rescue", "dns")]
     login(page, live_server, manager)
     open_version(page, live_server, version)
     expect(matrix(page)).to_have_attribute("data-active", "0")
@@ -213,12 +215,12 @@ def test_a_manager_reruns_one_cell_the_failed_cells_and_one_zone(
     expect(cell(page, "fr-par-1", "reboot")).to_have_attribute("data-state", "pending")
     expect(cell(page, "fr-par-1", "rescue")).to_have_attribute("data-state", "pending")
     zone_run = TestRun.objects.order_by("-id").first()
-    assert (zone_run.zone.code, zone_run.checks) == ("nl-ams-1", testruns.check_names())
+    assert (zone_run.zone.code, zone_run.checks) == ("nl-ams-1", orchestration.check_names())
 
     # Each Re-run only queued one task (its zones run in parallel) and nothing took it: no
     # worker runs here, so no server is booted.
     queued = [q.task for q in OrmQ.objects.order_by("id")]
-    assert [q["func"] for q in queued] == [testruns.RUN_TASK] * 3
+    assert [q["func"] for q in queued] == [orchestration.RUN_TASK] * 3
     assert sorted(pk for q in queued for pk in q["args"][0]) == sorted(
         TestRun.objects.filter(state=TestRunState.QUEUED).values_list("pk", flat=True)
     )
@@ -264,7 +266,7 @@ def test_a_viewer_sees_the_matrix_and_logs_but_no_button_and_cannot_post(
 ) -> None:
     # A failed cell in fr-par-1 and a running run in nl-ams-1: a manager would see every button.
     failed = finished_run(version, "fr-par-1", {"reboot": CheckState.FAILED})
-    [active] = testruns.create_runs(version, [zone("nl-ams-1")])
+    [active] = orchestration.create_runs(version, [zone("nl-ams-1")])
     login(page, live_server, viewer)
     open_version(page, live_server, version)
 

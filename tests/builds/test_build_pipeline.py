@@ -12,7 +12,7 @@ import pytest
 from builds import tasks
 from builds.choices import BuildState, StageName, StageState
 from builds.queue import request_build
-from builds.stages import work_dir
+from builds.stages.files import work_dir
 from catalog.choices import VersionState
 from catalog.models import LocalImage, RecipeStep, Zone
 from tests.builds.upstream_server import LOCAL_DEMO_FILE as FILE

@@ -13,8 +13,8 @@ import pytest
 from django.core import serializers
 
 from builds.models import Build
-from builds.pipeline import Cancelled
 from builds.publish import PublishError, discard, publish, retry_zone
+from builds.stages.context import Cancelled
 from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients

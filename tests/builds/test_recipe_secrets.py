@@ -20,8 +20,8 @@ import pytest
 from builds import tasks
 from builds.choices import BuildState, StageName, StageState
 from builds.models import Build, StageLogLine
-from builds.pipeline import StageContext
 from builds.queue import request_build
+from builds.stages.context import StageContext
 from catalog.models import RecipeStep
 from tests.catalog.factories import os_image
 

@@ -14,7 +14,7 @@ from builds import tasks
 from builds.cache import DownloadCache
 from builds.choices import BuildState, StageName, StageState
 from builds.queue import request_build
-from builds.stages import outputs_exist
+from builds.stages.registry import outputs_exist
 from builds.store import (
     LocalStore,
     S3Store,

@@ -10,9 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_q.models import OrmQ
 
-from builds import testruns
 from builds.choices import CheckState, TestRunState
 from builds.models import CheckResult, TestRun
+from builds.testing import orchestration
 from catalog.choices import VersionState
 from catalog.models import AuditEntry, Zone
 from tests.catalog.factories import os_image
@@ -55,17 +55,17 @@ def finished_run(version, zone: str, states: dict[str, str]) -> TestRun:
 
 
 def all_checks(state: str = CheckState.PASSED) -> dict[str, str]:
-    return dict.fromkeys(testruns.check_names(), state)
+    return dict.fromkeys(orchestration.check_names(), state)
 
 
 def test_twelve_checks_are_registered_in_one_place_each_in_its_own_module() -> None:
     from builds.testing import registry
 
-    names = testruns.check_names()
+    names = orchestration.check_names()
     assert len(names) == 12 == len(set(names))
     modules = registry.modules()
     assert len({m.__name__ for m in modules}) == 12
-    assert {c.label for c in testruns.checks()} >= {
+    assert {c.label for c in orchestration.checks()} >= {
         "Archive",
         "Backup",
         "Reboot",
@@ -80,17 +80,17 @@ def test_a_failed_cell_rerun_alone_turns_the_matrix_green(version) -> None:
         if zone == "nl-ams-1":
             states["reboot"] = CheckState.FAILED
         finished_run(version, zone, states)
-    assert testruns.record_verdict(version) == VersionState.TEST_FAILED
-    verdict = testruns.verdict(version)
+    assert orchestration.record_verdict(version) == VersionState.TEST_FAILED
+    verdict = orchestration.verdict(version)
     assert not verdict.passed
     assert "reboot failed in nl-ams-1: boot id did not change after reboot" in verdict.reason
 
     # Re-running only that cell, which passes this time, makes every cell green.
     finished_run(version, "nl-ams-1", {"reboot": CheckState.PASSED})
-    grid = testruns.matrix(version)
+    grid = orchestration.matrix(version)
     assert grid.all_passed and grid.passed == grid.total == 24
-    assert testruns.record_verdict(version) == VersionState.TESTED
-    assert testruns.verdict(version).passed
+    assert orchestration.record_verdict(version) == VersionState.TESTED
+    assert orchestration.verdict(version).passed
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_the_verdict_says_a_cell_errored_or_was_cancelled_not_that_it_failed(
         if zone == "fr-par-1":
             states["backup"] = state
         finished_run(version, zone, states)
-    reason = testruns.verdict(version).reason
+    reason = orchestration.verdict(version).reason
     assert f"backup {words} fr-par-1" in reason and "failed" not in reason
 
 
@@ -114,28 +114,28 @@ def test_not_applicable_is_never_counted_as_passed(version) -> None:
         states = all_checks()
         states["dns"] = CheckState.NOT_APPLICABLE
         finished_run(version, zone, states)
-    verdict = testruns.verdict(version)
+    verdict = orchestration.verdict(version)
     assert not verdict.passed
     assert "could not be applied on this cloud" in verdict.reason
-    assert testruns.record_verdict(version) == VersionState.PUBLISHED  # no verdict either way
+    assert orchestration.record_verdict(version) == VersionState.PUBLISHED  # no verdict either way
 
 
 def test_a_check_missing_in_one_zone_keeps_the_version_untested(version) -> None:
     finished_run(version, "fr-par-1", all_checks())
-    verdict = testruns.verdict(version)
+    verdict = orchestration.verdict(version)
     assert not verdict.passed and "12 of 24" in verdict.reason
-    assert testruns.record_verdict(version) == VersionState.PUBLISHED
+    assert orchestration.record_verdict(version) == VersionState.PUBLISHED
 
 
 def test_the_matrix_costs_the_same_queries_with_a_long_history(version) -> None:
     finished_run(version, "fr-par-1", all_checks(CheckState.FAILED))
     with CaptureQueriesContext(connection) as few:
-        testruns.matrix(version)
+        orchestration.matrix(version)
     for _ in range(30):
         for zone in ZONES:
             finished_run(version, zone, all_checks())
     with CaptureQueriesContext(connection) as many:
-        grid = testruns.matrix(version)
+        grid = orchestration.matrix(version)
     assert len(many) == len(few)
     assert grid.all_passed
 
@@ -172,10 +172,10 @@ def test_rerun_one_cell_one_zone_or_the_failed_cells(
     assert cell.zone.code == "fr-par-1" and cell.checks == ["reboot"]
     assert cell.state == TestRunState.QUEUED and cell.results.get().state == CheckState.PENDING
     # The matrix shows the cell queued at once, and keeps polling while it is.
-    grid = testruns.matrix(version)
+    grid = orchestration.matrix(version)
     assert grid.cell("fr-par-1", "reboot").state == CheckState.PENDING and grid.active
     [queued] = OrmQ.objects.all()
-    assert queued.task["func"] == testruns.RUN_TASK and queued.task["args"] == ([cell.pk],)
+    assert queued.task["func"] == orchestration.RUN_TASK and queued.task["args"] == ([cell.pk],)
     assert AuditEntry.objects.filter(action="tests.rerun").count() == 1
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -188,7 +188,7 @@ def test_rerun_one_cell_one_zone_or_the_failed_cells(
     with django_capture_on_commit_callbacks(execute=True):
         client.post(url, {"zone": "nl-ams-1", "keep": "1"})
     zone_run = TestRun.objects.order_by("-id").first()
-    assert zone_run.checks == testruns.check_names() and zone_run.keep_resources_on_failure
+    assert zone_run.checks == orchestration.check_names() and zone_run.keep_resources_on_failure
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,7 @@ def test_rerun_needs_csrf(version, manager) -> None:
 
 
 def test_cancel_asks_the_active_runs_to_stop(version, manager) -> None:
-    [run] = testruns.create_runs(version, [Zone.objects.get(code="fr-par-1")])
+    [run] = orchestration.create_runs(version, [Zone.objects.get(code="fr-par-1")])
     logged_in(manager).post(reverse("builds:test_cancel", args=[version.pk]))
     run.refresh_from_db()
     assert run.cancel_requested and run.cancel_is_requested()

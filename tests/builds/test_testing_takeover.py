@@ -345,10 +345,10 @@ def test_the_schedule_sends_again_a_stale_run_that_no_running_build_follows(
 def test_a_followed_run_is_left_to_its_live_worker_then_taken_over_and_announced_once(
     cloud: Cloud, version: ImageVersion, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from builds import testruns
     from builds.signals import test_run_ended
+    from builds.testing import orchestration
 
-    monkeypatch.setattr(testruns, "FOLLOW_SECONDS", 0.1)
+    monkeypatch.setattr(orchestration, "FOLLOW_SECONDS", 0.1)
     run = stale_run(version)
     TestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())  # DEAD is alive
     announced: list[int] = []
@@ -366,7 +366,7 @@ def test_a_followed_run_is_left_to_its_live_worker_then_taken_over_and_announced
 
     def build_test_stage() -> None:
         try:
-            states.update(testruns.run_in_parallel([run.pk], "host-b:1", follow=follow))
+            states.update(orchestration.run_in_parallel([run.pk], "host-b:1", follow=follow))
         finally:
             connection.close()
 

@@ -22,7 +22,7 @@ from django_q.models import OrmQ
 from builds.choices import CheckState, TestRunState
 from builds.models import Build, CheckResult, TestRun
 from builds.publish import publish
-from builds.testruns import check_names
+from builds.testing.orchestration import check_names
 from catalog.choices import LocalImageState, VersionState
 from catalog.models import Image, ImageVersion, LocalImage, Zone
 from lifecycle.models import ImageRequest, RequestStatusChange

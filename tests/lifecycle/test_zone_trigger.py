@@ -12,11 +12,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from builds import testruns
 from builds.choices import CheckState, TestRunState
 from builds.models import TestRun
 from builds.publish import image_name
 from builds.signals import test_run_ended
+from builds.testing import orchestration
 from catalog.choices import LocalImageState, VersionState
 from catalog.models import AuditEntry, Zone
 from cloud import clients
@@ -92,7 +92,7 @@ def test_enabling_a_zone_publishes_the_current_versions_there(
     # Then it is tested there; the label resolves in the new zone only once every check passed.
     run = TestRun.objects.get(version=current, zone__code=NEW_ZONE)
     assert run.reason == f"Zone {NEW_ZONE} enabled" and run.state == TestRunState.QUEUED
-    assert [t["func"] for _, t in _queued()][-1] == testruns.RUN_TASK
+    assert [t["func"] for _, t in _queued()][-1] == orchestration.RUN_TASK
     market = clients.marketplace_api()
 
     def offered() -> bool:

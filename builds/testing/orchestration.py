@@ -1,8 +1,10 @@
-"""Test runs of a version: starting them (the build's test stage, Re-run, a zone enabled),
-the zones x checks matrix, and the verdict that release readiness relies on.
+"""Test runs of a version above the single run: deciding what to run (the build's test stage,
+Re-run, a zone enabled), queueing the runs, running a version's zones in parallel, and reading
+what they recorded into the zones x checks matrix and the verdict that release readiness
+relies on.
 
-The checks themselves and the harness that boots servers live in `builds.testing`; this
-module only decides what to run and reads what the runs recorded. The matrix cell of a
+`runner` runs one test run in one zone (its harness boots the servers and the checks act on
+them); this module orchestrates several and judges the result. The matrix cell of a
 (zone, check) is the latest result of that check in that zone, whichever run produced it,
 so re-running one failed cell turns the whole matrix green without running the rest again.
 """
@@ -14,20 +16,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.db.models import Max
+from django_q.tasks import async_task
 
 from builds.choices import CHECK_DONE_STATES, CheckState, TestRunState
 from builds.models import Build, CheckResult, TestRun
 from builds.signals import test_run_ended
+from builds.testing import registry
+from builds.testing.runner import attempt_test_run
 from catalog.choices import LocalImageState, VersionState
 from catalog.models import ImageVersion, LocalImage, Zone
-
-if TYPE_CHECKING:
-    from builds.pipeline import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ class CheckInfo:
 
 def checks() -> list[CheckInfo]:
     """Every registered check, in the registry's order."""
-    from builds.testing import registry
-
     return [CheckInfo(m.NAME, m.LABEL) for m in registry.modules()]
 
 
@@ -103,8 +102,6 @@ def create_runs(
 
 def enqueue(runs: list[TestRun]) -> None:
     """Send the runs to the `long` queue (one task runs the zones in parallel), on commit."""
-    from django_q.tasks import async_task
-
     ids = [r.pk for r in runs]
     if not ids:
         return
@@ -125,8 +122,6 @@ def run_in_parallel(
     instead, while `follow()` is true, and taken over if that worker's heartbeat stops (the
     build's test stage follows the runs it adopted). Only the runs ended here are announced
     (`test_run_ended`): a run is announced once, by the worker that ended it."""
-    from builds.testing.runner import attempt_test_run
-
     states: dict[int, str] = {}
     ended: set[int] = set()
 
@@ -402,84 +397,3 @@ def record_verdict(version: ImageVersion) -> str:
     ImageVersion.objects.filter(pk=version.pk, state__in=VERDICT_STATES).update(state=state)
     version.refresh_from_db(fields=["state"])
     return version.state
-
-
-# --- the build's test stage -------------------------------------------------------------------
-
-
-def test_stage(ctx: StageContext) -> dict:
-    """Test the build's version in every enabled zone where it is published, zones in
-    parallel. A failing check does not fail the build: the verdict goes on the version."""
-    from builds.pipeline import Cancelled
-
-    build = ctx.build
-    version = build.version
-    if version is None:
-        from builds.pipeline import StageFailed
-
-        raise StageFailed("The build produced no version to test.")
-    if not settings.BUILD_TEST_STAGE:
-        ctx.log("Test runs are switched off on this installation (BUILD_TEST_STAGE=0).")
-        return {"skipped": "BUILD_TEST_STAGE=0"}
-    # A takeover adopts the runs its build left active (a dead worker's, taken over below once
-    # their heartbeat has stopped): never a second set for the same zones. A zone whose
-    # latest run finished keeps it; a zone whose latest run ended otherwise runs again.
-    runs = list(build.test_runs.select_related("zone").order_by("-created_at", "-id"))
-    adopted = [r for r in runs if r.state in ACTIVE]
-    latest: dict[str, TestRun] = {}
-    for run in runs:
-        latest.setdefault(run.zone.code, run)
-    covered = {r.zone.code for r in adopted} | {
-        code for code, run in latest.items() if run.state == TestRunState.FINISHED
-    }
-    available = set(
-        LocalImage.objects.filter(version=version, state=LocalImageState.AVAILABLE).values_list(
-            "zone__code", flat=True
-        )
-    )
-    zones = [z for z in enabled_zones() if z.code in available]
-    if not zones and not adopted:
-        ctx.log("The version is available in no enabled zone: nothing to test.")
-        return {"runs": [], "verdict": "nothing to test"}
-    todo = [z for z in zones if z.code not in covered]
-    created = create_runs(version, todo, build=build, reason=f"Build #{build.pk}")
-    if adopted:
-        ctx.log(
-            "Adopting the test run(s) left active by an earlier worker: "
-            + ", ".join(f"#{r.pk} ({r.zone.code})" for r in adopted)
-            + "; what that worker created is deleted before their unfinished checks run."
-        )
-    if todo or not adopted:
-        ctx.log(
-            f"Testing {version} in {', '.join(z.code for z in todo) or 'no zone'} "
-            f"({len(check_names())} checks each, zones in parallel)."
-        )
-    ids = [r.pk for r in adopted + created]
-    worker = threading.Thread(
-        target=run_in_parallel,
-        args=(ids, ctx.worker),
-        kwargs={"follow": lambda: not ctx.lost_claim.is_set()},
-        name="test-runs",
-    )
-    worker.start()
-    total = sum(len(r.checks or check_names()) for r in adopted + created)
-    while worker.is_alive():
-        worker.join(timeout=2)
-        if ctx.cancelled() and not ctx.lost_claim.is_set():
-            # A cancel, not a takeover of this build: the runs go on for whoever took it.
-            cancel_active(build=build)
-        finished = CheckResult.objects.filter(test_run__in=ids, state__in=CHECK_FINISHED).count()
-        ctx.progress(finished, total, "checks")
-        time.sleep(0.1)
-    if ctx.cancelled():
-        raise Cancelled("cancelled")
-    record_verdict(version)
-    result = verdict(version)
-    ctx.log(f"Verdict: {result.reason}")
-    return {
-        "runs": [r.pk for r in build.test_runs.all()],
-        "verdict": "passed" if result.passed else "not passed",
-    }
-
-
-test_stage.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
