@@ -49,7 +49,8 @@ def qcow2_info(path: Path) -> dict[str, Any]:
     )
     if done.returncode != 0:
         raise ValueError(f"qemu-img cannot read {path}: {done.stderr.strip()}")
-    return json.loads(done.stdout)
+    info: dict[str, Any] = json.loads(done.stdout)
+    return info
 
 
 def assert_plain_qcow2(path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -113,7 +114,7 @@ def s3_endpoint(region: str) -> str:
     return s3_endpoints().get(region) or f"https://s3.{region}.scw.cloud"
 
 
-def s3_client(region: str):  # -> botocore S3 client (its type is generated at runtime)
+def s3_client(region: str) -> Any:  # a botocore S3 client (its type is made at runtime)
     """A boto3 S3 client for a region's Object Storage, with the API key pair as credentials.
 
     Scaleway's endpoints take virtual-hosted addressing; anything else (localcloud's moto,

@@ -122,11 +122,12 @@ def delete_volume(api: Any, zone: str, volume_id: str) -> bool:
 
 def _delete_block(kind: str, zone: str, resource_id: str) -> bool:
     """Delete a Block Storage (SBS) `kind`: "volume" or "snapshot"."""
+    ids: dict[str, Any] = {f"{kind}_id": resource_id}
     return _gone_ok(
         getattr(clients.block_api(), f"delete_{kind}"),
         zone=zone,
         what=f"delete block {kind} in {zone}",
-        **{f"{kind}_id": resource_id},
+        **ids,
     )
 
 
@@ -189,9 +190,9 @@ def snapshots_of(image: Any) -> list[str]:
     """The ids of the snapshots an instance image is made of: its root volume, then its extra
     volumes."""
     ids = []
-    root = getattr(image, "root_volume", None)
-    if getattr(root, "id", ""):
-        ids.append(root.id)
+    root_id = getattr(getattr(image, "root_volume", None), "id", "")
+    if root_id:
+        ids.append(root_id)
     for volume in (getattr(image, "extra_volumes", None) or {}).values():
         if getattr(volume, "id", "") and volume.id not in ids:
             ids.append(volume.id)

@@ -219,7 +219,8 @@ class CheckContext:
     def call(self, fn: Callable[..., T], *, what: str, **kwargs: Any) -> T:
         """An SDK call through cloud.retries (retries, deadline, cancel)."""
         try:
-            return call(fn, what=what, cancelled=self.harness.cancelled, **kwargs)
+            result: T = call(fn, what=what, cancelled=self.harness.cancelled, **kwargs)
+            return result
         except CloudCancelled as exc:
             raise CheckCancelled("the test run was cancelled") from exc
 
@@ -320,7 +321,7 @@ class CheckContext:
                 )
         if start:
             self.power_on(server.id)
-        return server.id
+        return str(server.id)
 
     def release(self, server_id: str) -> None:
         """Delete a server the check no longer needs now, so that its VM stops using the

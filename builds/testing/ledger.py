@@ -20,6 +20,7 @@ whose NICs are still going away), then reported; it never hides the check's own 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -264,8 +265,12 @@ def _delete_server(api: Any, entry: Entry, timeout: float) -> None:
         waiters.wait_until_gone(get, what=what, timeout=timeout)
     for volume_id in local:
         _until_accepted(
-            lambda volume_id=volume_id: call(
-                api.delete_volume, volume_id=volume_id, zone=zone, what=f"delete volume {volume_id}"
+            functools.partial(
+                call,
+                api.delete_volume,
+                volume_id=volume_id,
+                zone=zone,
+                what=f"delete volume {volume_id}",
             ),
             timeout=timeout,
         )

@@ -128,9 +128,16 @@ class Source:
         return f"/root/factory-check-{name.replace('_', '-')}"
 
 
-def boot_copy(ctx: CheckContext, capture: Capture, what: str, **origin: str) -> None:
+def boot_copy(
+    ctx: CheckContext,
+    capture: Capture,
+    what: str,
+    *,
+    image: str | None = None,
+    base_snapshot: str | None = None,
+) -> None:
     """Boot a server from a copy (`image=` or `base_snapshot=`): the file is there."""
-    copy = ctx.create_server(f"{_short(ctx)}-copy", **origin)
+    copy = ctx.create_server(f"{_short(ctx)}-copy", image=image, base_snapshot=base_snapshot)
     if ctx.read_marker(copy, capture.path) != capture.token:
         raise CheckFailed(
             f"the file written before the {what} is missing on the server booted from it"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from scaleway.block.v1 import CreateVolumeRequestFromEmpty
 
@@ -35,7 +36,7 @@ def _disks(ctx: CheckContext, server_id: str) -> set[str]:
 def _volume_status(ctx: CheckContext, volume_id: str, until: tuple[str, ...]) -> None:
     block = ctx.block
 
-    def fetch():
+    def fetch() -> Any:
         return ctx.call(
             block.get_volume,
             what=f"get block volume {volume_id}",
