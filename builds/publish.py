@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 from builds.stages.context import Cancelled
 from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, deletion, objectstorage, tags, waiters
-from cloud.retries import CloudCancelled, CloudError, CloudTimeout, call, setting
+from cloud.retries import CloudCancelled, CloudError, CloudTimeout, call
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def _publish_zones(
     sha256 = version.artefact_sha256 or _sha256(artefact)
     failures: list[tuple[str, str]] = []
     futures: dict[Future[ZoneResult], str] = {}
-    workers = max(1, min(len(zones), int(setting("PUBLISH_ZONE_CONCURRENCY", 8))))
+    workers = max(1, min(len(zones), settings.PUBLISH_ZONE_CONCURRENCY))
     log(f"Publishing {version} to {len(zones)} zone(s) in {len(regions)} region(s)")
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publish") as pool:
         try:
@@ -385,8 +386,8 @@ def _zone_worker(api: Any, target: _Target, coordinator: _Coordinator) -> ZoneRe
 
 def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResult:
     zone = target.zone
-    import_timeout = float(setting("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600))
-    image_timeout = float(setting("PUBLISH_IMAGE_TIMEOUT_SECONDS", 900))
+    import_timeout = float(settings.PUBLISH_IMPORT_TIMEOUT_SECONDS)
+    image_timeout = float(settings.PUBLISH_IMAGE_TIMEOUT_SECONDS)
 
     # 1. An image of this build already in the zone (an earlier run): reuse it.
     image = _existing_image(api, target, say, stop)
@@ -519,7 +520,7 @@ def _existing_snapshot(api: Any, target: _Target, say: Log, stop: Check) -> Any:
 def _delete_snapshot(api: Any, zone: str, snapshot_id: str, stop: Check | None = None) -> bool:
     """Delete a snapshot, waiting first (up to the import timeout) for an import in progress
     to end (a transient snapshot cannot be deleted); False when it was already gone."""
-    timeout = float(setting("PUBLISH_IMPORT_TIMEOUT_SECONDS", 3600))
+    timeout = float(settings.PUBLISH_IMPORT_TIMEOUT_SECONDS)
     return deletion.delete_snapshot(api, zone, snapshot_id, timeout=timeout, cancelled=stop)
 
 

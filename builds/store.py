@@ -128,7 +128,7 @@ class S3Store:
                     handle,
                     Config=TransferConfig(
                         multipart_chunksize=objectstorage.part_size(size),
-                        max_concurrency=int(getattr(settings, "PUBLISH_UPLOAD_CONCURRENCY", 4)),
+                        max_concurrency=settings.PUBLISH_UPLOAD_CONCURRENCY,
                     ),
                 )
                 handle.flush()
@@ -152,10 +152,10 @@ class S3Store:
 
 def artefact_store() -> ArtefactStore:
     """The store settings.ARTEFACT_STORE names: "local" (default) or "s3"."""
-    kind = str(getattr(settings, "ARTEFACT_STORE", "local") or "local").lower()
+    kind = str(settings.ARTEFACT_STORE or "local").lower()
     if kind == "s3":
         return S3Store(
-            bucket=str(getattr(settings, "ARTEFACT_STORE_BUCKET", "image-factory-store")),
-            region=str(getattr(settings, "ARTEFACT_STORE_REGION", "fr-par")),
+            bucket=settings.ARTEFACT_STORE_BUCKET,
+            region=settings.ARTEFACT_STORE_REGION,
         )
     return LocalStore()

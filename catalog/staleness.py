@@ -26,7 +26,7 @@ LIVE_STATES = LIVE_IMAGE_STATES
 
 def refresh_days() -> int:
     """Longest time between two releases of an image (setting REFRESH_DAYS, default 90)."""
-    return int(getattr(settings, "REFRESH_DAYS", getattr(settings, "STALE_AFTER_DAYS", 90)))
+    return settings.REFRESH_DAYS
 
 
 def reference_at(

@@ -15,9 +15,10 @@ import threading
 from typing import Any
 
 import requests
+from django.conf import settings
 
 from cloud import clients
-from cloud.retries import CloudError, call, setting
+from cloud.retries import CloudError, call
 
 OPERATOR_PREFIX = "/localcloud/v1"
 SSH_PORT = 22
@@ -36,7 +37,7 @@ def is_localcloud() -> bool:
     with _lock:
         if url in _known:
             return _known[url]
-    timeout = float(setting("CLOUD_REQUEST_TIMEOUT_SECONDS", 60.0))
+    timeout = float(settings.CLOUD_REQUEST_TIMEOUT_SECONDS)
     try:
         answer = requests.get(f"{url}{OPERATOR_PREFIX}/endpoints", timeout=min(timeout, 10.0))
     except requests.RequestException as exc:

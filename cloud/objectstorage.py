@@ -20,9 +20,10 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
 from s3transfer.subscribers import BaseSubscriber
 
-from cloud.retries import CloudCancelled, CloudError, setting
+from cloud.retries import CloudCancelled, CloudError
 
 MiB = 1024**2
 MIN_PART = 5 * MiB  # S3's smallest part (but the last)
@@ -42,7 +43,7 @@ class StoredObject:
 
 def bucket_name(region: str) -> str:
     """The artefact bucket of a region (setting PUBLISH_BUCKET)."""
-    return str(setting("PUBLISH_BUCKET", "image-factory-artefacts")).replace("{region}", region)
+    return settings.PUBLISH_BUCKET.replace("{region}", region)
 
 
 def _error(exc: Exception, what: str) -> CloudError:
@@ -105,7 +106,7 @@ class _Progress(BaseSubscriber):
 
 def part_size(size: int) -> int:
     """PUBLISH_PART_BYTES, grown so that the upload stays within Scaleway's 1000 parts."""
-    wanted = max(MIN_PART, int(setting("PUBLISH_PART_BYTES", 64 * MiB)))
+    wanted = max(MIN_PART, settings.PUBLISH_PART_BYTES)
     needed = math.ceil(size / MAX_PARTS)
     return max(wanted, math.ceil(needed / MiB) * MiB)
 
@@ -129,7 +130,7 @@ def upload(
     config = TransferConfig(
         multipart_threshold=1,  # always multipart: one code path, resumable part by part
         multipart_chunksize=part_size(size),
-        max_concurrency=int(setting("PUBLISH_UPLOAD_CONCURRENCY", 4)),
+        max_concurrency=settings.PUBLISH_UPLOAD_CONCURRENCY,
         use_threads=True,
     )
     progress = _Progress()

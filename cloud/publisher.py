@@ -34,9 +34,10 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import requests
+from django.conf import settings
 
 from cloud import clients
-from cloud.retries import CloudError, backoff, call, setting, sleep
+from cloud.retries import CloudError, backoff, call, sleep
 
 log = logging.getLogger("cloud")
 
@@ -136,8 +137,8 @@ class LocalcloudPublisher:
         url = f"{self.api_url}{OPERATOR_PREFIX}{path}"
         headers = {"X-Auth-Token": self.secret_key} if self.secret_key else {}
         what = f"Marketplace {method} {path}"
-        attempts = int(setting("CLOUD_RETRY_ATTEMPTS", 5)) if retry else 1
-        timeout = float(setting("CLOUD_REQUEST_TIMEOUT_SECONDS", 60.0))
+        attempts = settings.CLOUD_RETRY_ATTEMPTS if retry else 1
+        timeout = float(settings.CLOUD_REQUEST_TIMEOUT_SECONDS)
         error = CloudError(f"{what}: not attempted")
         for attempt in range(1, attempts + 1):
             try:

@@ -59,11 +59,6 @@ class CloudCancelled(Exception):
     """`cancelled()` became true while the cloud layer was waiting."""
 
 
-def setting(name: str, default: Any) -> Any:
-    """A setting of the cloud layer, with its default when the project does not set it."""
-    return getattr(settings, name, default)
-
-
 def describe(exc: ScalewayException, what: str = "") -> CloudError:
     """Turn the SDK's exception (whose str() is the raw body) into a CloudError in words."""
     status = exc.status_code
@@ -111,8 +106,8 @@ def retry_after(exc: ScalewayException) -> float | None:
 
 def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: base, 2*base, 4*base, ... capped."""
-    base = float(setting("CLOUD_RETRY_BASE_SECONDS", 1.0))
-    cap = float(setting("CLOUD_RETRY_MAX_SECONDS", 60.0))
+    base = float(settings.CLOUD_RETRY_BASE_SECONDS)
+    cap = float(settings.CLOUD_RETRY_MAX_SECONDS)
     delay = min(cap, base * 2 ** (attempt - 1))
     return delay * random.uniform(0.8, 1.2)  # jitter: parallel zones do not retry in step
 
@@ -172,8 +167,8 @@ def _recover(
     """Look for what a failed create may have made. After a timeout the cloud may still be
     working on the request, so keep looking for CLOUD_RECOVER_SECONDS; after an answered
     5xx, one look is enough."""
-    window = float(setting("CLOUD_RECOVER_SECONDS", 30.0)) if patient else 0.0
-    interval = max(0.05, float(setting("CLOUD_POLL_SECONDS", 2.0)))
+    window = float(settings.CLOUD_RECOVER_SECONDS) if patient else 0.0
+    interval = max(0.05, float(settings.CLOUD_POLL_SECONDS))
     deadline = time.monotonic() + window
     while True:
         try:
@@ -203,8 +198,8 @@ def call(
     `what` names the operation in errors ("create snapshot in fr-par-1"). `recover`, for
     create calls, returns the resource if the failed attempt made it after all.
     """
-    attempts = attempts or int(setting("CLOUD_RETRY_ATTEMPTS", 5))
-    timeout = timeout or float(setting("CLOUD_REQUEST_TIMEOUT_SECONDS", 60.0))
+    attempts = attempts or settings.CLOUD_RETRY_ATTEMPTS
+    timeout = timeout or float(settings.CLOUD_REQUEST_TIMEOUT_SECONDS)
     error: CloudError | None = None
     for attempt in range(1, attempts + 1):
         if cancelled is not None and cancelled():
@@ -220,7 +215,7 @@ def call(
             if delay is None:
                 delay = backoff(attempt)
             else:
-                delay = min(delay, float(setting("CLOUD_RETRY_MAX_SECONDS", 60.0)))
+                delay = min(delay, float(settings.CLOUD_RETRY_MAX_SECONDS))
             ambiguous = exc.status_code != 429  # a throttled request was not processed
         except CloudTimeout as exc:
             error, delay, ambiguous, patient = exc, 0.0, True, True

@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from cloud.retries import CloudError, CloudTimeout, call, setting, sleep
+from django.conf import settings
+
+from cloud.retries import CloudError, CloudTimeout, call, sleep
 
 # Terminal states that mean failure (the rest of the non-target states are transient).
 SNAPSHOT_FAILED = frozenset({"error", "invalid_data"})
@@ -21,7 +23,6 @@ IMAGE_FAILED = frozenset({"error"})
 SERVER_FAILED = frozenset({"locked"})
 # A server whose start failed is stopped again (Scaleway and localcloud alike).
 SERVER_FALLBACK = frozenset({"stopped"})
-FALLBACK_GRACE_SECONDS = 60.0
 
 
 def wait_for(
@@ -44,11 +45,11 @@ def wait_for(
     `fallback` names the states an action falls back to when it fails (a server whose start
     failed is `stopped` again). Such a state ends the wait as a failure once the resource was
     seen in another state during the wait, at once when the API gave a reason, and otherwise
-    after FALLBACK_GRACE_SECONDS (the action may not have been applied yet).
+    after CLOUD_FALLBACK_GRACE_SECONDS (the action may not have been applied yet).
     """
-    interval = max(0.01, float(setting("CLOUD_POLL_SECONDS", 2.0)))
-    ceiling = max(interval, float(setting("CLOUD_POLL_MAX_SECONDS", 15.0)))
-    grace = float(setting("CLOUD_FALLBACK_GRACE_SECONDS", FALLBACK_GRACE_SECONDS))
+    interval = max(0.01, float(settings.CLOUD_POLL_SECONDS))
+    ceiling = max(interval, float(settings.CLOUD_POLL_MAX_SECONDS))
+    grace = float(settings.CLOUD_FALLBACK_GRACE_SECONDS)
     deadline = time.monotonic() + timeout
     moved = False  # seen in a state other than a fallback one
     fell_back_at: float | None = None
@@ -184,7 +185,7 @@ def wait_until_gone(
     cancelled: Callable[[], bool] | None = None,
 ) -> None:
     """Poll `fetch()` (which calls the API through `call`) until it raises not found."""
-    interval = max(0.01, float(setting("CLOUD_POLL_SECONDS", 2.0)))
+    interval = max(0.01, float(settings.CLOUD_POLL_SECONDS))
     deadline = time.monotonic() + timeout
     while True:
         try:

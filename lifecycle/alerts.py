@@ -48,7 +48,7 @@ DEPRECATION_HORIZON_DAYS = 30
 
 def alert_emails() -> list[str]:
     """Who gets the alerts (setting ALERT_EMAILS, a list; empty: no emails)."""
-    value = getattr(settings, "ALERT_EMAILS", [])
+    value = settings.ALERT_EMAILS
     if isinstance(value, str):
         value = value.split(",")
     return [address.strip() for address in value if address.strip()]
@@ -56,12 +56,12 @@ def alert_emails() -> list[str]:
 
 def webhook_url() -> str:
     """Where alerts are POSTed as JSON (setting ALERT_WEBHOOK_URL; empty: no webhook)."""
-    return (getattr(settings, "ALERT_WEBHOOK_URL", "") or "").strip()
+    return (settings.ALERT_WEBHOOK_URL or "").strip()
 
 
 def site_url(path: str) -> str:
     """An absolute link to a dashboard page, for emails read outside the dashboard."""
-    return getattr(settings, "SITE_URL", "http://127.0.0.1:8000").rstrip("/") + path
+    return settings.SITE_URL.rstrip("/") + path
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,6 @@ from lifecycle.image_errors import DailyRun
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NOTICE_OFFSETS = [90, 30, 7, 0]
 _STATE_FIELDS = ("state", "deprecation_date", "deprecation_reason", "replacement")
 # Still offered to customers, so a possible replacement (a scheduled image stays launchable
 # until its date; the policy schedules most images years ahead).
@@ -61,14 +60,14 @@ OFFERED = (ImageState.ACTIVE, ImageState.DEPRECATION_SCHEDULED)
 
 def notice_lead_days() -> int:
     """The shortest *positive* notice offset: the least warning customers ever get (7)."""
-    offsets = getattr(settings, "NOTICE_OFFSETS_DAYS", DEFAULT_NOTICE_OFFSETS)
+    offsets = settings.NOTICE_OFFSETS_DAYS
     positive = [int(days) for days in offsets if int(days) > 0]
     return min(positive) if positive else 0
 
 
 def retention_days() -> int:
     """How long a deprecated image's artefacts are kept before it is retired (180)."""
-    return int(getattr(settings, "RETENTION_DAYS", 180))
+    return settings.RETENTION_DAYS
 
 
 def _basis_label(image: Image) -> str:

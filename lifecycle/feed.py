@@ -152,6 +152,6 @@ def token_allowed(given: str) -> bool:
     """
     given_bytes = given.encode()
     matched = False
-    for token in getattr(settings, "FEED_TOKENS", []):
+    for token in settings.FEED_TOKENS:
         matched |= hmac.compare_digest(given_bytes, token.encode())
     return bool(given) and matched

@@ -73,17 +73,17 @@ STATUS_WORDS: dict[str, dict[str, str]] = {
 
 def rate_limit() -> int:
     """Accepted submissions allowed per IP and per email in a window (default 5)."""
-    return int(getattr(settings, "IMAGE_REQUEST_RATE_LIMIT", 5))
+    return settings.IMAGE_REQUEST_RATE_LIMIT
 
 
 def rate_window() -> dt.timedelta:
     """The rate limit's window (IMAGE_REQUEST_RATE_WINDOW_MINUTES, default 60)."""
-    return dt.timedelta(minutes=int(getattr(settings, "IMAGE_REQUEST_RATE_WINDOW_MINUTES", 60)))
+    return dt.timedelta(minutes=settings.IMAGE_REQUEST_RATE_WINDOW_MINUTES)
 
 
 def confirm_max_age() -> dt.timedelta:
     """How long a confirmation link works (IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS, default 48)."""
-    return dt.timedelta(hours=int(getattr(settings, "IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS", 48)))
+    return dt.timedelta(hours=settings.IMAGE_REQUEST_CONFIRM_MAX_AGE_HOURS)
 
 
 def status_word(status: str, language: str) -> str:

@@ -17,7 +17,6 @@ import smtplib
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
@@ -38,18 +37,14 @@ log = logging.getLogger(__name__)
 TOLD = (NoticeState.SENT, NoticeState.CLAIMED, NoticeState.UNCERTAIN)
 
 
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
 def offsets() -> list[int]:
     """The notice offsets in days before the date, largest first (NOTICE_OFFSETS_DAYS)."""
-    return sorted({int(o) for o in _setting("NOTICE_OFFSETS_DAYS", [90, 30, 7, 0])}, reverse=True)
+    return sorted({int(o) for o in settings.NOTICE_OFFSETS_DAYS}, reverse=True)
 
 
 def due_at_for(day: dt.date) -> dt.datetime:
     """When a notice of a given day goes out: NOTICE_SEND_HOUR, local time."""
-    hour = int(_setting("NOTICE_SEND_HOUR", 8))
+    hour = settings.NOTICE_SEND_HOUR
     return timezone.make_aware(dt.datetime.combine(day, dt.time(hour)))
 
 
@@ -250,8 +245,8 @@ def deliver(
     connection: BaseEmailBackend, message: EmailMessage, report: SendReport | None = None
 ) -> str:
     """Send one message; "" when it left, else the error after bounded retries."""
-    retries = int(_setting("NOTICE_SMTP_RETRIES", 3))
-    backoff = float(_setting("NOTICE_RETRY_BASE_SECONDS", 1.0))
+    retries = settings.NOTICE_SMTP_RETRIES
+    backoff = float(settings.NOTICE_RETRY_BASE_SECONDS)
     error = ""
     for attempt in range(retries + 1):
         try:
@@ -296,7 +291,7 @@ def claim_page_size(rate: float) -> int:
     worth of sending when throttled (a slow page would hold its claims, and widen a crash's
     uncertain set, for many seconds while saving nothing: at 10 msg/s the writes are free).
     """
-    size = max(1, int(_setting("NOTICE_CLAIM_PAGE_SIZE", CLAIM_PAGE_SIZE)))
+    size = max(1, settings.NOTICE_CLAIM_PAGE_SIZE)
     if rate and rate > 0:
         size = min(size, max(1, int(rate)))
     return size
@@ -397,11 +392,9 @@ def send_due(
     page's rows in one statement, send their messages, mark the sent ones in one statement.
     """
     report = SendReport(worker=worker or worker_name(per_call=True))
-    lease = (
-        lease_seconds if lease_seconds is not None else _setting("NOTICE_CLAIM_LEASE_SECONDS", 600)
-    )
+    lease = lease_seconds if lease_seconds is not None else settings.NOTICE_CLAIM_LEASE_SECONDS
     report.made_uncertain = Notice.expire_stale_claims(lease)
-    rate = rate if rate is not None else float(_setting("NOTICE_RATE_PER_SECOND", 10))
+    rate = rate if rate is not None else float(settings.NOTICE_RATE_PER_SECOND)
     pacer = Pacer(rate)
     page_size = claim_page_size(rate)
     # Half the lease leaves a wide margin before another run may call our claims stale (at

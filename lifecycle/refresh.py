@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def refresh_margin_days() -> int:
     """How early a rebuild is queued before an image would become stale (default 14)."""
-    return int(getattr(settings, "REFRESH_MARGIN_DAYS", 14))
+    return settings.REFRESH_MARGIN_DAYS
 
 
 def live_images() -> QuerySet[Image]:
@@ -191,7 +191,7 @@ def check_upstream(
         resolved = resolve(
             SourceSpec.from_model(source),
             allowed_hosts=settings.UPSTREAM_ALLOWED_HOSTS,
-            timeout=getattr(settings, "UPSTREAM_CHECK_TIMEOUT", 60),
+            timeout=settings.UPSTREAM_CHECK_TIMEOUT,
             session=session,
         )
     except ResolveError as exc:

@@ -74,10 +74,6 @@ LOCK_ATTEMPTS = 8
 T = TypeVar("T")
 
 
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
 def _db(statement: Callable[[], T]) -> T:
     """Run one idempotent database statement, again when SQLite reports a lock.
 
@@ -203,11 +199,11 @@ def _run(test_run_id: int, worker: str) -> str:
         image_id=local.provider_image_id,
         tags=tuple(tags.tags_for_run(run.pk, run.build_id)),
         keep_on_failure=run.keep_resources_on_failure,
-        commercial_type=str(_setting("TEST_COMMERCIAL_TYPE", "DEV1-S")),
-        boot_timeout=float(_setting("TEST_BOOT_TIMEOUT_SECONDS", 600)),
-        ssh_timeout=float(_setting("TEST_SSH_TIMEOUT_SECONDS", 30)),
-        action_timeout=float(_setting("TEST_ACTION_TIMEOUT_SECONDS", 300)),
-        ssh_user=str(_setting("TEST_SSH_USER", "root")),
+        commercial_type=settings.TEST_COMMERCIAL_TYPE,
+        boot_timeout=float(settings.TEST_BOOT_TIMEOUT_SECONDS),
+        ssh_timeout=float(settings.TEST_SSH_TIMEOUT_SECONDS),
+        action_timeout=float(settings.TEST_ACTION_TIMEOUT_SECONDS),
+        ssh_user=settings.TEST_SSH_USER,
     )
     reporter = Reporter()
     stop = threading.Event()
@@ -364,7 +360,7 @@ def _execute_run(
     # wait for theirs meanwhile, so they queue behind the checks that do not use it.
     own = [n for n in names if n not in shared and n not in copying[1:]] + copying[1:]
     outcomes: dict[str, str] = {}
-    concurrency = max(1, int(_setting("TEST_CHECK_CONCURRENCY", 3)))
+    concurrency = max(1, settings.TEST_CHECK_CONCURRENCY)
     lost = threading.Event()
     cancelled = threading.Event()
     watch = Watch(harness.reporter, harness.stop, harness.ledger.journal)
@@ -536,7 +532,7 @@ def _clear_leftovers(
             apis,
             keep=keep,
             log=lambda entry, text: log_to(entry.owner, f"{text} (left by {who})"),
-            timeout=float(_setting("TEST_ACTION_TIMEOUT_SECONDS", 300)),
+            timeout=float(settings.TEST_ACTION_TIMEOUT_SECONDS),
         )
 
     lost = threading.Event()

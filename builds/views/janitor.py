@@ -56,7 +56,7 @@ def _page(
         {
             "runs": runs,
             "can_run_janitor": request.user.has_perm(roles.RUN_JANITOR),
-            "default_hours": getattr(settings, "JANITOR_OLDER_THAN_HOURS", 24),
+            "default_hours": settings.JANITOR_OLDER_THAN_HOURS,
             "form": form,
             "max_hours": MAX_OLDER_THAN_HOURS,
         },
@@ -73,7 +73,7 @@ def janitor_run(request: HttpRequest) -> HttpResponse:
         return _page(request, form, status=400)
     hours = form.cleaned_data["older_than_hours"]
     if hours is None:
-        hours = float(getattr(settings, "JANITOR_OLDER_THAN_HOURS", 24))
+        hours = float(settings.JANITOR_OLDER_THAN_HOURS)
     dry_run = form.cleaned_data["dry_run"]
     user_id = request.user.pk
     transaction.on_commit(
