@@ -7,7 +7,6 @@ libguestfs are exercised in test_build_pipeline.py (guestfs tier).
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pytest
 from django.urls import reverse
@@ -17,10 +16,8 @@ from builds import tasks
 from builds.choices import BuildState, StageName, StageState
 from builds.models import Build
 from builds.queue import request_build
-from catalog.choices import ChecksumFormat
-from catalog.models import RecipeStep, UpstreamSource
-from tests.builds.upstream_server import UpstreamServer, sha256_file
-from tests.catalog.factories import os_image
+from catalog.models import RecipeStep
+from tests.builds.factories import demo_image, serve_demo_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,24 +30,9 @@ def factory_dirs(settings, tmp_path):
     return tmp_path
 
 
-def _publish(upstream: UpstreamServer, image_path, name: str = "debian-12-demo-amd64.qcow2"):
-    shutil.copyfile(image_path, upstream.root / name)
-    (upstream.root / "SHA256SUMS").write_text(
-        f"# serial: 20261126-1\n{sha256_file(upstream.root / name)}  {name}\n"
-    )
-    return name
-
-
 @pytest.fixture
 def image(upstream):
-    image = os_image("debian_demo", channel=upstream.url())
-    UpstreamSource.objects.filter(image=image).update(
-        file_pattern=r"debian-12-demo-amd64\.qcow2",
-        checksum_file="SHA256SUMS",
-        checksum_format=ChecksumFormat.GNU,
-        serial_pattern=r"(?m)^# serial: (?P<serial>\S+)$",
-    )
-    return image
+    return demo_image(upstream)
 
 
 def test_a_second_click_does_not_start_a_duplicate(client, manager, image) -> None:
@@ -119,7 +101,7 @@ def test_a_404_upstream_fails_the_fetch_stage_with_the_reason_on_the_page(
 def test_retry_resumes_at_the_failed_stage_and_reuses_the_download(
     monkeypatch, factory_dirs, upstream, qcow2_image, image
 ) -> None:
-    name = _publish(upstream, qcow2_image)
+    name = serve_demo_file(upstream, qcow2_image)
     RecipeStep.objects.create(
         image=image,
         position=1,

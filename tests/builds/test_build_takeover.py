@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -27,17 +26,18 @@ from builds import pipeline, tasks
 from builds.choices import BuildState, CheckState, StageName, StageState, TestRunState
 from builds.models import Build, CheckResult, Stage, TestRun, TestRunResource
 from builds.queue import request_build
-from catalog.choices import ChecksumFormat, LocalImageState, VersionState
-from catalog.models import LocalImage, UpstreamSource, Zone
+from catalog.choices import LocalImageState, VersionState
+from catalog.models import LocalImage, Zone
 from cloud import clients, tags
 from tests.builds import killable_worker
-from tests.builds.upstream_server import UpstreamServer, sha256_file
+from tests.builds.factories import DEMO_FILE, demo_image, serve_demo_file
+from tests.builds.upstream_server import UpstreamServer
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import ZONES, Cloud
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FILE = "debian-12-demo-amd64.qcow2"
+FILE = DEMO_FILE
 IMAGES_OP = "POST /instance/v1/zones/{zone}/images"
 STARTED = re.compile(r"^\w+ started on (?P<worker>\S+)$")
 ORDER = [str(name) for name in StageName.values]
@@ -152,18 +152,8 @@ def upstream_qcow2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def image(factory, upstream: UpstreamServer, upstream_qcow2: Path):
-    shutil.copyfile(upstream_qcow2, upstream.root / FILE)
-    (upstream.root / "SHA256SUMS").write_text(
-        f"# serial: 20261126-1\n{sha256_file(upstream.root / FILE)}  {FILE}\n"
-    )
-    image = os_image("debian_demo", channel=upstream.url())
-    UpstreamSource.objects.filter(image=image).update(
-        file_pattern=r"debian-12-demo-amd64\.qcow2",
-        checksum_file="SHA256SUMS",
-        checksum_format=ChecksumFormat.GNU,
-        serial_pattern=r"(?m)^# serial: (?P<serial>\S+)$",
-    )
-    return image
+    serve_demo_file(upstream, upstream_qcow2, FILE)
+    return demo_image(upstream)
 
 
 def _wait_for(

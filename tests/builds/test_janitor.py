@@ -11,10 +11,11 @@ from scaleway.block.v1 import CreateVolumeRequestFromEmpty
 
 from builds.janitor import janitor_task, run_janitor
 from builds.models import Build, JanitorRun
-from builds.publish import discard, publish
+from builds.publish import discard
 from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, waiters
+from tests.builds.factories import publish_for_real
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import ZONES, Cloud
 
@@ -24,19 +25,8 @@ def _publish(image_label: str, state: str, artefact: Path) -> ImageVersion:
     version = ImageVersion.objects.create(
         image=image, arch="x86_64", name="2026-11-26", artefact_path=str(artefact)
     )
-    build = Build.objects.create(image=image, arch="x86_64", state="publishing", version=version)
-    try:
-        publish(
-            build_id=build.pk,
-            version=version,
-            artefact=artefact,
-            zones=Zone.objects.all(),
-            log=lambda line: None,
-            progress=lambda *args: None,
-            cancelled=lambda: False,
-        )
-    finally:
-        Build.objects.filter(pk=build.pk).update(state=state)
+    build = publish_for_real(version, artefact)
+    Build.objects.filter(pk=build.pk).update(state=state)
     return version
 
 

@@ -22,11 +22,10 @@ from builds.store import (
     key_for_artefact,
     key_for_cache,
 )
-from catalog.choices import ChecksumFormat
-from catalog.models import RecipeStep, UpstreamSource
+from catalog.models import RecipeStep
 from cloud import objectstorage
+from tests.builds.factories import demo_image, serve_demo_file
 from tests.builds.upstream_server import sha256_file
-from tests.catalog.factories import os_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -163,18 +162,8 @@ def test_the_local_store_changes_nothing(cloud, factory_dirs, settings) -> None:
 def test_a_build_resumed_on_another_machine_reuses_the_stored_download(
     s3_store, factory_dirs, settings, upstream, qcow2_image, monkeypatch
 ) -> None:
-    name = "debian-12-demo-amd64.qcow2"
-    shutil.copyfile(qcow2_image, upstream.root / name)
-    (upstream.root / "SHA256SUMS").write_text(
-        f"# serial: 20261126-1\n{sha256_file(upstream.root / name)}  {name}\n"
-    )
-    image = os_image("debian_demo", channel=upstream.url())
-    UpstreamSource.objects.filter(image=image).update(
-        file_pattern=r"debian-12-demo-amd64\.qcow2",
-        checksum_file="SHA256SUMS",
-        checksum_format=ChecksumFormat.GNU,
-        serial_pattern=r"(?m)^# serial: (?P<serial>\S+)$",
-    )
+    name = serve_demo_file(upstream, qcow2_image)
+    image = demo_image(upstream)
     # A secret the worker lacks stops the build at customize, before any appliance runs.
     RecipeStep.objects.create(
         image=image,

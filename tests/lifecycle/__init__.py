@@ -21,11 +21,11 @@ from django_q.models import OrmQ
 
 from builds.choices import CheckState, TestRunState
 from builds.models import Build, CheckResult, TestRun
-from builds.publish import publish
 from builds.testing.orchestration import check_names
 from catalog.choices import LocalImageState, VersionState
 from catalog.models import Image, ImageVersion, LocalImage, Zone
 from lifecycle.models import ImageRequest, RequestStatusChange
+from tests.builds.factories import publish_for_real
 
 ZONE_CODES = ("fr-par-1", "fr-par-2")
 COMMERCIAL_TYPES = ["DEV1-S", "DEV1-M"]
@@ -100,16 +100,7 @@ def published_version(
 ) -> ImageVersion:
     """A version published for real in every enabled zone of localcloud."""
     version = _version(image, name, VersionState.BUILT, days_ago, artefact_path=str(artefact))
-    build = Build.objects.create(image=image, arch="x86_64", state="publishing", version=version)
-    publish(
-        build_id=build.pk,
-        version=version,
-        artefact=artefact,
-        zones=Zone.objects.all(),
-        log=lambda line: None,
-        progress=lambda *args: None,
-        cancelled=lambda: False,
-    )
+    build = publish_for_real(version, artefact)
     Build.objects.filter(pk=build.pk).update(state="done")
     ImageVersion.objects.filter(pk=version.pk).update(state=state, **fields)
     version.refresh_from_db()

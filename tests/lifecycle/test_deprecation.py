@@ -12,15 +12,9 @@ from catalog.choices import DeprecationBasis, ImageState, VersionState
 from catalog.models import AuditEntry, Image, ImageVersion
 from lifecycle import deprecation
 from tests.catalog.factories import instantapp, os_image
+from tests.lifecycle.daily_run import NOON, TODAY, at, fresh, run
 
-pytestmark = pytest.mark.django_db
-
-TODAY = dt.date(2026, 3, 1)
-NOON = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-
-
-def at(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0, 30), tzinfo=dt.UTC)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("deprecation_policy")]
 
 
 def ubuntu(label: str, released: dt.date, eol: dt.date | None, **extra) -> Image:
@@ -30,22 +24,6 @@ def ubuntu(label: str, released: dt.date, eol: dt.date | None, **extra) -> Image
     image.upstream.release_date = released
     image.upstream.save()
     return image
-
-
-@pytest.fixture(autouse=True)
-def _policy_settings(settings):
-    settings.DEPRECATION_GRACE_DAYS = 90
-    settings.NOTICE_OFFSETS_DAYS = [90, 30, 7, 0]
-    settings.RETENTION_DAYS = 180
-
-
-def run(day: dt.date = TODAY) -> deprecation.TransitionSummary:
-    with time_machine.travel(at(day), tick=False):
-        return deprecation.run_transitions()
-
-
-def fresh(image: Image) -> Image:
-    return Image.objects.get(pk=image.pk)
 
 
 # --- the policy ------------------------------------------------------------------------------

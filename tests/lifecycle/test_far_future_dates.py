@@ -14,32 +14,11 @@ from catalog.choices import ImageState, VersionState
 from catalog.models import Image, ImageVersion
 from lifecycle import deprecation
 from tests.catalog.factories import instantapp, os_image
+from tests.lifecycle.daily_run import NOON, TODAY, at, fresh, run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("deprecation_policy")]
 
-TODAY = dt.date(2026, 3, 1)
-NOON = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 FAR = dt.date(9999, 12, 31)
-
-
-def at(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0, 30), tzinfo=dt.UTC)
-
-
-@pytest.fixture(autouse=True)
-def _policy_settings(settings):
-    settings.DEPRECATION_GRACE_DAYS = 90
-    settings.NOTICE_OFFSETS_DAYS = [90, 30, 7, 0]
-    settings.RETENTION_DAYS = 180
-
-
-def run(day: dt.date = TODAY) -> deprecation.TransitionSummary:
-    with time_machine.travel(at(day), tick=False):
-        return deprecation.run_transitions()
-
-
-def fresh(image: Image) -> Image:
-    return Image.objects.get(pk=image.pk)
 
 
 def deprecated_since(label: str, day: dt.date) -> Image:

@@ -25,14 +25,13 @@ import time_machine
 from django.conf import settings as django_settings
 from scaleway_core.api import ScalewayException
 
-from builds.models import Build
-from builds.publish import publish
 from catalog import eol
 from catalog.choices import ImageState, VersionState
 from catalog.models import AuditEntry, Image, ImageVersion, Zone
 from cloud import clients
 from lifecycle import deprecation, notices, releases, usage
 from lifecycle.models import Customer, Notice, NoticeState, Usage
+from tests.builds.factories import publish_for_real
 from tests.catalog.eol_server import EolServer
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import Cloud
@@ -123,16 +122,7 @@ def _released_version(artefact: Path, user: object) -> ImageVersion:
         state=VersionState.BUILT,
         artefact_path=str(artefact),
     )
-    build = Build.objects.create(image=image, arch="x86_64", state="publishing", version=version)
-    publish(
-        build_id=build.pk,
-        version=version,
-        artefact=artefact,
-        zones=Zone.objects.all(),
-        log=lambda line: None,
-        progress=lambda *args: None,
-        cancelled=lambda: False,
-    )
+    publish_for_real(version, artefact)
     ImageVersion.objects.filter(pk=version.pk).update(state=VersionState.PUBLISHED)
     version.refresh_from_db()
     releases.release(version, user, override_reason="No test runs yet: time-travel test.")
