@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builds.customize import Cancelled
+from builds.customize import Cancelled as Cancelled  # builds.stages catches it from here
 
 CHUNK = 1024 * 1024
 

@@ -35,7 +35,7 @@ def snapshot(obj: models.Model, fields: list[str] | tuple[str, ...]) -> dict[str
     values = {}
     for name in fields:
         field = obj._meta.get_field(name)
-        values[name] = _plain(getattr(obj, field.attname))
+        values[name] = _plain(getattr(obj, field.attname))  # type: ignore[union-attr]
     return values
 
 

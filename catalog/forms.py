@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from catalog import dates
@@ -30,7 +32,11 @@ class StepForm(forms.Form):
 
     @staticmethod
     def _field_for(param: Param) -> forms.Field:
-        common = {"required": False, "label": param.name.replace("_", " "), "help_text": param.help}
+        common: dict[str, Any] = {
+            "required": False,
+            "label": param.name.replace("_", " "),
+            "help_text": param.help,
+        }
         if param.kind == "text":
             return forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), strip=False, **common)
         if param.kind == "int":
@@ -45,8 +51,9 @@ class StepForm(forms.Form):
             initial[f"p_{param.name}"] = " ".join(value) if isinstance(value, list) else value
         return initial
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         raw = {
             p.name: data.get(f"p_{p.name}")
             for p in params_of(self.step_type)

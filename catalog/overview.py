@@ -105,9 +105,9 @@ def filtered(filters: OverviewFilters, today: dt.date | None = None) -> QuerySet
         qs = qs.filter(architectures__icontains=f'"{filters.arch}"')
     warn_until = dates.add_days(today, settings.EOL_WARNING_DAYS)
     if filters.badge == "eol_soon":
-        qs = qs.filter(eol_date__gte=today, eol_date__lte=warn_until)
+        qs = qs.filter(eol_date__gte=today, eol_date__lte=warn_until)  # type: ignore[misc]
     elif filters.badge == "past_eol":
-        qs = qs.filter(eol_date__lt=today)
+        qs = qs.filter(eol_date__lt=today)  # type: ignore[misc]
     elif filters.badge == "stale":
         # catalog.staleness.is_stale, as a query: the same rule as build_row's badge.
         qs = qs.annotate(

@@ -140,7 +140,7 @@ def _check(param: Param, value: object) -> tuple[object, str | None]:
         return names, None
     if param.kind == "int":
         try:
-            number = int(value)  # type: ignore[arg-type]
+            number = int(value)  # type: ignore[call-overload]  # any value; errors caught
         except (TypeError, ValueError, OverflowError):
             return value, "Give a whole number of seconds."
         if number <= 0:
