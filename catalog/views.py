@@ -25,15 +25,12 @@ from catalog import audit, overview, roles
 from catalog.choices import DateSource, ImageKind, StepType
 from catalog.current import current_versions
 from catalog.forms import LifecycleDateForm, StepForm
+from catalog.htmx import partial_request
 from catalog.manifests import diff_manifests
 from catalog.models import AuditEntry, Image, ImageVersion, RecipeStep, UpstreamLifecycle, Zone
 from catalog.timeline import timeline_for
 
 log = logging.getLogger(__name__)
-
-
-def _partial_request(request: HttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.boosted
 
 
 @require_GET
@@ -59,7 +56,7 @@ def overview_page(request: HttpRequest) -> HttpResponse:
         .order_by("image__label"),
     }
     template = (
-        "catalog/overview.html#table" if _partial_request(request) else "catalog/overview.html"
+        "catalog/overview.html#table" if partial_request(request) else "catalog/overview.html"
     )
     return render(request, template, context)
 
@@ -93,7 +90,7 @@ def image_page(request: HttpRequest, label: str) -> HttpResponse:
 
 
 def _steps_response(request: HttpRequest, image: Image) -> HttpResponse:
-    if _partial_request(request):
+    if partial_request(request):
         return render(
             request, "catalog/image.html#recipe", {"image": image, "steps": image.steps.all()}
         )
@@ -130,7 +127,7 @@ def step_save(request: HttpRequest, label: str, step_id: int | None = None) -> H
         response = render(
             request, "catalog/step_form.html", {"image": image, "step": step, "form": form}
         )
-        if _partial_request(request):
+        if partial_request(request):
             # The form was posted to replace the recipe; show it again, with its errors,
             # where it was instead.
             response["HX-Retarget"] = "#step-editor"
@@ -305,7 +302,7 @@ def zone_toggle(request: HttpRequest, code: str) -> HttpResponse:
                 before=before,
                 after={"enabled": zone.enabled},
             )
-    if _partial_request(request):
+    if partial_request(request):
         return render(request, "catalog/zones.html#zone-row", {"zone": zone})
     if not changed:
         state = "enabled" if zone.enabled else "disabled"

@@ -16,13 +16,10 @@ from builds.choices import BuildState, Trigger
 from builds.models import Build, StageLogLine
 from builds.queue import enqueue, queue_for, request_build
 from catalog import audit, roles
+from catalog.htmx import partial_request
 from catalog.models import Image, LocalImage
 
 LOG_TAIL = 300
-
-
-def _partial_request(request: HttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.boosted
 
 
 @require_GET
@@ -47,7 +44,7 @@ def build_list(request: HttpRequest) -> HttpResponse:
         "states": BuildState.choices,
         "triggers": Trigger.choices,
     }
-    template = "builds/list.html#table" if _partial_request(request) else "builds/list.html"
+    template = "builds/list.html#table" if partial_request(request) else "builds/list.html"
     return render(request, template, context)
 
 
@@ -100,7 +97,7 @@ def rebuild(request: HttpRequest, label: str) -> HttpResponse:
         arches = list(image.architectures)
     if not arches:
         message = f"{image.label} has no upstream source to build from."
-        if _partial_request(request):
+        if partial_request(request):
             return HttpResponse(f'<span class="error-banner">{message}</span>')
         messages.error(request, message)
         return redirect(image.get_absolute_url())
@@ -114,7 +111,7 @@ def rebuild(request: HttpRequest, label: str) -> HttpResponse:
         )
         for arch in arches
     ]
-    if _partial_request(request):
+    if partial_request(request):
         return render(request, "builds/queued.html", {"results": results})
     for r in results:
         verb = "Queued" if r.created else "Already queued or running:"

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from catalog import roles
+from catalog.htmx import partial_request
 from catalog.models import Image, ImageVersion
 from cloud.retries import CloudError
 from lifecycle import feed, releases
@@ -39,10 +40,6 @@ class ReleaseForm(forms.Form):
 
 class WithdrawForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
-
-
-def _partial_request(request: HttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.boosted
 
 
 def _version_or_404(version_id: int) -> ImageVersion:
@@ -70,7 +67,7 @@ def _panel_context(version: ImageVersion, **extra: object) -> dict:
 
 def _panel_response(request: HttpRequest, version: ImageVersion, **extra: object) -> HttpResponse:
     """The panel again (htmx), or back to the version page (no JavaScript)."""
-    if _partial_request(request):
+    if partial_request(request):
         return render(request, "lifecycle/releases/panel.html", _panel_context(version, **extra))
     if extra.get("error"):
         messages.error(request, str(extra["error"]))
@@ -140,7 +137,7 @@ def release_notes(request: HttpRequest, version_id: int) -> HttpResponse:
     """The release notes (htmx), or a page with the whole release panel: the no-JavaScript
     way to release and withdraw."""
     version = _version_or_404(version_id)
-    if _partial_request(request):
+    if partial_request(request):
         context = {
             "version": version,
             "image": version.image,
@@ -163,7 +160,7 @@ def release_history(request: HttpRequest, label: str) -> HttpResponse:
     current = next((r for r in rows if r.is_active), None)
     template = (
         "lifecycle/releases/history.html#history"
-        if _partial_request(request)
+        if partial_request(request)
         else "lifecycle/releases/history.html"
     )
     return render(request, template, {"image": image, "rows": rows, "current": current})

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 from builds.choices import Trigger
 from catalog import dates, roles
 from catalog.choices import ImageState
+from catalog.htmx import partial_request
 from catalog.models import Image, ImageVersion
 from lifecycle import deprecation, refresh, versions
 from lifecycle.models.triggers import SecurityAdvisory, UpstreamCheck
@@ -131,10 +132,6 @@ FORMS: dict[str, type[forms.Form]] = {
     Trigger.ECOSYSTEM: EcosystemForm,
     Trigger.NEW_PRODUCT: NewProductForm,
 }
-
-
-def _partial_request(request: HttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.boosted
 
 
 # --- the Triggers page -----------------------------------------------------------------------
@@ -252,7 +249,7 @@ def _panel(request: HttpRequest, image: Image, form: DeprecationForm | None = No
         "cloud": deprecation.cloud_status(image),
     }
     template = "lifecycle/triggers/deprecation_panel.html"
-    if not _partial_request(request):
+    if not partial_request(request):
         template = "lifecycle/triggers/deprecation_page.html"
     return render(request, template, context, status=status)
 
@@ -288,7 +285,7 @@ def deprecation_set(request: HttpRequest, label: str) -> HttpResponse:
                 form.add_error(None, exc)
     if not form.is_valid():
         return _panel(request, image, form, status=400)
-    if _partial_request(request):
+    if partial_request(request):
         image = Image.objects.select_related("upstream", "base_image__upstream", "replacement").get(
             pk=image.pk
         )
@@ -307,6 +304,6 @@ def version_advisories(request: HttpRequest, version_id: int) -> HttpResponse:
     )
     context = {"version": version, "advisories": refresh.advisories_for(version)}
     template = "lifecycle/triggers/version_advisories.html"
-    if not _partial_request(request):
+    if not partial_request(request):
         template = "lifecycle/triggers/version_advisories_page.html"
     return render(request, template, context)
