@@ -98,7 +98,6 @@ class Leased(models.Model):
 
     def heartbeat(self, worker: str) -> bool:
         """Refresh the lease; False when the claim was lost (taken over, or the work ended)."""
-        rows = type(self)._default_manager.filter(
-            pk=self.pk, claimed_by=worker, state__in=self.HEARTBEAT_STATES
-        )
+        held = Q(claimed_by=worker, state__in=self.HEARTBEAT_STATES)
+        rows = type(self)._default_manager.filter(held, pk=self.pk)
         return rows.update(heartbeat_at=timezone.now()) == 1
