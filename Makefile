@@ -68,10 +68,11 @@ test-browser:
 test-guestfs:
 	$(PY) -m pytest -m "(guestfs or vm) and not vm_extra" -q --durations=25; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
-# The database-dependent tests again on PostgreSQL (installed and started if missing).
+# The database-dependent tests again on PostgreSQL (installed and started if missing): those
+# that use the database (TESTS_DATABASE_ONLY, see tests/conftest.py); the others ran on SQLite.
 test-postgres:
 	bin/postgres-for-tests
-	DATABASE_URL=postgres://factory:factory@127.0.0.1:5432/factory \
+	DATABASE_URL=postgres://factory:factory@127.0.0.1:5432/factory TESTS_DATABASE_ONLY=1 \
 	  $(PY) -m pytest -m "not guestfs and not vm and not browser" -q; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 # localcloud's VM backend scenarios one by one (boot, power, security groups, hot-plug, rescue,

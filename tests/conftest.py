@@ -215,3 +215,31 @@ def eol_server() -> Iterator[EolServer]:
         yield server
     finally:
         server.stop()
+
+
+# Fixtures that give a test the database (directly or through another fixture).
+_DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With TESTS_DATABASE_ONLY=1 (the PostgreSQL pass), keep only the tests that use the
+    database: the others ran already on SQLite and would test the same code again."""
+    if os.environ.get("TESTS_DATABASE_ONLY") != "1":
+        return
+    kept, dropped = [], []
+    for item in items:
+        uses_database = item.get_closest_marker("django_db") is not None or bool(
+            _DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+        (kept if uses_database else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

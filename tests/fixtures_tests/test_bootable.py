@@ -411,29 +411,48 @@ GPT_TYPES = {
 
 @pytest.mark.guestfs
 @pytest.mark.timeout(VM_TEST_TIMEOUT_S)
-@pytest.mark.parametrize("variant", ["base", "ready"])
-def test_image_is_a_never_booted_hybrid_cloud_image(variant: str) -> None:
+def test_both_variants_are_never_booted_hybrid_cloud_images() -> None:
+    """Both variants in one appliance (one launch under emulation instead of two): the base
+    image is /dev/sda and the ready one /dev/sdb."""
     g = guestfs.GuestFS(python_return_dict=True)
     try:
         if not os.environ.get("LIBGUESTFS_BACKEND_SETTINGS"):
             g.set_backend_settings(["force_tcg"])  # KVM hangs or aborts on these hosts
-        g.add_drive_opts(str(bootable_debian_image(variant)), format="qcow2", readonly=True)
+        for variant in ("base", "ready"):
+            g.add_drive_opts(str(bootable_debian_image(variant)), format="qcow2", readonly=True)
         g.launch()
-        assert g.part_get_parttype("/dev/sda") == "gpt"
-        layout = {str(p["part_num"]) for p in g.part_list("/dev/sda")}
-        assert layout == set(GPT_TYPES)
-        for number, gpt_type in GPT_TYPES.items():
-            assert g.part_get_gpt_type("/dev/sda", int(number)).upper() == gpt_type
-        assert g.vfs_type("/dev/sda1") == "ext4" and g.vfs_type("/dev/sda15") == "vfat"
-        (root,) = g.inspect_os()
-        assert (g.inspect_get_distro(root), g.inspect_get_major_version(root)) == ("debian", 12)
-        assert g.inspect_get_mountpoints(root) == {"/": "/dev/sda1", "/boot/efi": "/dev/sda15"}
-        g.mount_ro("/dev/sda1", "/")
-        g.mount_ro("/dev/sda15", "/boot/efi")
+        roots = {root[: -len("1")]: root for root in g.inspect_os()}
+        assert set(roots) == {"/dev/sda", "/dev/sdb"}
+        for disk, variant in (("/dev/sda", "base"), ("/dev/sdb", "ready")):
+            _assert_never_booted_hybrid_image(g, disk, roots[disk], variant)
+    finally:
+        g.close()
 
+
+def _assert_never_booted_hybrid_image(
+    g: guestfs.GuestFS, disk: str, root: str, variant: str
+) -> None:
+    """The layout and first-boot state of one variant on `disk` (mounted, then unmounted)."""
+    assert g.part_get_parttype(disk) == "gpt"
+    layout = {str(p["part_num"]) for p in g.part_list(disk)}
+    assert layout == set(GPT_TYPES)
+    for number, gpt_type in GPT_TYPES.items():
+        assert g.part_get_gpt_type(disk, int(number)).upper() == gpt_type
+    assert g.vfs_type(f"{disk}1") == "ext4" and g.vfs_type(f"{disk}15") == "vfat"
+    assert root == f"{disk}1"
+    assert (g.inspect_get_distro(root), g.inspect_get_major_version(root)) == ("debian", 12)
+    # Both variants carry the same filesystem UUIDs, so inspection may name either disk.
+    mountpoints = g.inspect_get_mountpoints(root)
+    assert {path: g.part_to_partnum(device) for path, device in mountpoints.items()} == {
+        "/": 1,
+        "/boot/efi": 15,
+    }
+    g.mount_ro(f"{disk}1", "/")
+    g.mount_ro(f"{disk}15", "/boot/efi")
+    try:
         fstab = g.cat("/etc/fstab")
-        assert f"UUID={g.vfs_uuid('/dev/sda1')} / ext4" in fstab
-        assert f"UUID={g.vfs_uuid('/dev/sda15')} /boot/efi vfat" in fstab
+        assert f"UUID={g.vfs_uuid(disk + '1')} / ext4" in fstab
+        assert f"UUID={g.vfs_uuid(disk + '15')} /boot/efi vfat" in fstab
         assert g.is_file("/boot/efi/EFI/BOOT/BOOTX64.EFI")
         grub_cfg = g.cat("/boot/grub/grub.cfg")
         assert "console=ttyS0,115200" in grub_cfg and "set timeout=0" in grub_cfg
@@ -457,10 +476,11 @@ def test_image_is_a_never_booted_hybrid_cloud_image(variant: str) -> None:
         has_units = g.is_symlink(f"{wants}/scw-signal-booted.service")
         assert installed == has_units == (variant == "ready")
     finally:
-        g.close()
+        g.umount_all()
 
 
 @pytest.mark.vm
+@pytest.mark.vm_extra  # a property of the fixture image, not of the product
 @pytest.mark.guestfs
 @pytest.mark.timeout(VM_TEST_TIMEOUT_S)
 def test_boot_without_metadata_is_not_held_up(boot_vm, tmp_path: Path) -> None:
