@@ -73,8 +73,8 @@ def render_localized(folder: str, kind: str, language: str, context: dict) -> Re
         text = render_to_string(f"emails/{folder}/{kind}_body_{language}.txt", context)
         html = render_to_string(f"emails/{folder}/{kind}_body_{language}.html", context)
     # A newline in a subject would end the header: keep one line.
-    subject = " ".join(subject.split())
-    return Rendered(subject, text, html)
+    one_line = " ".join(subject.split())
+    return Rendered(one_line, text, html)
 
 
 def _message(

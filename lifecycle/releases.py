@@ -299,7 +299,7 @@ def release_notes(version: ImageVersion) -> dict[str, Any]:
     """
     previous = previous_released_version(version)
     packages: ManifestDiff | None = None
-    recipe = {"added": [], "removed": [], "changed": []}
+    recipe: dict[str, list[Any]] = {"added": [], "removed": [], "changed": []}
     serial = {"before": "", "after": version.upstream_serial, "changed": False}
     if previous is not None:
         packages = diff_manifests(previous.manifest or [], version.manifest or [])
