@@ -221,7 +221,7 @@ def set_lifecycle_date(request: HttpRequest, label: str) -> HttpResponse:
         return redirect(image.get_absolute_url())
     form = LifecycleDateForm(request.POST)
     if not form.is_valid():
-        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        errors = "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
         messages.error(request, f"The date was not changed: {errors}")
         return redirect(image.get_absolute_url() + "#lifecycle")
     name = form.cleaned_data["field"]

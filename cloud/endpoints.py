@@ -28,7 +28,7 @@ _lock = threading.Lock()
 
 
 def _api_url() -> str:
-    return clients.client().api_url.rstrip("/")
+    return str(clients.client().api_url).rstrip("/")
 
 
 def is_localcloud() -> bool:

@@ -80,10 +80,11 @@ def ensure_bucket(s3: Any, bucket: str, region: str) -> bool:
     return True
 
 
-def head(s3: Any, bucket: str, key: str) -> dict | None:
+def head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     """An object's metadata, or None when it (or its bucket) does not exist."""
     try:
-        return s3.head_object(Bucket=bucket, Key=key)
+        found: dict[str, Any] = s3.head_object(Bucket=bucket, Key=key)
+        return found
     except ClientError as exc:
         if _code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
             return None
@@ -92,7 +93,7 @@ def head(s3: Any, bucket: str, key: str) -> dict | None:
         raise _error(exc, f"check object {key}") from exc
 
 
-class _Progress(BaseSubscriber):
+class _Progress(BaseSubscriber):  # type: ignore[misc]  # s3transfer has no type hints
     """Adds the bytes s3transfer's threads report to one counter."""
 
     def __init__(self) -> None:

@@ -87,7 +87,9 @@ def _iso(when: dt.datetime | None) -> str | None:
     return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _local_image_entries(image: Any, version: Any, local_images: Iterable[Any]) -> list[dict]:
+def _local_image_entries(
+    image: Any, version: Any, local_images: Iterable[Any]
+) -> list[dict[str, Any]]:
     entries = []
     for local in local_images:
         if not local.provider_image_id:
@@ -128,8 +130,8 @@ class LocalcloudPublisher:
     # HTTP
 
     def _request(
-        self, method: str, path: str, body: dict | None = None, *, retry: bool = True
-    ) -> dict:
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, retry: bool = True
+    ) -> dict[str, Any]:
         """One operator call, retried on throttling and unavailability; errors in words.
 
         `retry=False` for a call that is not idempotent (creating a version): after a lost
@@ -164,7 +166,7 @@ class LocalcloudPublisher:
             type_=error.type,
         )
 
-    def _ensure_image(self, image: Any, **extra: Any) -> dict:
+    def _ensure_image(self, image: Any, **extra: Any) -> dict[str, Any]:
         body = {
             "name": image.name,
             "description": image.description,
@@ -175,7 +177,7 @@ class LocalcloudPublisher:
         return self._request("PUT", f"/images/{image.label}", body)
 
     @staticmethod
-    def _version_named(view: dict, name: str) -> dict | None:
+    def _version_named(view: dict[str, Any], name: str) -> dict[str, Any] | None:
         matching = [v for v in view.get("versions", []) if v.get("name") == name]
         return matching[-1] if matching else None
 

@@ -90,7 +90,8 @@ def describe(exc: ScalewayException, what: str = "") -> CloudError:
 
 def retry_after(exc: ScalewayException) -> float | None:
     """The delay the API asked for in Retry-After (seconds, or an HTTP date), if any."""
-    value = (exc.response.headers or {}).get("Retry-After") if exc.response is not None else None
+    headers = exc.response.headers if exc.response is not None else None
+    value = headers.get("Retry-After") if headers else None
     if not value:
         return None
     try:
@@ -108,7 +109,7 @@ def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: base, 2*base, 4*base, ... capped."""
     base = float(settings.CLOUD_RETRY_BASE_SECONDS)
     cap = float(settings.CLOUD_RETRY_MAX_SECONDS)
-    delay = min(cap, base * 2 ** (attempt - 1))
+    delay: float = min(cap, base * 2 ** (attempt - 1))
     return delay * random.uniform(0.8, 1.2)  # jitter: parallel zones do not retry in step
 
 
@@ -126,8 +127,8 @@ def sleep(seconds: float, cancelled: Callable[[], bool] | None = None) -> None:
 
 def _run(
     fn: Callable[..., T],
-    args: tuple,
-    kwargs: dict,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
     *,
     what: str,
     timeout: float,
@@ -155,7 +156,8 @@ def _run(
             raise CloudTimeout(f"{what}: no answer from the API within {timeout:g} s")
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    value: T = box["value"]
+    return value
 
 
 def _recover(

@@ -110,8 +110,8 @@ def refresh_status(today: dt.date | None = None) -> list[StaleStatus]:
     )
     statuses = []
     for image in images:
-        released = image.last_release  # type: ignore[attr-defined]
-        built = image.latest_built  # type: ignore[attr-defined]
+        released = image.last_release
+        built = image.latest_built
         reference = staleness.reference_at(released, built)
         if reference is None:
             statuses.append(StaleStatus(image, None, None, None, None))
