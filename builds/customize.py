@@ -35,6 +35,7 @@ from builds.guestfs_launch import Appliance
 from builds.recipe_secrets import Masker
 from catalog.choices import StepType
 from catalog.recipes import SECRET_REF, check_download_host, file_in_files_dir
+from cloud.cancel import CancelCheck, Cancelled
 
 STEP_LABELS: dict[str, str] = dict(StepType.choices)
 
@@ -145,10 +146,6 @@ class CustomizeError(Exception):
         self.message = message
 
 
-class Cancelled(Exception):
-    """The build was cancelled; the appliance was killed and the working copy is undefined."""
-
-
 @dataclass(frozen=True)
 class CustomizeResult:
     """What a successful customization produced."""
@@ -174,7 +171,7 @@ class _Watchdog:
     """Kills the appliance when the current step's deadline passes or the build is cancelled."""
 
     appliance: Appliance
-    cancelled: Callable[[], bool]
+    cancelled: CancelCheck
     reason: str | None = None
     deadline: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -250,7 +247,7 @@ class _Session:
         say: Callable[[str], None],
         files_dir: Path,
         allowed_hosts: Sequence[str],
-        cancelled: Callable[[], bool],
+        cancelled: CancelCheck,
     ) -> None:
         assert appliance.g is not None
         self.g = appliance.g
@@ -740,7 +737,7 @@ def customize(
     *,
     log: Callable[[str], None],
     progress: Callable[[int, int], None],
-    cancelled: Callable[[], bool],
+    cancelled: CancelCheck,
     secrets: Mapping[str, str],
     files_dir: Path,
     allowed_hosts: Sequence[str],
@@ -750,7 +747,8 @@ def customize(
     """Apply ``steps`` to the QCOW2 working copy ``disk`` in place, in one appliance launch.
 
     Raises CustomizeError (plain-words message, step named) on failure and Cancelled when
-    ``cancelled()`` turns true; in both cases the appliance is gone when the call returns.
+    ``cancelled()`` turns true (the working copy is then undefined); in both cases the
+    appliance is gone when the call returns.
     """
     mask = _Masker(secrets)
 

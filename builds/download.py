@@ -8,7 +8,8 @@ Rules this module enforces:
 - an interrupted transfer leaves its bytes in the partial file, and the next attempt asks for
   the rest with a Range request (or starts over when the server ignores Range);
 - a `cancelled()` callable is polled every chunk and a read timeout bounds a stalled server;
-- failures are `DownloadError` with a plain-words message; a cancel is `Cancelled`.
+- failures are `DownloadError` with a plain-words message; a cancel is cloud.cancel's
+  `Cancelled`, after the partial file has been removed.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3.exceptions
 
+from cloud.cancel import CancelCheck, Cancelled
+
 CHUNK_SIZE = 1024 * 1024
 MAX_REDIRECTS = 5
 SMALL_FILE_LIMIT = 16 * 1024 * 1024
 
 Progress = Callable[[int, int | None], None]
-CancelCheck = Callable[[], bool]
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -38,10 +40,6 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 class DownloadError(Exception):
     """A download failed; the message says why in plain words."""
-
-
-class Cancelled(Exception):
-    """The download was cancelled by the caller; the partial file has been removed."""
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The fetch stage: resolve the upstream channel, download, verify, and cache the image.
 
 `fetch()` either returns a verified QCOW2 file in the download cache or raises `FetchError`
-(or `Cancelled` when the caller cancelled). A file that failed verification is deleted;
-only a transfer that broke off (network, server error) leaves its bytes in the cache's
-`partial/` folder, so the next fetch resumes it instead of starting over.
+(or cloud.cancel's `Cancelled` when the caller cancelled). A file that failed verification
+is deleted; only a transfer that broke off (network, server error) leaves its bytes in the
+cache's `partial/` folder, so the next fetch resumes it instead of starting over.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pathlib import Path
 import requests
 
 from builds.cache import CacheError, DownloadCache
-from builds.download import Cancelled, DownloadError, download
+from builds.download import DownloadError, download
 from builds.upstream import ResolveError, SourceSpec, resolve
+from cloud.cancel import CancelCheck
 
-__all__ = ["Cancelled", "FetchError", "FetchResult", "fetch"]
+__all__ = ["FetchError", "FetchResult", "fetch"]
 
 _QEMU_IMG_TIMEOUT = 120
 
@@ -59,7 +60,7 @@ def fetch(
     allowed_hosts: Iterable[str],
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int | None], None] | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: CancelCheck | None = None,
     timeout: float = 60,
     session: requests.Session | None = None,
     verify: bool | str = True,

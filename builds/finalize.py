@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builds.customize import Cancelled as Cancelled  # builds.stages catches it from here
+from cloud.cancel import CancelCheck, Cancelled
 
 CHUNK = 1024 * 1024
 
@@ -79,7 +79,7 @@ def finalize(
     dest: Path,
     *,
     log: Callable[[str], None],
-    cancelled: Callable[[], bool],
+    cancelled: CancelCheck,
 ) -> FinalizeResult:
     """Convert ``src`` into a compressed standalone qcow2 at ``dest``; return its size and hash.
 

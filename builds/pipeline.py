@@ -25,8 +25,9 @@ from builds.models import Build, Stage
 from builds.publish import discard
 from builds.signals import build_failed
 from builds.stages import registry
-from builds.stages.context import Cancelled, Heartbeat, StageContext, StageFailed
+from builds.stages.context import Heartbeat, StageContext, StageFailed
 from builds.stages.files import discard_work
+from cloud.cancel import Cancelled
 from cloud.retries import CloudError
 
 log = logging.getLogger(__name__)

@@ -32,17 +32,16 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from builds.stages.context import Cancelled
 from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, deletion, objectstorage, tags, waiters
-from cloud.retries import CloudCancelled, CloudError, CloudTimeout, call
+from cloud.cancel import CancelCheck, Cancelled
+from cloud.retries import CloudError, CloudTimeout, call
 
 log = logging.getLogger(__name__)
 
 Log = Callable[[str], None]
 Progress = Callable[..., None]
-Check = Callable[[], bool]
 
 SNAPSHOT_USABLE = ("available", "importing", "snapshotting")
 IMAGE_USABLE = ("available", "creating")
@@ -113,7 +112,7 @@ def _sha256(path: Path) -> str:
 class _Coordinator:
     """Relays workers' log lines to `log` on the calling thread, and cancel to the workers."""
 
-    def __init__(self, log_fn: Log, cancelled: Check) -> None:
+    def __init__(self, log_fn: Log, cancelled: CancelCheck) -> None:
         self.log_fn = log_fn
         self.cancelled_fn = cancelled
         self.stop = threading.Event()
@@ -204,7 +203,7 @@ def _publish_zones(
     zones: list[Zone],
     log: Log,
     progress: Progress,
-    cancelled: Check,
+    cancelled: CancelCheck,
 ) -> tuple[list[LocalImage], list[tuple[str, str]]]:
     """Publish in `zones`; return the available LocalImages and the (zone, error) failures."""
     if not artefact.is_file():
@@ -285,7 +284,7 @@ def _publish_zones(
                             f"(snapshot {result.snapshot_id}"
                             f"{', reused' if result.reused else ''})"
                         )
-        except CloudCancelled:
+        except Cancelled:
             coordinator.stop.set()
         finally:
             if coordinator.stop.is_set():
@@ -309,12 +308,12 @@ def publish(
     zones: Iterable[Zone],
     log: Log,
     progress: Progress,
-    cancelled: Check,
+    cancelled: CancelCheck,
 ) -> list[LocalImage]:
     """Publish `version` (its QCOW2 at `artefact`) in every enabled zone of `zones`.
 
     Returns the LocalImages (all available). Raises PublishError when any zone failed (the
-    others are recorded as published), builds.stages.context.Cancelled on cancel.
+    others are recorded as published), cloud.cancel.Cancelled on cancel.
     """
     targets = sorted((z for z in zones if z.enabled), key=lambda z: z.code)
     if not targets:
@@ -343,7 +342,7 @@ def retry_zone(
     artefact: Path | None = None,
     log: Log | None = None,
     progress: Progress | None = None,
-    cancelled: Check | None = None,
+    cancelled: CancelCheck | None = None,
 ) -> LocalImage:
     """Publish `version` in one zone again (uploading the artefact again if its object is
     gone); reuses whatever of that zone already exists. Raises PublishError on failure."""
@@ -373,7 +372,7 @@ def _zone_worker(api: Any, target: _Target, coordinator: _Coordinator) -> ZoneRe
     """Publish in one zone; never raises (the result carries the error)."""
     try:
         return _publish_zone(api, target, coordinator.say, coordinator.stop.is_set)
-    except CloudCancelled:
+    except Cancelled:
         return ZoneResult(target.zone, error="Publishing was cancelled.")
     except CloudError as exc:
         return ZoneResult(target.zone, error=str(exc))
@@ -384,7 +383,7 @@ def _zone_worker(api: Any, target: _Target, coordinator: _Coordinator) -> ZoneRe
         connection.close()  # workers do not query, but never leak a connection if one did
 
 
-def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResult:
+def _publish_zone(api: Any, target: _Target, say: Log, stop: CancelCheck) -> ZoneResult:
     zone = target.zone
     import_timeout = float(settings.PUBLISH_IMPORT_TIMEOUT_SECONDS)
     image_timeout = float(settings.PUBLISH_IMAGE_TIMEOUT_SECONDS)
@@ -442,7 +441,11 @@ def _publish_zone(api: Any, target: _Target, say: Log, stop: Check) -> ZoneResul
 
 
 def _found_by_tags(
-    list_all: Callable[..., Any], noun: str, states: Collection[str], target: _Target, stop: Check
+    list_all: Callable[..., Any],
+    noun: str,
+    states: Collection[str],
+    target: _Target,
+    stop: CancelCheck,
 ) -> Any:
     """A usable resource of the build in the zone, found by its tags: what a create whose
     answer was lost made after all."""
@@ -483,7 +486,7 @@ def _create_image(api: Any, target: _Target, snapshot_id: str) -> Any:
     ).image
 
 
-def _existing_image(api: Any, target: _Target, say: Log, stop: Check) -> Any:
+def _existing_image(api: Any, target: _Target, say: Log, stop: CancelCheck) -> Any:
     """The build's usable image in the zone, after deleting broken ones and duplicates."""
     images = tags.find_images(api, target.zone, target.build_id, cancelled=stop)
     usable = [i for i in images if i.state in IMAGE_USABLE]
@@ -499,7 +502,7 @@ def _existing_image(api: Any, target: _Target, say: Log, stop: Check) -> Any:
     return keep
 
 
-def _existing_snapshot(api: Any, target: _Target, say: Log, stop: Check) -> Any:
+def _existing_snapshot(api: Any, target: _Target, say: Log, stop: CancelCheck) -> Any:
     """The build's usable snapshot in the zone, after deleting failed ones and duplicates."""
     snapshots = tags.find_snapshots(api, target.zone, target.build_id, cancelled=stop)
     usable = [s for s in snapshots if s.state in SNAPSHOT_USABLE]
@@ -517,7 +520,9 @@ def _existing_snapshot(api: Any, target: _Target, say: Log, stop: Check) -> Any:
 # --- deleting ---------------------------------------------------------------------------------
 
 
-def _delete_snapshot(api: Any, zone: str, snapshot_id: str, stop: Check | None = None) -> bool:
+def _delete_snapshot(
+    api: Any, zone: str, snapshot_id: str, stop: CancelCheck | None = None
+) -> bool:
     """Delete a snapshot, waiting first (up to the import timeout) for an import in progress
     to end (a transient snapshot cannot be deleted); False when it was already gone."""
     timeout = float(settings.PUBLISH_IMPORT_TIMEOUT_SECONDS)

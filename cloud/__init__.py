@@ -3,6 +3,7 @@
 Everything that talks to the cloud goes through this package, never raw HTTP:
 
 - `cloud.clients`: SDK clients, API objects and per-region S3 clients from the environment;
+- `cloud.cancel`: the one `Cancelled` exception and `CancelCheck` callable of every layer;
 - `cloud.retries`: `call()`, which retries throttling and unavailability with backoff and
   turns every other failure into a `CloudError` carrying the API's message in plain words;
 - `cloud.waiters`: polling until a resource reaches a state (instance v1 has no waiters);

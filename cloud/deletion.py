@@ -18,9 +18,8 @@ from typing import Any
 from django.conf import settings
 
 from cloud import clients, waiters
+from cloud.cancel import CancelCheck
 from cloud.retries import CloudError, call
-
-Cancelled = Callable[[], bool] | None
 
 # States of an instance snapshot that refuse deletion (409 transient_state) but end by
 # themselves; a delete waits for one of SNAPSHOT_SETTLED, then tries again.
@@ -48,7 +47,7 @@ def _wait_seconds(timeout: float | None) -> float:
 
 
 def _gone_ok(
-    fn: Callable[..., Any], *, what: str, cancelled: Cancelled = None, **kwargs: Any
+    fn: Callable[..., Any], *, what: str, cancelled: CancelCheck | None = None, **kwargs: Any
 ) -> bool:
     """Call an SDK delete; False when the resource was already gone."""
     try:
@@ -60,7 +59,9 @@ def _gone_ok(
     return True
 
 
-def delete_image(api: Any, zone: str, image_id: str, *, cancelled: Cancelled = None) -> bool:
+def delete_image(
+    api: Any, zone: str, image_id: str, *, cancelled: CancelCheck | None = None
+) -> bool:
     """Delete an instance image (its snapshots stay)."""
     return _gone_ok(
         api.delete_image,
@@ -77,7 +78,7 @@ def delete_snapshot(
     snapshot_id: str,
     *,
     timeout: float | None = None,
-    cancelled: Cancelled = None,
+    cancelled: CancelCheck | None = None,
 ) -> bool:
     """Delete an instance snapshot, first waiting (up to `timeout` seconds) for an import or
     export in progress to end: a snapshot in a transient state cannot be deleted."""

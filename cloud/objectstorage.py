@@ -23,7 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from s3transfer.subscribers import BaseSubscriber
 
-from cloud.retries import CloudCancelled, CloudError
+from cloud.cancel import CancelCheck, Cancelled
+from cloud.retries import CloudError
 
 MiB = 1024**2
 MIN_PART = 5 * MiB  # S3's smallest part (but the last)
@@ -120,12 +121,12 @@ def upload(
     *,
     metadata: dict[str, str],
     on_progress: Callable[[int], None],
-    cancelled: Callable[[], bool],
+    cancelled: CancelCheck,
 ) -> None:
     """Stream `path` to bucket/key as one multipart upload, reporting bytes sent.
 
     The file is read part by part (never loaded whole). On cancel the transfer is cancelled,
-    which aborts the multipart upload, and CloudCancelled is raised.
+    which aborts the multipart upload, and Cancelled is raised.
     """
     size = path.stat().st_size
     config = TransferConfig(
@@ -157,7 +158,7 @@ def upload(
                     future.cancel()
                     with contextlib.suppress(Exception):  # the cancellation itself
                         future.result()
-                    raise CloudCancelled(f"upload of {key} cancelled")
+                    raise Cancelled(f"upload of {key} cancelled")
             try:
                 future.result()
             except (ClientError, BotoCoreError) as exc:

@@ -7,7 +7,8 @@ Every SDK call of the factory goes through `call()`:
 - any other 4xx/5xx becomes a `CloudError` whose message is the API's own, in plain words;
 - a call that does not answer within its deadline raises `CloudTimeout` (the SDK sets no
   timeout on its requests: without one a stuck connection would hang a build forever);
-- `cancelled()` is honoured while waiting for an answer and between attempts.
+- `cancelled()` is honoured while waiting for an answer and between attempts (raising
+  cloud.cancel.Cancelled).
 
 A create call that failed in a way where the cloud may have done the work anyway (a timeout,
 a lost connection, a 5xx from a gateway) is never blindly repeated: `recover()` (a lookup by
@@ -27,6 +28,8 @@ from typing import Any, TypeVar
 import requests
 from django.conf import settings
 from scaleway_core.api import ScalewayException
+
+from cloud.cancel import CancelCheck, raise_if_cancelled
 
 log = logging.getLogger("cloud")
 
@@ -53,10 +56,6 @@ class CloudError(Exception):
 
 class CloudTimeout(CloudError):
     """A call or a wait did not finish before its deadline."""
-
-
-class CloudCancelled(Exception):
-    """`cancelled()` became true while the cloud layer was waiting."""
 
 
 def describe(exc: ScalewayException, what: str = "") -> CloudError:
@@ -113,12 +112,11 @@ def backoff(attempt: int) -> float:
     return delay * random.uniform(0.8, 1.2)  # jitter: parallel zones do not retry in step
 
 
-def sleep(seconds: float, cancelled: Callable[[], bool] | None = None) -> None:
-    """Sleep, but wake up within a tenth of a second of a cancel."""
+def sleep(seconds: float, cancelled: CancelCheck | None = None) -> None:
+    """Sleep, but wake up within a tenth of a second of a cancel (raises Cancelled)."""
     deadline = time.monotonic() + seconds
     while True:
-        if cancelled is not None and cancelled():
-            raise CloudCancelled("cancelled")
+        raise_if_cancelled(cancelled, "cancelled")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
@@ -132,7 +130,7 @@ def _run(
     *,
     what: str,
     timeout: float,
-    cancelled: Callable[[], bool] | None,
+    cancelled: CancelCheck | None,
 ) -> T:
     """Run one SDK call with a deadline. The SDK's requests have no timeout, so the call runs
     in a daemon thread and is abandoned (not killed) past the deadline."""
@@ -150,8 +148,7 @@ def _run(
     threading.Thread(target=target, name=f"cloud-call {what}", daemon=True).start()
     deadline = time.monotonic() + timeout
     while not done.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
-        if cancelled is not None and cancelled():
-            raise CloudCancelled(f"{what}: cancelled")
+        raise_if_cancelled(cancelled, f"{what}: cancelled")
         if time.monotonic() >= deadline:
             raise CloudTimeout(f"{what}: no answer from the API within {timeout:g} s")
     if "error" in box:
@@ -164,7 +161,7 @@ def _recover(
     recover: Callable[[], T | None],
     *,
     patient: bool,
-    cancelled: Callable[[], bool] | None,
+    cancelled: CancelCheck | None,
 ) -> T | None:
     """Look for what a failed create may have made. After a timeout the cloud may still be
     working on the request, so keep looking for CLOUD_RECOVER_SECONDS; after an answered
@@ -189,7 +186,7 @@ def call(
     fn: Callable[..., T],
     *args: Any,
     what: str,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: CancelCheck | None = None,
     recover: Callable[[], T | None] | None = None,
     timeout: float | None = None,
     attempts: int | None = None,
@@ -204,8 +201,7 @@ def call(
     timeout = timeout or float(settings.CLOUD_REQUEST_TIMEOUT_SECONDS)
     error: CloudError | None = None
     for attempt in range(1, attempts + 1):
-        if cancelled is not None and cancelled():
-            raise CloudCancelled(f"{what}: cancelled")
+        raise_if_cancelled(cancelled, f"{what}: cancelled")
         patient = False
         try:
             return _run(fn, args, kwargs, what=what, timeout=timeout, cancelled=cancelled)

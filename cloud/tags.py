@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+from cloud.cancel import CancelCheck
 from cloud.retries import call
 
 FACTORY_TAG = "image-factory"
@@ -91,7 +92,7 @@ def _tagged(items: Iterable[Any], build_id: int) -> list[Any]:
 
 
 def find_snapshots(
-    api: Any, zone: str, build_id: int, *, cancelled: Callable[[], bool] | None = None
+    api: Any, zone: str, build_id: int, *, cancelled: CancelCheck | None = None
 ) -> list[Any]:
     """The instance snapshots of a build in a zone."""
     found = call(
@@ -105,7 +106,7 @@ def find_snapshots(
 
 
 def find_images(
-    api: Any, zone: str, build_id: int, *, cancelled: Callable[[], bool] | None = None
+    api: Any, zone: str, build_id: int, *, cancelled: CancelCheck | None = None
 ) -> list[Any]:
     """The instance images of a build in a zone."""
     found = call(
@@ -125,7 +126,7 @@ def find_one(
     carrying: Iterable[str],
     name: str = "",
     states: Collection[str] = (),
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: CancelCheck | None = None,
     **filters: Any,
 ) -> Any | None:
     """The first resource an SDK list call returns that carries every tag of `carrying` (and

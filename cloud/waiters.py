@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
+from cloud.cancel import CancelCheck
 from cloud.retries import CloudError, CloudTimeout, call, sleep
 
 # Terminal states that mean failure (the rest of the non-target states are transient).
@@ -33,14 +34,14 @@ def wait_for(
     failed: Collection[str] = (),
     what: str,
     timeout: float,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: CancelCheck | None = None,
     reason_of: Callable[[Any], str] | None = None,
     fallback: Collection[str] = (),
 ) -> Any:
     """Poll `fetch()` until `state_of(result)` is in `until`; return that result.
 
     Raises CloudError when the state is in `failed` (with `reason_of(result)` when the API
-    gave one), CloudTimeout past `timeout` seconds, CloudCancelled on cancel.
+    gave one), CloudTimeout past `timeout` seconds, cloud.cancel.Cancelled on cancel.
 
     `fallback` names the states an action falls back to when it fails (a server whose start
     failed is `stopped` again). Such a state ends the wait as a failure once the resource was
@@ -86,7 +87,7 @@ def wait_for_snapshot(
     *,
     timeout: float,
     until: Collection[str] = ("available",),
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: CancelCheck | None = None,
 ) -> Any:
     """Wait for an instance snapshot (an import: importing -> available)."""
     what = f"snapshot {snapshot_id} in {zone}"
@@ -116,7 +117,7 @@ def wait_for_image(
     image_id: str,
     *,
     timeout: float,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: CancelCheck | None = None,
 ) -> Any:
     """Wait for an instance image to be available."""
     what = f"image {image_id} in {zone}"
@@ -142,7 +143,7 @@ def wait_for_server(
     *,
     until: Collection[str],
     timeout: float,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: CancelCheck | None = None,
 ) -> Any:
     """Wait for a server to reach one of `until` ("running", "stopped", ...).
 
@@ -182,7 +183,7 @@ def wait_until_gone(
     *,
     what: str,
     timeout: float,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: CancelCheck | None = None,
 ) -> None:
     """Poll `fetch()` (which calls the API through `call`) until it raises not found."""
     interval = max(0.01, float(settings.CLOUD_POLL_SECONDS))

@@ -1,8 +1,8 @@
 """The stages of a build, one module each, run in order by builds.pipeline.
 
 - `registry`: the ordered list of stage modules (adding a stage = one module + one line);
-- `context`: what a stage runs with (StageContext), how it ends otherwise (Cancelled,
-  StageFailed), and the heartbeat that keeps the build's lease;
+- `context`: what a stage runs with (StageContext), how it fails (StageFailed; a cancel is
+  cloud.cancel's Cancelled), and the heartbeat that keeps the build's lease;
 - `files`: where a build's files live, and their copies in the artefact store;
 - `fetch`, `customize`, `finalize`, `publish`, `test`: one module per stage, each with
   `NAME`, `NEEDS`, `run(ctx)` (reads what earlier stages recorded, returns its own outputs)

@@ -1,9 +1,10 @@
-"""What a stage runs with: its StageContext (build, stage row, log, progress, cancel), the two
-ways a stage ends other than done (Cancelled, StageFailed), and the heartbeat that keeps the
-build's lease while a stage runs.
+"""What a stage runs with: its StageContext (build, stage row, log, progress, cancel), how a
+stage fails (StageFailed; a cancelled one raises cloud.cancel's Cancelled, as the engines do,
+when the build was cancelled or this worker lost its claim on it), and the heartbeat that keeps
+the build's lease while a stage runs.
 
-Nothing here imports a stage or the pipeline: the stages, the engines that raise Cancelled
-(builds.publish) and the pipeline all import this module, never one another.
+Nothing here imports a stage or the pipeline: the stages and the pipeline import this module,
+never one another.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ from builds.models import Build, Stage, StageLogLine
 from builds.recipe_secrets import masker_for
 
 log = logging.getLogger(__name__)
-
-
-class Cancelled(Exception):
-    """The build was cancelled, or this worker lost its claim on it."""
 
 
 class StageFailed(Exception):

@@ -12,8 +12,9 @@ from django.conf import settings
 from builds import customize, recipe_secrets
 from builds.choices import StageName
 from builds.stages import files
-from builds.stages.context import Cancelled, StageContext, StageFailed
+from builds.stages.context import StageContext, StageFailed
 from catalog import recipes
+from cloud.cancel import Cancelled
 
 NAME = StageName.CUSTOMIZE
 NEEDS: tuple[str, ...] = (StageName.FETCH,)
@@ -53,9 +54,9 @@ def run(ctx: StageContext) -> dict:
             step_timeout=settings.STEP_TIMEOUT_SECONDS,
             memsize_mb=settings.GUESTFS_MEMSIZE_MB,
         )
-    except customize.Cancelled as exc:
+    except Cancelled:
         shutil.rmtree(folder, ignore_errors=True)
-        raise Cancelled(str(exc)) from exc
+        raise
     except customize.CustomizeError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise StageFailed(str(exc)) from exc

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from django.conf import settings
 
-from builds import download, fetch, upstream
+from builds import fetch, upstream
 from builds.choices import StageName
 from builds.models import Build
 from builds.stages import files
-from builds.stages.context import Cancelled, StageContext, StageFailed
+from builds.stages.context import StageContext, StageFailed
 from builds.store import key_for_cache
 from catalog.models import ImageVersion
 
@@ -37,8 +37,6 @@ def run(ctx: StageContext) -> dict:
             progress=lambda done, total: ctx.progress(done, total, "bytes"),
             cancelled=ctx.cancelled,
         )
-    except download.Cancelled as exc:
-        raise Cancelled(str(exc)) from exc
     except fetch.FetchError as exc:
         raise StageFailed(str(exc)) from exc
     Build.objects.filter(pk=ctx.build.pk).update(

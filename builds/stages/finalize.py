@@ -13,7 +13,7 @@ from builds import finalize
 from builds.choices import StageName
 from builds.models import Build
 from builds.stages import files
-from builds.stages.context import Cancelled, StageContext, StageFailed
+from builds.stages.context import StageContext, StageFailed
 from builds.store import key_for_artefact
 from catalog.choices import VersionState
 from catalog.models import ImageVersion
@@ -35,8 +35,6 @@ def run(ctx: StageContext) -> dict:
         result = finalize.finalize(
             Path(customized["work_path"]), dest, log=ctx.log, cancelled=ctx.cancelled
         )
-    except finalize.Cancelled as exc:
-        raise Cancelled(str(exc)) from exc
     except (RuntimeError, OSError) as exc:
         raise StageFailed(f"Final conversion failed: {exc}") from exc
     store_key = key_for_artefact(build.image.label, build.arch, build.pk)

@@ -11,10 +11,11 @@ from django.conf import settings
 
 from builds.choices import StageName, TestRunState
 from builds.models import CheckResult, TestRun
-from builds.stages.context import Cancelled, StageContext, StageFailed
+from builds.stages.context import StageContext, StageFailed
 from builds.testing import orchestration
 from catalog.choices import LocalImageState
 from catalog.models import LocalImage
+from cloud.cancel import Cancelled
 
 NAME = StageName.TEST
 NEEDS: tuple[str, ...] = (StageName.PUBLISH,)

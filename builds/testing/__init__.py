@@ -5,7 +5,8 @@
 - `harness`: what a check acts with (servers, SSH, cloud APIs, its log, not applicable);
 - `ledger`: every resource a run creates, deleted in dependency order at the end;
 - `ssh`: the run's key pair and the `ssh` client;
-- `outcomes`: how a check ends other than passing (a failed assertion, a cancel);
+- `outcomes`: how a check ends other than passing (a failed assertion; a cancel is
+  cloud.cancel's `Cancelled`);
 - `source`: the one server the snapshot and backup checks copy;
 - `powercycle`: stopping and starting again, for the checks that do so;
 - `reporting`: check events handed from worker threads to the thread that writes the rows;

@@ -23,11 +23,12 @@ from scaleway.instance.v1 import VolumeServerTemplate
 
 from builds.testing import ssh
 from builds.testing.ledger import Apis, Entry, Journal, Ledger, delete
-from builds.testing.outcomes import CheckCancelled, CheckFailed
+from builds.testing.outcomes import CheckFailed
 from builds.testing.registry import SHARED, SOURCE
 from builds.testing.reporting import Reporter
 from cloud import clients, endpoints, tags, waiters
-from cloud.retries import CloudCancelled, CloudError, call
+from cloud.cancel import Cancelled
+from cloud.retries import CloudError, call
 
 if TYPE_CHECKING:
     from builds.testing.source import Capture, Source
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = ["SHARED", "SOURCE", "CheckContext", "Harness", "RunSpec"]
+# What a cancel says wherever a check logs it, whichever call noticed the cancel.
+RUN_CANCELLED = "the test run was cancelled"
 STOPPED = ("stopped",)
 STOPPED_IN_PLACE = ("stopped in place", "stopped_in_place")
 RUNNING = ("running",)
@@ -208,7 +211,7 @@ class CheckContext:
 
     def checkpoint(self) -> None:
         if self.harness.cancelled():
-            raise CheckCancelled("the test run was cancelled")
+            raise Cancelled(RUN_CANCELLED)
 
     def sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -221,16 +224,16 @@ class CheckContext:
         try:
             result: T = call(fn, what=what, cancelled=self.harness.cancelled, **kwargs)
             return result
-        except CloudCancelled as exc:
-            raise CheckCancelled("the test run was cancelled") from exc
+        except Cancelled as exc:
+            raise Cancelled(RUN_CANCELLED) from exc
 
     def wait(self, waiter: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A cloud.waiters wait with the run's action timeout and cancel."""
         kwargs.setdefault("timeout", self.spec.action_timeout)
         try:
             return waiter(*args, cancelled=self.harness.cancelled, **kwargs)
-        except CloudCancelled as exc:
-            raise CheckCancelled("the test run was cancelled") from exc
+        except Cancelled as exc:
+            raise Cancelled(RUN_CANCELLED) from exc
 
     def captured(self) -> Capture:
         """This check's copy of the source server (made by the first check that asks)."""

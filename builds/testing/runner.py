@@ -54,13 +54,14 @@ from builds.models import CheckResult, TestRun, TestRunResource
 from builds.testing import registry
 from builds.testing.harness import SETTLED, SHARED, SOURCE, CheckContext, Harness, RunSpec
 from builds.testing.ledger import Apis, Entry, Journal, Ledger, tagged
-from builds.testing.outcomes import CheckCancelled, CheckFailed
+from builds.testing.outcomes import CheckFailed
 from builds.testing.reporting import Event, Reporter
 from builds.testing.source import Source
 from catalog.choices import LocalImageState
 from catalog.models import LocalImage
 from cloud import tags, waiters
-from cloud.retries import CloudCancelled, CloudError
+from cloud.cancel import Cancelled
+from cloud.retries import CloudError
 
 log = logging.getLogger(__name__)
 
@@ -563,7 +564,7 @@ def _execute(harness: Harness, ctx: CheckContext, prepare: Callable[[], None] | 
         module.run(ctx)
     except CheckFailed as exc:
         state, reason = CheckState.FAILED, str(exc)
-    except (CheckCancelled, CloudCancelled):
+    except Cancelled:
         state, reason = CheckState.CANCELLED, "the test run was cancelled"
     except Exception as exc:
         state, reason = CheckState.ERROR, str(exc) or type(exc).__name__

@@ -29,7 +29,8 @@ from typing import Any
 
 from builds.testing import registry
 from builds.testing.harness import SOURCE, CheckContext, Harness
-from builds.testing.outcomes import CheckCancelled, CheckFailed
+from builds.testing.outcomes import CheckFailed
+from cloud.cancel import Cancelled
 from cloud.retries import CloudError
 
 WAIT_STEP = 0.5
@@ -68,7 +69,7 @@ class Source:
             ctx.log(f"waiting for its copy of the source server (made by {self.maker})")
         copy = self._copies[ctx.name]
         while not copy.done():
-            ctx.sleep(WAIT_STEP)  # raises CheckCancelled once the run is cancelled
+            ctx.sleep(WAIT_STEP)  # raises Cancelled once the run is cancelled
         return copy.result()
 
     # --- making the copies ------------------------------------------------------------------
@@ -89,7 +90,7 @@ class Source:
                     stopped = True
                 made = module.capture(self.harness.context(name), server_id)
                 copy.set_result(Capture(self._path(name), self._tokens[name], made))
-            except (CheckCancelled, KeyboardInterrupt) as exc:
+            except (Cancelled, KeyboardInterrupt) as exc:
                 self._fail_rest(exc)
                 return
             except Exception as exc:
@@ -115,7 +116,7 @@ class Source:
             return
         try:
             ctx.release(server_id)
-        except (CheckCancelled, CheckFailed, CloudError) as exc:
+        except (Cancelled, CheckFailed, CloudError) as exc:
             ctx.log(f"the source server goes at the end of the run instead: {exc}")
 
     def _fail_rest(self, exc: BaseException) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from builds.customize import (
-    Cancelled,
     CustomizeError,
     CustomizeResult,
     _explain_failure,
@@ -23,6 +22,7 @@ from builds.customize import (
     file_in_files_dir,
 )
 from builds.guestfs_launch import Appliance
+from cloud.cancel import Cancelled
 
 SECRET = "s3cr3t-Value-42"
 # An immutable file in Debian's pool (the only outside host the test machines reach).

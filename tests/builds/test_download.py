@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builds.download import Cancelled, DownloadError, download, fetch_bytes
+from builds.download import DownloadError, download, fetch_bytes
+from cloud.cancel import Cancelled
 from tests.builds.upstream_server import UpstreamServer
 
 # Fixtures from the shared test server module (tests/builds/conftest.py is not ours).

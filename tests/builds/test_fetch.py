@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from builds.cache import DownloadCache
-from builds.download import Cancelled
 from builds.fetch import ChecksumMismatch, FetchError, NotQcow2, fetch
 from builds.upstream import ResolveError, SourceSpec, resolve
+from cloud.cancel import Cancelled
 from tests.builds.upstream_server import GpgKey, UpstreamServer, make_qcow2
 
 # Fixtures from the shared test server module (tests/builds/conftest.py is not ours).

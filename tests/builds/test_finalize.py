@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builds.customize import Cancelled
 from builds.finalize import assert_plain_qcow2, finalize, qcow2_info
+from cloud.cancel import Cancelled
 
 
 def qemu_img(*args: str) -> None:

@@ -14,10 +14,10 @@ from django.core import serializers
 
 from builds.models import Build
 from builds.publish import PublishError, discard, publish, retry_zone
-from builds.stages.context import Cancelled
 from catalog.choices import LocalImageState
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients
+from cloud.cancel import Cancelled
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import ACCESS_KEY, ZONES, Cloud
 

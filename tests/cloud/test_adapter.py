@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cloud import clients, objectstorage, tags, waiters
-from cloud.retries import CloudCancelled, CloudError, CloudTimeout, call
+from cloud.cancel import Cancelled
+from cloud.retries import CloudError, CloudTimeout, call
 from tests.cloud.localcloud import Cloud
 
 LIST_IMAGES = "GET /instance/v1/zones/{zone}/images"
@@ -113,7 +114,7 @@ def test_cancel_interrupts_a_hanging_call(cloud: Cloud) -> None:
     cloud.fault(operation=LIST_IMAGES, count=1, delay=5.0, status=200)
     deadline = time.monotonic() + 0.3
     started = time.monotonic()
-    with pytest.raises(CloudCancelled):
+    with pytest.raises(Cancelled):
         call(
             clients.instance_api().list_images,
             zone="fr-par-1",
