@@ -137,7 +137,7 @@ class Build(Leased):
 
     def enter_stage(self, stage: str) -> None:
         Build.objects.filter(pk=self.pk, state__in=ACTIVE_STATES).update(
-            state=STAGE_TO_STATE[stage]
+            state=STAGE_TO_STATE[StageName(stage)]
         )
         self.refresh_from_db(fields=["state"])
 

@@ -18,6 +18,7 @@ tells the workers to stop through an Event.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import queue
@@ -247,7 +248,7 @@ def _publish_zones(
                         artefact,
                         sha256,
                         coordinator=coordinator,
-                        report=lambda done, region=region: report(region, done),
+                        report=functools.partial(report, region),
                     )
                 except CloudError as exc:
                     for zone in region_zones:

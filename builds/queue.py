@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django_q.tasks import async_task
 
@@ -56,7 +57,7 @@ def request_build(
     *,
     trigger: str = Trigger.MANUAL,
     reason: str = "",
-    user: object = None,
+    user: User | AnonymousUser | None = None,
 ) -> Requested:
     """Queue a build of `image` for `arch`, or return the one already queued or running.
 
@@ -73,7 +74,7 @@ def request_build(
                 arch=arch,
                 trigger=trigger,
                 reason=reason or Trigger(trigger).label,
-                requested_by=user if getattr(user, "is_authenticated", False) else None,
+                requested_by=user if user is not None and user.is_authenticated else None,
             )
             build.ensure_stages()
             audit.record(

@@ -42,7 +42,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import models, transaction
 
@@ -1024,19 +1024,22 @@ def _cleaned_recipe(label: str, recipe: list[dict[str, Any]]) -> list[dict[str, 
     return steps
 
 
+_M = TypeVar("_M", bound=models.Model)
+
+
 def _upsert(
-    model: type[models.Model],
+    model: type[_M],
     lookup: dict[str, Any],
     values: dict[str, Any],
     kind: str,
     summary: DemoSummary,
     *,
     on_create: dict[str, Any] | None = None,
-) -> models.Model:
+) -> _M:
     """update_or_create by natural key, but writing (and counting) only what really changed,
     so that a second load leaves rows and their `updated_at` untouched.
     `on_create` values are set on a new row only."""
-    obj = model.objects.filter(**lookup).first()
+    obj = model._default_manager.filter(**lookup).first()
     if obj is None:
         obj = model(**lookup, **values, **(on_create or {}))
         obj.full_clean()
@@ -1091,7 +1094,7 @@ def _load_sources(image: Image, data: dict[str, Any], local_channel: str, s: Dem
 def _load_lifecycle(image: Image, data: dict[str, Any], s: DemoSummary) -> None:
     lifecycle = UpstreamLifecycle.objects.filter(image=image).first()
     created = lifecycle is None
-    if created:
+    if lifecycle is None:
         lifecycle = UpstreamLifecycle(
             image=image,
             eol_product=data["eol_product"],

@@ -68,6 +68,8 @@ def _fetch_base_version(ctx: StageContext) -> dict:
     """InstantApps start from their base image's latest released version (before the base
     has a release: its latest built version), never from upstream."""
     base = ctx.build.image.base_image
+    if base is None:  # Image.clean() refuses an InstantApp without one
+        raise StageFailed(f"The InstantApp {ctx.build.image.label} has no base image.")
     versions = ImageVersion.objects.filter(image=base, arch=ctx.build.arch).exclude(
         artefact_path=""
     )

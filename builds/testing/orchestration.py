@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import close_old_connections, transaction
 from django.db.models import Max
 from django_q.tasks import async_task
@@ -75,7 +76,7 @@ def create_runs(
     names: list[str] | None = None,
     build: Build | None = None,
     reason: str = "",
-    user: object = None,
+    user: User | AnonymousUser | None = None,
     keep_resources_on_failure: bool = False,
 ) -> list[TestRun]:
     """One queued TestRun per zone with a pending result per check (so the matrix shows the
@@ -90,7 +91,7 @@ def create_runs(
                 build=build,
                 checks=wanted,
                 reason=reason[:200],
-                requested_by=user if getattr(user, "is_authenticated", False) else None,
+                requested_by=user if user is not None and user.is_authenticated else None,
                 keep_resources_on_failure=keep_resources_on_failure,
             )
             CheckResult.objects.bulk_create(
@@ -167,7 +168,7 @@ def rerun(
     zone: Zone | None = None,
     check: str | None = None,
     failed_only: bool = False,
-    user: object = None,
+    user: User | AnonymousUser | None = None,
     keep_resources_on_failure: bool = False,
 ) -> list[TestRun]:
     """Re-run one cell (zone + check), one zone (zone), or every failed cell (failed_only).
@@ -334,7 +335,7 @@ class Verdict:
 
 
 # How the verdict words a cell that did not pass.
-OUTCOME_WORDS = {
+OUTCOME_WORDS: dict[str, str] = {
     CheckState.FAILED: "failed",
     CheckState.ERROR: "could not run",
     CheckState.CANCELLED: "was cancelled",

@@ -172,13 +172,7 @@ def _run(test_run_id: int, worker: str) -> str:
         return _end(run, TestRunState.CANCELLED, **_outcome_fields(run, left.kept, left.errors))
     unknown = [n for n in names if n not in registry.CHECKS]
     for name in unknown:
-        _db(
-            lambda name=name: CheckResult.objects.filter(test_run=run, check_name=name).update(
-                state=CheckState.ERROR,
-                reason=f"no check is registered under the name {name!r}",
-                finished_at=timezone.now(),
-            )
-        )
+        _db(functools.partial(_mark_unregistered, run, name))
     done = _checks_in(run, CHECK_DONE_STATES)
     # A check that ended under an earlier worker keeps its result.
     names = [n for n in names if n in registry.CHECKS and n not in done]
@@ -220,6 +214,14 @@ def _run(test_run_id: int, worker: str) -> str:
     return _execute_run(run, worker, harness, names, earlier_failed)
 
 
+def _mark_unregistered(run: TestRun, name: str) -> int:
+    return CheckResult.objects.filter(test_run=run, check_name=name).update(
+        state=CheckState.ERROR,
+        reason=f"no check is registered under the name {name!r}",
+        finished_at=timezone.now(),
+    )
+
+
 # --- claiming and rows -------------------------------------------------------------------------
 
 
@@ -227,15 +229,19 @@ def _prepare_results(run: TestRun, names: list[str], *, resumed: bool) -> None:
     """One result per check; on a takeover, the checks that had not ended start again."""
     for name in names:
         result, created = _db(
-            lambda name=name: CheckResult.objects.get_or_create(test_run=run, check_name=name)
+            functools.partial(CheckResult.objects.get_or_create, test_run=run, check_name=name)
         )
         if resumed and not created and result.state not in CHECK_DONE_STATES:
             _db(
-                lambda result=result: CheckResult.objects.filter(pk=result.pk).update(
-                    state=CheckState.PENDING, started_at=None, finished_at=None, duration=None
+                functools.partial(
+                    CheckResult.objects.filter(pk=result.pk).update,
+                    state=CheckState.PENDING,
+                    started_at=None,
+                    finished_at=None,
+                    duration=None,
                 )
             )
-            _db(lambda result=result: result.append_log("(taken over by another worker)"))
+            _db(functools.partial(result.append_log, "(taken over by another worker)"))
 
 
 def ledger_journal(test_run_id: int) -> Journal:
@@ -291,7 +297,7 @@ def _cancel_unstarted(run: TestRun, names: list[str]) -> str:
     """End a queued run cancelled before it started (raises _NotHeld when another worker
     did it first, or claimed it meanwhile)."""
     for name in names:
-        _db(lambda name=name: CheckResult.objects.get_or_create(test_run=run, check_name=name))
+        _db(functools.partial(CheckResult.objects.get_or_create, test_run=run, check_name=name))
     rows = TestRun.objects.filter(pk=run.pk, state=TestRunState.QUEUED)
     ended = _db(
         lambda: rows.update(state=TestRunState.CANCELLED, finished_at=timezone.now(), claimed_by="")
@@ -339,11 +345,11 @@ def _apply(run: TestRun, events: list[Event]) -> None:
                 lines.append(events[index].text)
             text = "\n".join(lines)
             if result.pk is not None:
-                _db(lambda result=result, text=text: result.append_log(text))
+                _db(functools.partial(result.append_log, text))
         elif event.kind == "start":
-            _db(lambda rows=rows, at=event.at: rows.update(state=CheckState.RUNNING, started_at=at))
+            _db(functools.partial(rows.update, state=CheckState.RUNNING, started_at=event.at))
         elif event.kind == "finish":
-            _db(lambda rows=rows, fields=event.fields: rows.update(**fields))
+            _db(functools.partial(rows.update, **event.fields))
         index += 1
 
 

@@ -51,7 +51,7 @@ def build_list(request: HttpRequest) -> HttpResponse:
 def _live_context(build: Build) -> dict:
     stages = list(build.stages.all())
     local_images = (
-        list(build.version.local_images.select_related("zone")) if build.version_id else []
+        list(build.version.local_images.select_related("zone")) if build.version is not None else []
     )
     tail = list(
         StageLogLine.objects.filter(stage__build=build)
