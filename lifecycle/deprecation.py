@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
@@ -250,7 +251,12 @@ def default_replacement(image: Image) -> Image | None:
         for app in apps
         if _app_key(app) == _app_key(image) or app.name.lower() == image.name.lower()
     ]
-    same.sort(key=lambda app: newer_bases[app.base_image_id])
+
+    def rank(app: Image) -> int:
+        assert app.base_image_id is not None, "the query keeps apps on a newer base"
+        return newer_bases[app.base_image_id]
+
+    same.sort(key=rank)
     return same[0] if same else None
 
 
@@ -316,7 +322,7 @@ def set_deprecation_date(
     date: dt.date,
     *,
     reason: str,
-    user: object,
+    user: User | AnonymousUser | None,
     replacement: Image | None = None,
     today: dt.date | None = None,
 ) -> Image:
@@ -343,7 +349,7 @@ def set_deprecation_date(
             )
         before = audit.snapshot(locked, _STATE_FIELDS)
         old_date = locked.deprecation_date
-        who = user.get_username() if getattr(user, "is_authenticated", False) else "system"
+        who = user.get_username() if user is not None and user.is_authenticated else "system"
         locked.deprecation_date = date
         locked.deprecation_reason = f"Set by {who} on {today:%Y-%m-%d}: {reason}"
         locked.state = ImageState.DEPRECATION_SCHEDULED
@@ -367,7 +373,7 @@ def set_deprecation_date(
     return locked
 
 
-def _follow_base(app: Image, base: Image, *, user: object) -> None:
+def _follow_base(app: Image, base: Image, *, user: User | AnonymousUser | None) -> None:
     before = audit.snapshot(app, _STATE_FIELDS)
     app.deprecation_date = base.deprecation_date
     app.deprecation_reason = f"Follows its base image {base.label}."
@@ -714,7 +720,7 @@ def run_transitions(now: dt.datetime | None = None) -> TransitionSummary:
     for kind in (ImageKind.OS, ImageKind.INSTANTAPP):
         for image in active.filter(kind=kind).order_by("label"):
             with run.each(image, "scheduling by policy"):
-                if image.base_image_id:
+                if image.base_image is not None:  # selected with the image: no query
                     image.base_image.refresh_from_db()
                 if schedule_by_policy(image, today):
                     summary.scheduled.append(image.label)

@@ -159,7 +159,7 @@ class ImageRequestForm(forms.Form):
 class StatusForm(forms.Form):
     """A manager's triage decision: a status and a note sent to the requesters."""
 
-    status = forms.ChoiceField(choices=ImageRequest._meta.get_field("status").choices)
+    status = forms.ChoiceField(choices=RequestStatus.choices)
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
 
 

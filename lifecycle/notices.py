@@ -233,8 +233,8 @@ def _classify(exc: Exception) -> tuple[bool, str]:
         reply = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
         return 400 <= code < 500, f"{code} {reply}"
     if isinstance(exc, smtplib.SMTPResponseException):
-        reply = exc.smtp_error
-        reply = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        raw = exc.smtp_error
+        reply = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         return 400 <= exc.smtp_code < 500, f"{exc.smtp_code} {reply}"
     if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
         return True, f"connection error: {exc}"
@@ -356,7 +356,7 @@ def _send_page(
                 log.exception("notice %s cannot be rendered", notice.pk)
                 message, build_error = None, f"cannot be rendered: {exc}"
             handed.add(notice.pk)
-            error = build_error or deliver(connection, message, report)
+            error = build_error if message is None else deliver(connection, message, report)
             if error:
                 notice.mark_failed(report.worker, error)  # rare, and each has its own error
                 report.failed += 1

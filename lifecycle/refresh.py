@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import requests
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import Max, Prefetch, QuerySet
 from django.utils import timezone
@@ -59,7 +60,7 @@ def build_arches(image: Image) -> list[str]:
 
 
 def _queue_all(
-    images: Iterable[Image], *, trigger: str, reason: str, user: object = None
+    images: Iterable[Image], *, trigger: str, reason: str, user: User | AnonymousUser | None = None
 ) -> list[Requested]:
     results = []
     for image in images:
@@ -339,7 +340,11 @@ def match_advisory(packages: list[str], fixed_version: str = "") -> list[Advisor
     images = live_images().prefetch_related(Prefetch("versions", queryset=latest_first))
     matches = []
     for image in images:
-        distribution = image.distribution if image.is_os else image.base_image.distribution
+        if image.is_os:
+            distribution = image.distribution
+        else:
+            assert image.base_image is not None, f"InstantApp {image.label} has no base image"
+            distribution = image.base_image.distribution
         scheme = versions.scheme_for(distribution)
         match = AdvisoryMatch(image=image, scheme=scheme)
         seen_arches: set[str] = set()
@@ -377,7 +382,7 @@ def rebuild_for_advisory(
     fixed_version: str,
     *,
     image_ids: Iterable[int],
-    user: object = None,
+    user: User | AnonymousUser | None = None,
 ) -> tuple[SecurityAdvisory, list[Requested]]:
     """Record the advisory and queue rebuilds of the confirmed images that still match.
 
@@ -392,7 +397,7 @@ def rebuild_for_advisory(
             advisory_id=advisory_id,
             packages=packages,
             fixed_version=fixed_version,
-            created_by=user if getattr(user, "is_authenticated", False) else None,
+            created_by=user if user is not None and user.is_authenticated else None,
         )
         advisory.images.set([m.image for m in matches])
         for match in matches:
@@ -437,13 +442,17 @@ def new_product_reason(note: str) -> str:
 
 
 def rebuild_all(
-    *, trigger: str, reason: str, image_ids: Iterable[int] | None = None, user: object = None
+    *,
+    trigger: str,
+    reason: str,
+    image_ids: Iterable[int] | None = None,
+    user: User | AnonymousUser | None = None,
 ) -> list[Requested]:
     """Queue a rebuild of every live image (or of the confirmed ids among them)."""
-    images = live_images().order_by("kind", "label")
+    live = live_images().order_by("kind", "label")
     if image_ids is not None:
-        images = images.filter(pk__in=[int(pk) for pk in image_ids])
-    images = list(images)
+        live = live.filter(pk__in=[int(pk) for pk in image_ids])
+    images = list(live)
     with transaction.atomic():
         results = _queue_all(images, trigger=trigger, reason=reason, user=user)
         audit.record(

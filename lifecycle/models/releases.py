@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import models
 from django.utils import timezone
 
@@ -83,12 +84,14 @@ class Release(models.Model):
         """True when it went out without a green matrix."""
         return bool(self.override_reason)
 
-    def withdraw(self, user: object, reason: str, now: dt.datetime | None = None) -> bool:
+    def withdraw(
+        self, user: User | AnonymousUser | None, reason: str, now: dt.datetime | None = None
+    ) -> bool:
         """Close this release; does nothing (returns False) when it is already withdrawn."""
         if not self.is_active:
             return False
         self.withdrawn_at = now or timezone.now()
-        self.withdrawn_by = user if getattr(user, "is_authenticated", False) else None
+        self.withdrawn_by = user if user is not None and user.is_authenticated else None
         self.withdraw_reason = reason
         self.save(update_fields=["withdrawn_at", "withdrawn_by", "withdraw_reason"])
         return True

@@ -13,6 +13,7 @@ import re
 import unicodedata
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import models
 from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
@@ -56,7 +57,8 @@ class ImageRequestQuerySet(models.QuerySet["ImageRequest"]):
 
     def confirmed(self) -> QuerySet[ImageRequest]:
         """Requests that count: at least one requester confirmed their address."""
-        return self.with_counts().filter(confirmed_count__gt=0)
+        # A Q: the type checker's Django plugin cannot see the annotation made in with_counts.
+        return self.with_counts().filter(Q(confirmed_count__gt=0))
 
 
 class ImageRequest(models.Model):
@@ -94,7 +96,7 @@ class ImageRequest(models.Model):
         return reverse("lifecycle:request_detail", args=[self.pk])
 
     def change_status(
-        self, status: str, note: str = "", user: object = None
+        self, status: str, note: str = "", user: User | AnonymousUser | None = None
     ) -> RequestStatusChange | None:
         """Move to `status` with a note; None when nothing changed (no email is due then)."""
         if status not in RequestStatus.values:
@@ -110,7 +112,7 @@ class ImageRequest(models.Model):
             previous_status=previous,
             status=status,
             note=note,
-            changed_by=user if getattr(user, "is_authenticated", False) else None,
+            changed_by=user if user is not None and user.is_authenticated else None,
         )
 
 

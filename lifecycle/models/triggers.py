@@ -70,7 +70,7 @@ class SecurityAdvisory(models.Model):
         """
         scheme = versions.scheme_for(_distribution_of(version.image))
         installed = version.package_map()
-        result = []
+        result: list[tuple[str, str, str]] = []
         for name in self.packages:
             current = installed.get(name)
             if current is None:

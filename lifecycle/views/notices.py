@@ -67,7 +67,7 @@ class NoticeDecisionForm(forms.Form):
 
 
 def _form_errors(form: forms.Form) -> list[str]:
-    return [error for errors in form.errors.values() for error in errors]
+    return [str(error) for errors in form.errors.values() for error in errors]
 
 
 def _attention(
@@ -207,14 +207,16 @@ def notice_send_test(request: HttpRequest, label: str) -> HttpResponse:
         return _preview(request, image, None, _form_errors(form), status=400)
     customer = form.cleaned_data["customer"]
     preview = reverse("lifecycle:notice_preview", args=[label]) + f"?customer={customer.pk}"
-    if not request.user.email:
+    user = request.user
+    assert user.is_authenticated, "permission_required lets only signed-in users in"
+    if not user.email:
         messages.error(request, "Your account has no email address.")
         return redirect(preview)
-    error = notices.send_test(image, customer, request.user.email)
+    error = notices.send_test(image, customer, user.email)
     if error:
         messages.error(request, f"The test could not be sent: {error}")
     else:
-        messages.success(request, f"A test was sent to {request.user.email}.")
+        messages.success(request, f"A test was sent to {user.email}.")
     return redirect(preview)
 
 

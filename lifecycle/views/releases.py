@@ -50,13 +50,17 @@ def _panel_context(version: ImageVersion, **extra: object) -> dict:
     verdict = releases.readiness(version)
     current = releases.current_release(version.image)
     is_current = current is not None and current.version_id == version.pk
+    can_withdraw = False
+    if is_current:
+        assert current is not None, "is_current implies a current release"
+        can_withdraw = releases.previous_release(current) is not None
     return {
         "version": version,
         "image": version.image,
         "readiness": verdict,
         "current": current,
         "is_current": is_current,
-        "can_withdraw": is_current and releases.previous_release(current) is not None,
+        "can_withdraw": can_withdraw,
         "notes": releases.release_notes(version),
         "version_releases": version.releases.select_related("released_by", "withdrawn_by"),
         "release_form": extra.pop("release_form", None) or ReleaseForm(),
