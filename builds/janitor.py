@@ -390,9 +390,7 @@ def run_janitor(*, older_than: dt.timedelta, dry_run: bool, user: Any = None) ->
 def janitor_task(older_than_hours: float | None = None, dry_run: bool | None = None) -> str:
     """The django-q2 task of the daily schedule (and of "Run janitor now")."""
     hours = float(
-        older_than_hours
-        if older_than_hours is not None
-        else settings.JANITOR_OLDER_THAN_HOURS
+        older_than_hours if older_than_hours is not None else settings.JANITOR_OLDER_THAN_HOURS
     )
     dry = bool(dry_run if dry_run is not None else settings.JANITOR_DRY_RUN)
     run = run_janitor(older_than=dt.timedelta(hours=hours), dry_run=dry)
