@@ -45,7 +45,7 @@ def requeue_stale_builds() -> int:
     The new task's claim takes the build over and resumes it at its first unfinished stage.
     """
     count = 0
-    for build in Build.objects.stale_claims().filter(state__in=RUNNING_STATES):
+    for build in Build.objects.stale_claims():
         log.warning(
             "build %s: heartbeat stopped (worker %s); sending it again", build.pk, build.claimed_by
         )
