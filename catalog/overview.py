@@ -1,7 +1,9 @@
 """The catalogue overview: one row per image with its badges, filtered and sorted.
 
 Everything a row shows comes from one query (annotations and select_related), so the page
-costs the same number of queries whatever the number of images.
+costs the same number of queries whatever the number of images. The rows are paginated
+(PAGE_SIZE a page): only the rows of the page asked for are built and rendered, and the
+filters, the sort and the page number all live in the URL.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.paginator import Page, Paginator
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -18,9 +21,11 @@ from catalog import dates, staleness
 from catalog.choices import ImageKind, ImageState
 from catalog.models import Image, ImageVersion
 
+PAGE_SIZE = 50
+# Every sort ends on the label (unique), so that a page boundary never splits ties unstably.
 SORTS = {
     "label": ("label",),
-    "name": ("name",),
+    "name": ("name", "label"),
     "eol": (F("eol_date").asc(nulls_last=True), "label"),
     "-eol": (F("eol_date").desc(nulls_last=True), "label"),
     "age": (F("latest_version_at").asc(nulls_first=True), "label"),
@@ -149,7 +154,12 @@ def build_row(image: Image, today: dt.date, now: dt.datetime) -> Row:
     return row
 
 
-def rows(filters: OverviewFilters) -> list[Row]:
+def page_of_rows(filters: OverviewFilters, number: str | int | None) -> tuple[Page, list[Row]]:
+    """The page `number` of the matching images (the last one if out of range) and its rows.
+
+    Two queries: the count and the page's images; only the page's rows are built.
+    """
     today = timezone.localdate()
     now = timezone.now()
-    return [build_row(image, today, now) for image in filtered(filters, today)]
+    page = Paginator(filtered(filters, today), PAGE_SIZE).get_page(number)
+    return page, [build_row(image, today, now) for image in page.object_list]

@@ -37,9 +37,11 @@ log = logging.getLogger(__name__)
 @vary_on_headers("HX-Request")
 def overview_page(request: HttpRequest) -> HttpResponse:
     filters = overview.OverviewFilters.from_query(request.GET)
+    page, rows = overview.page_of_rows(filters, request.GET.get("page"))
     context = {
         "filters": filters,
-        "rows": overview.rows(filters),
+        "page": page,
+        "rows": rows,
         "badges": overview.BADGES,
         "kinds": ImageKind.choices,
         "sorts": [

@@ -10,8 +10,10 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
+from catalog import overview
 from catalog.models import Image
 from tests.browser.conftest import login
+from tests.catalog.factories import os_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -100,3 +102,30 @@ def test_going_back_after_leaving_a_filtered_catalogue_shows_the_whole_page(
     expect(page.get_by_role("heading", name="Catalogue")).to_be_visible(timeout=5_000)
     expect(page.get_by_test_id("badge")).to_have_value("past_eol")
     assert labels(page) == ["ubuntu_focal"]
+
+
+def test_the_pages_of_a_filtered_catalogue_keep_the_filter_in_place_and_in_the_url(
+    page: Page, js_errors: list[str], live_server: Any, viewer: User, catalogue: dict[str, Image]
+) -> None:
+    for i in range(overview.PAGE_SIZE + 5):
+        os_image(f"ubuntu_paged_{i:03d}")
+    login(page, live_server, viewer)
+    page.get_by_test_id("search").press_sequentially("paged")
+    expect(page.get_by_test_id("row-count")).to_have_text(f"{overview.PAGE_SIZE + 5} images")
+    page.evaluate("window.samePage = 'still here'")
+
+    page.get_by_test_id("next-page").click()
+
+    expect(page.get_by_test_id("page-number")).to_have_text("Page 2 of 2")
+    assert labels(page) == [
+        f"ubuntu_paged_{i:03d}" for i in range(overview.PAGE_SIZE, overview.PAGE_SIZE + 5)
+    ]
+    expect(page).to_have_url(re.compile(r"[?&]page=2(&|$)"))
+    expect(page).to_have_url(re.compile(r"[?&]q=paged(&|$)"))
+    assert page.evaluate("window.samePage") == "still here"
+
+    page.get_by_test_id("previous-page").click()
+
+    expect(page.get_by_test_id("page-number")).to_have_text("Page 1 of 2")
+    assert len(labels(page)) == overview.PAGE_SIZE
+    assert js_errors == []

@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from catalog import overview
 from catalog.choices import ImageState
 from catalog.models import ImageVersion
 from tests.catalog.factories import instantapp, os_image
@@ -187,3 +188,76 @@ def test_the_overview_costs_the_same_queries_for_ten_or_three_hundred_images(
         if i % 3 == 0:
             instantapp(f"app_{i}", base)
     assert count() == small
+
+
+def _next_url(body: str) -> str | None:
+    marker = 'rel="next"'
+    if marker not in body:
+        return None
+    link = body[: body.index(marker)].rsplit("<a ", 1)[1]
+    return link.split('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+
+
+def test_every_matching_row_is_reached_page_by_page_with_the_filters_kept(
+    client, viewer, frozen
+) -> None:
+    for i in range(overview.PAGE_SIZE * 2 + 7):
+        os_image(f"ubuntu_{i:03d}", eol=dt.date(2027, 1, 1) + dt.timedelta(days=i))
+    for i in range(20):
+        os_image(f"debian_{i:03d}")
+    client.force_login(viewer)
+
+    seen: list[str] = []
+    url: str | None = "/?q=ubuntu&sort=-eol"
+    pages = 0
+    while url:
+        response = client.get(url if url.startswith("/") else "/" + url)
+        assert response.status_code == 200
+        seen += [row.image.label for row in response.context["rows"]]
+        assert len(response.context["rows"]) <= overview.PAGE_SIZE
+        body = response.content.decode()
+        assert f"{overview.PAGE_SIZE * 2 + 7} images" in body
+        url = _next_url(body)
+        if url:
+            assert "q=ubuntu" in url and "sort=-eol" in url
+        pages += 1
+    assert pages == 3
+    expected = [f"ubuntu_{i:03d}" for i in reversed(range(overview.PAGE_SIZE * 2 + 7))]
+    assert seen == expected
+
+
+def test_an_htmx_page_request_gets_only_the_table_of_that_page(client, viewer, frozen) -> None:
+    for i in range(overview.PAGE_SIZE + 3):
+        os_image(f"os_{i:03d}")
+    client.force_login(viewer)
+    response = client.get("/?page=2", HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    assert "<html" not in body and 'id="catalogue-table"' in body
+    labels = [part.split('"', 1)[0] for part in body.split('data-label="')[1:]]
+    assert labels == [f"os_{i:03d}" for i in range(overview.PAGE_SIZE, overview.PAGE_SIZE + 3)]
+    assert 'rel="prev"' in body and 'rel="next"' not in body
+
+
+@pytest.mark.parametrize("query", ["", "?sort=name", "?sort=-eol", "?sort=age", "?badge=stale"])
+def test_each_sort_and_filter_costs_a_bounded_number_of_queries_at_two_sizes(
+    client, manager, frozen, django_assert_max_num_queries, query
+) -> None:
+    client.force_login(manager)
+    base = os_image("ubuntu_noble", eol=dt.date(2029, 5, 31))
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get("/" + query)
+            assert response.status_code == 200
+        return len(ctx.captured_queries)
+
+    for i in range(5):
+        os_image(f"os_{i}", eol=dt.date(2027, 1, 1))
+    small = count()
+    for i in range(5, 160):
+        image = os_image(f"os_{i}", eol=dt.date(2027, 1, 1))
+        ImageVersion.objects.create(image=image, name="2026-01-01")
+        if i % 3 == 0:
+            instantapp(f"app_{i}", base)
+    with django_assert_max_num_queries(15):
+        assert count() == small
