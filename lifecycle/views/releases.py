@@ -205,12 +205,13 @@ def catalogue_feed(request: HttpRequest) -> HttpResponse:
     denied = _feed_access_denied(request)
     if denied is not None:
         return denied
-    body, etag = feed.render(feed.build_feed())
+    etag = feed.fingerprint()
     wanted = parse_etags(request.headers.get("If-None-Match", ""))
     if "*" in wanted or etag in wanted or f"W/{etag}" in wanted:
+        # Answered from the fingerprint alone: the document is not built.
         response: HttpResponse = HttpResponseNotModified()
     else:
-        response = HttpResponse(body, content_type="application/json")
+        response = HttpResponse(feed.render(feed.build_feed()), content_type="application/json")
     response["ETag"] = etag
     # Behind the login: caches may keep it per user, and must ask again each time.
     response["Cache-Control"] = "private, no-cache"

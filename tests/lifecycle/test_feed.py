@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from catalog.choices import VersionState
+from catalog.choices import LocalImageState, VersionState
+from catalog.models import Category, Image, ImageVersion, LocalImage, UpstreamLifecycle
 from lifecycle.models import Release
 from tests.catalog.factories import instantapp, os_image
 from tests.lifecycle import version_with_images
@@ -164,7 +167,7 @@ def test_the_feed_makes_the_same_number_of_queries_for_many_images(
         image = os_image(f"distro_{n}")
         released(image, "2026-08-01", 90)
         released(image, "2026-11-01", 1)
-    with django_assert_max_num_queries(8) as few:
+    with django_assert_max_num_queries(15) as few:
         client.get(FEED)
     for n in range(3, 40):
         image = os_image(f"distro_{n}")
@@ -175,6 +178,74 @@ def test_the_feed_makes_the_same_number_of_queries_for_many_images(
         data = client.get(FEED).json()
     assert data["total_count"] == 77
     assert all(i["current_version"] for i in data["images"] if i["kind"] == "os")
+
+
+def test_a_matching_etag_is_answered_from_the_fingerprint_without_building_the_feed(
+    viewer, django_assert_max_num_queries
+) -> None:
+    client = logged_in(viewer)
+    for n in range(3):
+        released(os_image(f"distro_{n}"), "2026-08-01", 90)
+    etag = client.get(FEED)["ETag"]
+    with django_assert_max_num_queries(12) as few:
+        assert client.get(FEED, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    small = len(few.captured_queries)
+    for n in range(3, 30):
+        released(os_image(f"distro_{n}"), "2026-08-01", 90)
+    etag = client.get(FEED)["ETag"]
+    with django_assert_max_num_queries(small) as many:
+        assert client.get(FEED, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    # Nothing of the document's own reads: no prefetch of versions with their local images.
+    sql = " ".join(q["sql"] for q in many.captured_queries)
+    assert "ORDER BY" in sql and "provider_image_id" in sql
+    assert '"catalog_localimage"."error"' not in sql
+
+
+def test_the_feed_never_reads_a_versions_manifest_or_recipe(viewer) -> None:
+    version = released(os_image("debian_bookworm"), "2026-08-01", 90)
+    version.manifest = [{"name": "bash", "version": "5.2"}]
+    version.save(update_fields=["manifest"])
+    client = logged_in(viewer)
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get(FEED).status_code == 200
+    sql = " ".join(q["sql"] for q in ctx.captured_queries)
+    assert '"manifest"' not in sql and '"recipe"' not in sql
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "image_state_by_update",
+        "upstream_eol_by_update",
+        "local_image_gone_by_update",
+        "release_withdrawn",
+        "category_renamed",
+        "version_state_by_update",
+    ],
+)
+def test_the_etag_changes_with_every_kind_of_change_the_feed_shows(viewer, change) -> None:
+    image = os_image("debian_bookworm", eol=dt.date(2028, 6, 30))
+    version = released(image, "2026-08-01", 90)
+    client = logged_in(viewer)
+    first = client.get(FEED)
+    if change == "image_state_by_update":
+        Image.objects.filter(pk=image.pk).update(state="deprecated")
+    elif change == "upstream_eol_by_update":
+        UpstreamLifecycle.objects.filter(image=image).update(
+            security_support_end=dt.date(2029, 1, 1)
+        )
+    elif change == "local_image_gone_by_update":
+        LocalImage.objects.filter(version=version).update(state=LocalImageState.DELETED)
+    elif change == "release_withdrawn":
+        Release.objects.filter(version=version).update(withdrawn_at=version.released_at)
+    elif change == "category_renamed":
+        Category.objects.filter(pk=image.category_id).update(name="Linux")
+    else:
+        ImageVersion.objects.filter(pk=version.pk).update(state=VersionState.WITHDRAWN)
+    second = client.get(FEED, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert second.status_code == 200 and second.content != first.content
+    assert second["ETag"] != first["ETag"]
+    assert client.get(FEED, HTTP_IF_NONE_MATCH=second["ETag"]).status_code == 304
 
 
 def _settings_feed_tokens(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
