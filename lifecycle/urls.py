@@ -34,6 +34,11 @@ urlpatterns = [
     path("images/<slug:label>/deprecation/", triggers.deprecation_panel, name="deprecation_panel"),
     path("images/<slug:label>/deprecation/set/", triggers.deprecation_set, name="deprecation_set"),
     path(
+        "images/<slug:label>/deprecation/replacements/",
+        triggers.replacement_options,
+        name="replacement_options",
+    ),
+    path(
         "versions/<int:version_id>/advisories/",
         triggers.version_advisories,
         name="version_advisories",

@@ -17,6 +17,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -119,12 +120,26 @@ class DeprecationForm(forms.Form):
         validators=[dates.validate_in_range], widget=forms.DateInput(attrs=dates.widget_attrs())
     )
     reason = forms.CharField(max_length=1000, widget=forms.TextInput(attrs={"size": 40}))
+    # A label typed into a search field (htmx suggests matches, REPLACEMENT_SUGGESTIONS at
+    # most) and checked here: a <select> of the whole catalogue cost most of the panel's time.
     replacement = forms.ModelChoiceField(
         queryset=Image.objects.filter(state__in=deprecation.OFFERED),
         required=False,
         to_field_name="label",
-        empty_label="(the default replacement)",
+        widget=forms.TextInput(
+            attrs={
+                "type": "search",
+                "list": "replacement-options",
+                "autocomplete": "off",
+                "placeholder": "(the default replacement)",
+                "data-testid": "replacement",
+            }
+        ),
+        error_messages={"invalid_choice": "No offered image has this label."},
     )
+
+
+REPLACEMENT_SUGGESTIONS = 20
 
 
 FORMS: dict[str, type[forms.Form]] = {
@@ -292,6 +307,22 @@ def deprecation_set(request: HttpRequest, label: str) -> HttpResponse:
         return _panel(request, image)
     messages.success(request, f"Deprecation date of {image.label} set to {image.deprecation_date}.")
     return redirect(image.get_absolute_url())
+
+
+@require_GET
+def replacement_options(request: HttpRequest, label: str) -> HttpResponse:
+    """The replacement field's suggestions: offered images whose label or name holds what
+    was typed, REPLACEMENT_SUGGESTIONS at most (the form checks the label it gets anyway)."""
+    image = get_object_or_404(Image, label=label)
+    typed = request.GET.get("replacement", "").strip()[:100]
+    candidates = Image.objects.filter(state__in=deprecation.OFFERED).exclude(pk=image.pk)
+    if typed:
+        candidates = candidates.filter(Q(label__icontains=typed) | Q(name__icontains=typed))
+    return render(
+        request,
+        "lifecycle/triggers/replacement_options.html",
+        {"candidates": candidates.order_by("label")[:REPLACEMENT_SUGGESTIONS]},
+    )
 
 
 # --- version page: advisories ------------------------------------------------------------------

@@ -6,11 +6,14 @@ import datetime as dt
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from catalog.choices import DeprecationBasis, ImageState, VersionState
 from catalog.models import AuditEntry, Image, ImageVersion
 from lifecycle import deprecation
+from lifecycle.views import triggers
 from tests.catalog.factories import instantapp, os_image
 from tests.lifecycle.daily_run import NOON, TODAY, at, fresh, run
 
@@ -236,3 +239,69 @@ def test_the_deprecation_panel_works_as_a_whole_page_without_javascript(client, 
     page = client.get(reverse("lifecycle:deprecation_panel", args=[image.label]))
     assert page.status_code == 200 and "<html" in page.content.decode()
     assert "Deprecation" in page.content.decode()
+
+
+# --- the replacement field -----------------------------------------------------------------
+
+
+def test_the_replacement_is_a_search_field_not_a_list_of_the_whole_catalogue(
+    client, release_manager, django_assert_max_num_queries
+) -> None:
+    image = os_image("debian_bookworm", eol=dt.date(2026, 7, 11))
+    client.force_login(release_manager)
+    url = reverse("lifecycle:deprecation_panel", args=[image.label])
+
+    def panel_queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            body = client.get(url, headers={"HX-Request": "true"}).content.decode()
+        assert 'name="replacement"' in body and "<select" not in body
+        return len(ctx.captured_queries)
+
+    for n in range(3):
+        os_image(f"other_{n}")
+    small = panel_queries()
+    for n in range(3, 80):
+        os_image(f"other_{n}")
+    with django_assert_max_num_queries(small):
+        body = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "other_79" not in body
+
+
+def test_the_replacement_suggestions_are_a_few_offered_images_matching_what_was_typed(
+    client, release_manager
+) -> None:
+    image = os_image("debian_bookworm", eol=dt.date(2026, 7, 11))
+    for n in range(30):
+        os_image(f"debian_v{n:02d}")
+    gone = os_image("debian_retired_one")
+    Image.objects.filter(pk=gone.pk).update(state=ImageState.RETIRED)
+    os_image("ubuntu_noble")
+    client.force_login(release_manager)
+    url = reverse("lifecycle:replacement_options", args=[image.label])
+
+    body = client.get(url, {"replacement": "debian"}, headers={"HX-Request": "true"})
+    labels = [part.split('"', 1)[0] for part in body.content.decode().split('value="')[1:]]
+    assert len(labels) == triggers.REPLACEMENT_SUGGESTIONS
+    assert all(label.startswith("debian_v") for label in labels)  # not itself, not retired
+    body = client.get(url, {"replacement": "Noble"}).content.decode()
+    assert 'value="ubuntu_noble"' in body and "debian" not in body
+
+
+def test_a_replacement_label_that_is_not_an_offered_image_is_refused(
+    client, release_manager
+) -> None:
+    base = os_image("debian_bookworm", eol=dt.date(2026, 7, 11))
+    trixie = os_image("debian_trixie")
+    retired = os_image("debian_buster")
+    Image.objects.filter(pk=retired.pk).update(state=ImageState.RETIRED)
+    client.force_login(release_manager)
+    url = reverse("lifecycle:deprecation_set", args=[base.label])
+    form = {"date": "2027-12-31", "reason": "moving on"}
+
+    for wrong in ("no_such_image", retired.label):
+        response = client.post(url, {**form, "replacement": wrong})
+        assert response.status_code == 400
+        assert "No offered image has this label." in response.content.decode()
+        assert fresh(base).replacement != retired
+    assert client.post(url, {**form, "replacement": trixie.label}).status_code == 302
+    assert fresh(base).replacement == trixie
