@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -17,23 +18,27 @@ from lifecycle.customers import import_customers
 from lifecycle.models import Customer, Usage, UsageRefresh
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+PAGE_SIZE = 100
+
+
+def _context(request: HttpRequest) -> dict:
+    page = Paginator(Customer.objects.order_by("name", "id"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return {
+        "customers": page.object_list,
+        "page": page,
+        "total": page.paginator.count,
+        "refreshes": UsageRefresh.objects.all()[:5],
+        "usages": Usage.objects.count(),
+    }
 
 
 @require_GET
 @permission_required(roles.CONTACT_CUSTOMERS, raise_exception=True)
 def customers(request: HttpRequest) -> HttpResponse:
     """The customer list with the CSV upload form and the last usage refreshes."""
-    rows = Customer.objects.order_by("name", "id")[:500]
-    return render(
-        request,
-        "lifecycle/notices/customers.html",
-        {
-            "customers": rows,
-            "total": Customer.objects.count(),
-            "refreshes": UsageRefresh.objects.all()[:5],
-            "usages": Usage.objects.count(),
-        },
-    )
+    return render(request, "lifecycle/notices/customers.html", _context(request))
 
 
 @require_POST
@@ -52,13 +57,7 @@ def customers_import(request: HttpRequest) -> HttpResponse:
         return render(
             request,
             "lifecycle/notices/customers.html",
-            {
-                "customers": Customer.objects.order_by("name", "id")[:500],
-                "total": Customer.objects.count(),
-                "refreshes": UsageRefresh.objects.all()[:5],
-                "usages": Usage.objects.count(),
-                "errors": result.errors,
-            },
+            {**_context(request), "errors": result.errors},
             status=400,
         )
     audit.record(

@@ -12,6 +12,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -66,6 +67,9 @@ class NoticeDecisionForm(forms.Form):
         return value
 
 
+PAGE_SIZE = 100
+
+
 def _form_errors(form: forms.Form) -> list[str]:
     return [str(error) for errors in form.errors.values() for error in errors]
 
@@ -76,9 +80,10 @@ def _attention(
     rows = (
         Notice.objects.filter(state__in=[NoticeState.UNCERTAIN, NoticeState.FAILED])
         .select_related("customer", "image")
-        .order_by("state", "image__label", "customer__name")[:1000]
+        .order_by("state", "image__label", "customer__name", "id")
     )
-    context = {"notices": rows, "errors": errors or []}
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"notices": page.object_list, "page": page, "errors": errors or []}
     return render(request, "lifecycle/notices/attention.html", context, status=status)
 
 
