@@ -25,7 +25,10 @@ LOG_TAIL = 300
 @require_GET
 @vary_on_headers("HX-Request")
 def build_list(request: HttpRequest) -> HttpResponse:
-    builds = Build.objects.select_related("image", "requested_by", "version")
+    # version__image: a version's URL names its image. Its manifest and recipe are not shown.
+    builds = Build.objects.select_related("image", "requested_by", "version__image").defer(
+        "version__manifest", "version__recipe"
+    )
     state = request.GET.get("state", "")
     trigger = request.GET.get("trigger", "")
     label = request.GET.get("image", "").strip()
@@ -82,7 +85,9 @@ def build_live(request: HttpRequest, build_id: int) -> HttpResponse:
 @require_GET
 def image_builds(request: HttpRequest, label: str) -> HttpResponse:
     image = get_object_or_404(Image, label=label)
-    builds = image.builds.select_related("requested_by", "version")[:10]
+    builds = image.builds.select_related("requested_by", "version__image").defer(
+        "version__manifest", "version__recipe"
+    )[:10]
     return render(request, "builds/image_builds.html", {"image": image, "builds": builds})
 
 

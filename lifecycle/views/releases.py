@@ -158,7 +158,8 @@ def release_history(request: HttpRequest, label: str) -> HttpResponse:
     image = get_object_or_404(Image, label=label)
     rows = (
         Release.objects.of_image(image)
-        .select_related("version", "released_by", "withdrawn_by")
+        .select_related("version__image", "released_by", "withdrawn_by")
+        .defer("version__manifest", "version__recipe")
         .newest_first()
     )
     current = next((r for r in rows if r.is_active), None)

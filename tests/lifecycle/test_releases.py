@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from catalog.choices import VersionState
@@ -314,6 +316,30 @@ def test_the_release_history_lists_every_release_with_its_override_reason(image,
         reverse("lifecycle:release_history", args=[image.label]), HTTP_HX_REQUEST="true"
     ).content.decode()
     assert 'id="release-history"' in partial and "<html" not in partial
+
+
+def test_the_release_history_costs_the_same_queries_for_two_or_twenty_releases(
+    image, viewer
+) -> None:
+    client = logged_in(viewer)
+    url = reverse("lifecycle:release_history", args=[image.label])
+
+    def release(count: int, start: int) -> None:
+        for n in range(start, start + count):
+            version = ImageVersion.objects.create(
+                image=image, name=f"2026-01-{n + 1:02d}", manifest=[{"name": "bash"}]
+            )
+            Release.objects.create(version=version)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(url).status_code == 200
+        return len(ctx.captured_queries)
+
+    release(2, 0)
+    few = queries()
+    release(18, 2)
+    assert queries() == few <= 10
 
 
 def test_releasing_a_base_image_rebuilds_its_instantapps(
