@@ -342,9 +342,11 @@ OUTCOME_WORDS: dict[str, str] = {
 }
 
 
-def verdict(version: ImageVersion) -> Verdict:
-    """Whether every check passed in every enabled zone, and if not, why in plain words."""
-    grid = matrix(version)
+def verdict(version: ImageVersion, grid: Matrix | None = None) -> Verdict:
+    """Whether every check passed in every enabled zone, and if not, why in plain words.
+
+    `grid` is the version's matrix when the caller already has it (not computed again)."""
+    grid = matrix(version) if grid is None else grid
     if not grid.zones:
         return Verdict(False, "No zone is enabled.")
     if grid.all_passed:

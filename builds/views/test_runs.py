@@ -36,7 +36,7 @@ def matrix_panel(request: HttpRequest, version_id: int) -> HttpResponse:
     context = {
         "version": version,
         "grid": grid,
-        "verdict": orchestration.verdict(version),
+        "verdict": orchestration.verdict(version, grid),
         "poll": POLL_SECONDS if grid.active else None,
         "cancelling": cancelling,
         "can_run": request.user.has_perm(roles.RUN_BUILDS),

@@ -140,6 +140,17 @@ def test_the_matrix_costs_the_same_queries_with_a_long_history(version) -> None:
     assert grid.all_passed
 
 
+def test_the_matrix_panel_computes_the_matrix_once_per_request(version, viewer) -> None:
+    for zone in ZONES:
+        finished_run(version, zone, all_checks())
+    client = logged_in(viewer)
+    with CaptureQueriesContext(connection) as ctx:
+        panel = client.get(reverse("builds:test_matrix", args=[version.pk]), HTTP_HX_REQUEST="true")
+    assert panel.status_code == 200 and "passed in every enabled zone" in panel.content.decode()
+    latest_per_cell = [q for q in ctx.captured_queries if "MAX(" in q["sql"].upper()]
+    assert len(latest_per_cell) == 1
+
+
 def test_viewers_see_the_matrix_and_the_log_but_cannot_rerun(version, viewer) -> None:
     run = finished_run(version, "fr-par-1", {**all_checks(), "reboot": CheckState.FAILED})
     client = logged_in(viewer)
