@@ -1,4 +1,4 @@
-"""Recording state-changing actions in the audit log.
+"""Recording state-changing actions in the audit log, and reading it a page at a time.
 
 Every logged-in user (Viewers too) reads the log at /audit/, so an entry never holds a
 customer's personal data: a model that holds some names itself with `audit_repr()` (by id),
@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
+from django.db.models import Q, QuerySet
 
 from catalog.models import AuditEntry, Image
+
+PAGE_SIZE = 50
 
 
 def _plain(value: Any) -> Any:
@@ -68,4 +72,65 @@ def record(
         before=_plain(before) if before is not None else None,
         after=_plain(after) if after is not None else None,
         message=message,
+    )
+
+
+@dataclass
+class LogPage:
+    """One page of the log, newest first, and the cursors of the pages on either side.
+
+    `older` is the id to pass as `before` for the next (older) page, `newer` the id to pass
+    as `after` for the previous one; None at either end.
+    """
+
+    entries: list[AuditEntry]
+    older: int | None
+    newer: int | None
+
+
+def _cursor(pk: str | None) -> AuditEntry | None:
+    if not pk or not pk.isdigit():
+        return None
+    return AuditEntry.objects.filter(pk=int(pk)).only("id", "created_at").first()
+
+
+def log_page(
+    entries: QuerySet[AuditEntry],
+    before: str | None = None,
+    after: str | None = None,
+    size: int = PAGE_SIZE,
+) -> LogPage:
+    """The page of `entries` just older than entry `before`, or just newer than `after`, or
+    the newest page.
+
+    Keyset pagination on (created_at, id), the log's order: a page deep in the log costs what
+    the first one does, where an OFFSET would read and skip every row before it. Entries
+    written meanwhile never shift a page. An unknown cursor gives the newest page.
+    """
+    if (start := _cursor(before)) is not None:
+        rows = list(
+            entries.filter(
+                Q(created_at__lt=start.created_at) | Q(created_at=start.created_at, id__lt=start.id)
+            ).order_by("-created_at", "-id")[: size + 1]
+        )
+        more_older, more_newer = len(rows) > size, True
+        rows = rows[:size]
+    elif (start := _cursor(after)) is not None:
+        rows = list(
+            entries.filter(
+                Q(created_at__gt=start.created_at) | Q(created_at=start.created_at, id__gt=start.id)
+            ).order_by("created_at", "id")[: size + 1]
+        )
+        more_newer, more_older = len(rows) > size, True
+        rows = rows[:size][::-1]
+    else:
+        rows = list(entries.order_by("-created_at", "-id")[: size + 1])
+        more_older, more_newer = len(rows) > size, False
+        rows = rows[:size]
+    if not rows:
+        return LogPage([], None, None)
+    return LogPage(
+        rows,
+        older=rows[-1].pk if more_older else None,
+        newer=rows[0].pk if more_newer else None,
     )

@@ -11,7 +11,6 @@ import logging
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse
@@ -333,7 +332,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         entries = entries.filter(action__startswith=action)
     if label:
         entries = entries.filter(image__label=label)
-    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    page = audit.log_page(entries, request.GET.get("before"), request.GET.get("after"))
     return render(
         request,
         "catalog/audit.html",
