@@ -84,6 +84,8 @@ class LocalImageAdmin(ReadOnlyAdmin):
 class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_name", "action", "image", "target_repr"]
     list_filter = ["action"]
+    # The image is nullable, so the changelist's automatic select_related() skips it.
+    list_select_related = ["image"]
 
 
 class FactoryUserAdmin(UserAdmin):
