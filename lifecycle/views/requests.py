@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -23,8 +24,9 @@ from lifecycle.models import ImageRequest, Language, RequestStatus
 SORTS = {
     "count": ("-confirmed_count", "-created_at", "-id"),
     "new": ("-created_at", "-id"),
-    "name": ("normalized_name", "kind"),
+    "name": ("normalized_name", "kind", "id"),
 }
+PAGE_SIZE = 100
 
 
 # --- public ----------------------------------------------------------------------------------
@@ -112,8 +114,10 @@ def request_list(request: HttpRequest) -> HttpResponse:
     rows = ImageRequest.objects.confirmed()
     if status:
         rows = rows.filter(status=status)
+    page = Paginator(rows.order_by(*SORTS[sort]), PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
-        "rows": rows.order_by(*SORTS[sort])[:500],
+        "rows": page.object_list,
+        "page": page,
         "sort": sort,
         "status": status,
         "statuses": RequestStatus.choices,

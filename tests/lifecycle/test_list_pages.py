@@ -1,5 +1,5 @@
-"""The notices that need a decision and the customers: every row reachable page by page, at
-a number of queries that does not grow with the rows."""
+"""The notices that need a decision, the customers and the image requests: every row
+reachable page by page, at a number of queries that does not grow with the rows."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from lifecycle.models import Customer, Notice, NoticeState
+from catalog.choices import ImageKind
+from lifecycle.models import Customer, ImageRequest, Notice, NoticeState, Requester
 from lifecycle.views import customers as customer_views
 from lifecycle.views import notices as notice_views
+from lifecycle.views import requests as request_views
 from tests.catalog.factories import os_image
 
 pytestmark = pytest.mark.django_db
@@ -103,4 +105,28 @@ def test_every_customer_is_reachable_at_a_constant_query_count(
 
     assert len(found) == len(set(found)) == customer_views.PAGE_SIZE * 5 + 1
     assert len(many) == 6
+    assert max(many) <= max(few) <= 15
+
+
+def _requests(first: int, last: int) -> None:
+    for n in range(first, last):
+        item = ImageRequest.objects.create(kind=ImageKind.OS, name=f"Distro {n:04d}")
+        Requester.objects.create(
+            request=item, email=f"r{n}@example.com", confirmed_at=timezone.now()
+        )
+
+
+def test_every_image_request_is_reachable_with_its_sort_at_a_constant_query_count(
+    client: Client, viewer
+) -> None:
+    _requests(0, 5)
+    client.force_login(viewer)
+    _, few = _walk(client, "/lifecycle/requests/?sort=name", r'data-testid="request-(\d+)"')
+
+    _requests(5, request_views.PAGE_SIZE * 2 + 3)
+    found, many = _walk(client, "/lifecycle/requests/?sort=name", r'data-testid="request-(\d+)"')
+
+    names = ImageRequest.objects.order_by("normalized_name").values_list("pk", flat=True)
+    assert [int(pk) for pk in found] == list(names)
+    assert len(many) == 3
     assert max(many) <= max(few) <= 15
