@@ -13,6 +13,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -125,27 +126,35 @@ def notice_decide(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(form.cleaned_data["next"] or reverse("lifecycle:notices"))
 
 
+PANEL_CUSTOMERS = 50
+
+
 @require_GET
 def notices_panel(request: HttpRequest, label: str) -> HttpResponse:
-    """The image page's region: planned, sent, failed and uncertain notices per customer."""
+    """The image page's region: planned, sent, failed and uncertain notices per customer.
+
+    The counts cover every notice of the image; the customers come PANEL_CUSTOMERS a page
+    (by name), each with all their notices, so that an image used by a hundred thousand
+    customers costs what a small one does.
+    """
     image = get_object_or_404(Image, label=label)
     allowed = request.user.has_perm(roles.CONTACT_CUSTOMERS)
-    rows = []
+    rows: list[dict] = []
     counts: dict[str, int] = {}
+    page = None
     if allowed:
-        notices_qs = (
-            Notice.objects.filter(image=image)
-            .exclude(state=NoticeState.SKIPPED)
-            .select_related("customer")
-            .order_by("customer__name", "customer_id", "due_at")
+        of_image = Notice.objects.filter(image=image).exclude(state=NoticeState.SKIPPED)
+        counts = {
+            row["state"]: row["n"]
+            for row in of_image.order_by("state").values("state").annotate(n=Count("id"))
+        }
+        customers = Customer.objects.filter(pk__in=of_image.values("customer_id"))
+        page = Paginator(customers.order_by("name", "id"), PANEL_CUSTOMERS).get_page(
+            request.GET.get("page")
         )
-        by_customer: dict[int, dict] = {}
-        for notice in notices_qs[:2000]:
-            entry = by_customer.setdefault(
-                notice.customer_id, {"customer": notice.customer, "notices": []}
-            )
-            entry["notices"].append(notice)
-            counts[notice.state] = counts.get(notice.state, 0) + 1
+        by_customer = {c.pk: {"customer": c, "notices": []} for c in page.object_list}
+        for notice in of_image.filter(customer_id__in=list(by_customer)).order_by("due_at", "id"):
+            by_customer[notice.customer_id]["notices"].append(notice)
         rows = list(by_customer.values())
     return render(
         request,
@@ -154,10 +163,9 @@ def notices_panel(request: HttpRequest, label: str) -> HttpResponse:
             "image": image,
             "allowed": allowed,
             "rows": rows,
+            "page": page,
             "counts": counts,
-            "customers": Customer.objects.filter(usages__image=image).distinct()[:200]
-            if allowed
-            else [],
+            "has_customers": allowed and Usage.objects.filter(image=image).exists(),
             "last_refresh": UsageRefresh.objects.first(),
         },
     )

@@ -60,8 +60,9 @@ def _walk(client: Client, url: str, pattern: str) -> tuple[list[str], list[int]]
         queries.append(len(ctx.captured_queries))
         body = response.content.decode()
         found += re.findall(pattern, body)
-        link = re.search(r'<a href="([^"]+)" rel="next"', body)
-        next_url = url.split("?")[0] + link.group(1).replace("&amp;", "&") if link else None
+        link = re.search(r'<a href="([^"]+)"[^>]* rel="next"', body)
+        href = link.group(1).replace("&amp;", "&") if link else None
+        next_url = href if not href or href.startswith("/") else url.split("?")[0] + href
     return found, queries
 
 
@@ -130,3 +131,25 @@ def test_every_image_request_is_reachable_with_its_sort_at_a_constant_query_coun
     assert [int(pk) for pk in found] == list(names)
     assert len(many) == 3
     assert max(many) <= max(few) <= 15
+
+
+def test_the_image_notices_panel_counts_every_notice_and_pages_its_customers(
+    client: Client, release_manager
+) -> None:
+    image = os_image("ubuntu_focal")
+    url = f"/lifecycle/notices/image/{image.label}/panel/"
+    _notices(image, _customers(0, 3), NoticeState.SENT)
+    client.force_login(release_manager)
+    _, few = _walk(client, url, r"<td>Customer (\d{5}) ")
+
+    _notices(image, _customers(3, notice_views.PANEL_CUSTOMERS * 2 + 10), NoticeState.SENT)
+    _notices(image, _customers(1000, 1005), NoticeState.FAILED)
+    found, many = _walk(client, url, r"<td>Customer (\d{5}) ")
+
+    total = notice_views.PANEL_CUSTOMERS * 2 + 10 + 5
+    assert len(found) == len(set(found)) == total
+    assert found == sorted(found)
+    assert len(many) == 3
+    assert max(many) <= max(few) <= 12
+    body = client.get(url).content.decode()
+    assert f"{total - 5} sent" in body and "5 failed" in body
