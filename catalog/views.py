@@ -78,7 +78,8 @@ def image_page(request: HttpRequest, label: str) -> HttpResponse:
         "lifecycle": lifecycle,
         "sources": image.sources.all(),
         "steps": image.steps.all(),
-        "versions": image.versions.all()[:50],
+        # The table shows neither a version's manifest nor its recipe (the largest columns).
+        "versions": image.versions.defer("manifest", "recipe")[:50],
         "audit_entries": image.audit_entries.select_related("actor")[:20],
         "timeline": timeline_for(image),
         "date_form": LifecycleDateForm(),

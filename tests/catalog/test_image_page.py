@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from catalog.models import ImageVersion
 from tests.catalog.factories import os_image
@@ -38,3 +40,28 @@ def test_a_viewer_sees_no_rebuild_button_and_no_hint(client, viewer) -> None:
 
     assert 'data-testid="rebuild"' not in page
     assert 'data-testid="first-build-hint"' not in page
+
+
+def test_the_page_reads_no_manifest_and_its_queries_do_not_grow_with_the_versions(
+    client, manager
+) -> None:
+    image = os_image("debian_bookworm")
+    client.force_login(manager)
+
+    def add(first: int, last: int) -> None:
+        for n in range(first, last):
+            ImageVersion.objects.create(
+                image=image, name=f"2026-01-{n + 1:02d}", manifest=[{"name": "bash"}]
+            )
+
+    def queries() -> list[str]:
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(image.get_absolute_url()).status_code == 200
+        return [q["sql"] for q in ctx.captured_queries]
+
+    add(0, 2)
+    few = queries()
+    add(2, 25)
+    many = queries()
+    assert len(many) == len(few) <= 15
+    assert not any('"manifest"' in sql for sql in many)
