@@ -1,20 +1,27 @@
 """Whole builds with real libguestfs on the real small Debian image, served by a real
-local upstream: from the Rebuild click to a version with its package manifest and diff."""
+local upstream: from the Rebuild click to a version with its package manifest and diff.
+
+The second build's recipe uses every step type, with a real package from Debian's mirror and a
+recipe secret, and its published image is read back: the steps' effects and the never-booted
+clean-up are checked in the image customers would get."""
 
 from __future__ import annotations
 
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from builds import tasks
 from builds.choices import BuildState, StageName, StageState
+from builds.models import StageLogLine
 from builds.queue import request_build
 from builds.stages.files import work_dir
 from catalog.choices import VersionState
 from catalog.models import LocalImage, RecipeStep, Zone
+from tests.builds.readback import read_back
 from tests.builds.upstream_server import LOCAL_DEMO_FILE as FILE
 from tests.builds.upstream_server import UpstreamServer, local_demo_image, sha256_file
 from tests.cloud.localcloud import ZONES
@@ -41,18 +48,82 @@ def demo_image(upstream: UpstreamServer, debian_qcow2):
     return local_demo_image(upstream, debian_qcow2, "20261126-1", "Built by the image factory\n")
 
 
-def _guestfs_cat(path, file: str) -> str:
-    done = subprocess.run(
-        ["virt-cat", "--format=qcow2", "-a", str(path), file],
-        capture_output=True,
-        text=True,
-        env={"LIBGUESTFS_BACKEND_SETTINGS": "force_tcg", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+SECRET = "s3cr3t-Value-42"
+# An immutable file in Debian's pool (the only outside host the test machines reach).
+HELLO_DEB_URL = "http://deb.debian.org/debian/pool/main/h/hello/hello_2.10-3_amd64.deb"
+HELLO_DEB_SHA256 = "2e6e2f1a0007dc43bc91c273fd36e91e40a4f1c2765a03eca68b70a42103878a"
+
+
+def add_every_step_type(image, folder, settings, monkeypatch) -> None:
+    """After the demo's motd step: one step of each other kind, a secret and a real package."""
+    files = folder / "files"
+    files.mkdir()
+    (files / "motd.txt").write_text("uploaded by the factory\n")
+    settings.FILES_DIR = files
+    settings.RECIPE_SECRETS = ["TEST_TOKEN"]
+    settings.UPSTREAM_ALLOWED_HOSTS = [*settings.UPSTREAM_ALLOWED_HOSTS, "deb.debian.org"]
+    monkeypatch.setenv("TEST_TOKEN", SECRET)
+    steps = [
+        ("install_packages", {"packages": ["hello"]}),
+        ("upload_file", {"source": "motd.txt", "destination": "/etc/motd-extra", "mode": "0640"}),
+        ("write_file", {"path": "/etc/factory/token", "content": "token=${secret:TEST_TOKEN}\n"}),
+        ("enable_unit", {"unit": "systemd-networkd.service"}),
+        ("run_command", {"command": "echo using ${secret:TEST_TOKEN}; "
+                                    "hello > /root/hello.out"}),
+        ("firstboot_script", {"script": "#!/bin/sh\necho first boot\n"}),
+        ("download_file", {"url": HELLO_DEB_URL, "sha256": HELLO_DEB_SHA256,
+                           "destination": "/opt/"}),
+    ]  # fmt: skip
+    for position, (kind, params) in enumerate(steps, start=2):
+        RecipeStep.objects.create(image=image, position=position, type=kind, params=params)
+
+
+def assert_every_step_applied(build) -> None:
+    stage = build.stages.get(name=StageName.CUSTOMIZE)
+    assert (stage.progress_done, stage.progress_total, stage.progress_unit) == (8, 8, "steps")
+    assert stage.outputs["os_info"]["distro"] == "debian"
+    assert stage.outputs["os_info"]["major"] == 12
+    assert stage.outputs["os_info"]["package_management"] == "apt"
+    lines = list(
+        StageLogLine.objects.filter(stage__build=build)
+        .order_by("id")
+        .values_list("text", flat=True)
     )
-    return done.stdout
+    assert any("hello" in line and "Unpacking" in line for line in lines)
+    assert "using ***" in lines
+    assert not any(SECRET in line for line in lines)
+    version = build.version
+    names = [p["name"] for p in version.manifest]
+    assert names == sorted(names)
+    assert {"name": "hello", "version": "2.10-3", "arch": "amd64"} in version.manifest
+
+    image = read_back(Path(version.artefact_path))
+    assert image["etc_motd"] == "Built by the image factory\n"
+    assert image["hello_binary"]
+    assert image["hello_out"] == "Hello, world!\n"
+    assert image["motd"] == "uploaded by the factory\n"
+    assert image["motd_mode"] == 0o640
+    assert image["token"] == f"token={SECRET}\n"
+    assert image["networkd_wanted"]
+    assert image["firstboot_wanted"]
+    assert "ExecStartPost=/bin/systemctl disable" in image["firstboot_unit"]
+    # Never booted: no identity, no keys, no caches, leases, history or logs left behind.
+    assert image["machine_id_exists"] and image["machine_id_size"] == 0
+    assert not image["dbus_machine_id"]
+    assert image["host_keys"] == []
+    assert image["resolv_is_link"]
+    assert image["resolv_target"] == "../run/systemd/resolve/stub-resolv.conf"
+    assert image["debs"] == [] and image["pkgcache"] == []
+    assert not image["history"]
+    assert image["leases"] == []
+    assert image["fixture_log_size"] == 0
+    assert image["log_dir_kept"]
+    assert not image["work_dir"]
+    assert image["downloaded_size"] == 53080
 
 
 def test_a_build_produces_a_version_and_a_second_one_shows_what_changed(
-    client, viewer, factory_dirs, cloud, upstream, demo_image
+    client, viewer, factory_dirs, cloud, upstream, demo_image, settings, monkeypatch
 ) -> None:
     first = request_build(demo_image, "x86_64").build
     assert tasks.run_build(first.pk) == BuildState.DONE, first.failure_reason
@@ -80,20 +151,18 @@ def test_a_build_produces_a_version_and_a_second_one_shows_what_changed(
         check=True,
     ).stdout
     assert '"format": "qcow2"' in info and "backing-filename" not in info
-    assert sha256_file(__import__("pathlib").Path(version.artefact_path)) == version.artefact_sha256
-    assert "image factory" in _guestfs_cat(version.artefact_path, "/etc/motd")
+    assert sha256_file(Path(version.artefact_path)) == version.artefact_sha256
     assert not work_dir(first).exists()
     for stage in first.stages.all():
         assert stage.state == StageState.DONE and stage.started_at and stage.finished_at
 
-    RecipeStep.objects.create(
-        image=demo_image, position=2, type="install_packages", params={"packages": ["hello"]}
-    )
+    add_every_step_type(demo_image, factory_dirs, settings, monkeypatch)
     second = request_build(demo_image, "x86_64").build
     assert tasks.run_build(second.pk) == BuildState.DONE, second.failure_reason
     second.refresh_from_db()
     assert second.version.name.endswith("-2")
     assert len(upstream.requests_for(FILE)) == 1, "the second build reused the cached download"
+    assert_every_step_applied(second)
 
     client.force_login(viewer)
     page = client.get(second.version.get_absolute_url()).content.decode()
