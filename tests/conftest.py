@@ -230,14 +230,8 @@ _DATABASE_FIXTURES = frozenset(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The tests that boot VMs run last: `make test` runs the other lane (fast, then
-    PostgreSQL in CI) beside this one, and guests booting under emulation on a CPU that lane
-    keeps busy are slow enough to miss their deadlines (a guest that waited too long for its
-    metadata never gets its SSH key). The order within each group is kept.
-
-    With TESTS_DATABASE_ONLY=1 (the PostgreSQL pass), keep only the tests that use the
+    """With TESTS_DATABASE_ONLY=1 (the PostgreSQL pass), keep only the tests that use the
     database: the others ran already on SQLite and would test the same code again."""
-    items.sort(key=lambda item: item.get_closest_marker("vm") is not None)
     if os.environ.get("TESTS_DATABASE_ONLY") != "1":
         return
     kept, dropped = [], []

@@ -8,7 +8,7 @@ SSH into them.
   and keep-resources-on-failure leaves the failed checks' servers in place and lists them;
 - a server that cannot start fails its checks at once with the cloud's reason.
 
-Marked `vm_extra` (make test-vm-extra, not in CI): a subset in two zones at once, the broken
+Marked `extra` (make test-extra, not in CI): a subset in two zones at once, the broken
 image with every check, and a second broken image (no network configuration).
 """
 
@@ -137,7 +137,7 @@ def test_all_twelve_checks_pass_in_one_zone(
     assert run.kept_resources == [] and run.error == ""
 
 
-@pytest.mark.vm_extra
+@pytest.mark.extra
 @pytest.mark.timeout(3 * 3600)
 def test_checks_run_in_two_zones_at_once(
     vm: VmCloudProcess, capsys: pytest.CaptureFixture[str]
@@ -184,7 +184,7 @@ def _kept_servers_deleted(run: TestRun) -> None:
         # In CI: checks on the shared server, and rescue on a server of its own (in the
         # registry's order, the order of the results).
         pytest.param(["network", "dns", "reboot", "archive", "rescue"], id="shared-and-rescue"),
-        pytest.param(None, id="every-check", marks=pytest.mark.vm_extra),
+        pytest.param(None, id="every-check", marks=pytest.mark.extra),
     ],
 )
 def test_an_image_without_sshd_fails_its_checks_with_reasons_and_keeps_failed_servers(
@@ -226,7 +226,7 @@ def test_an_image_without_sshd_fails_its_checks_with_reasons_and_keeps_failed_se
     assert new_resources(before, resource_ids(cloud)) == {}
 
 
-@pytest.mark.vm_extra
+@pytest.mark.extra
 @pytest.mark.timeout(3600)
 def test_an_image_without_network_configuration_fails_with_a_reason(
     settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

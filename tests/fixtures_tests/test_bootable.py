@@ -281,7 +281,7 @@ def guest_diagnostics(vm: Vm, key: Path) -> str:
 
 @pytest.mark.vm
 @pytest.mark.timeout(VM_TEST_TIMEOUT_S)
-@pytest.mark.parametrize("firmware", [pytest.param("seabios", marks=pytest.mark.vm_extra), "ovmf"])
+@pytest.mark.parametrize("firmware", [pytest.param("seabios", marks=pytest.mark.extra), "ovmf"])
 def test_ready_image_boots_and_uses_the_metadata(
     firmware: str, boot_vm, tmp_path: Path, record_property
 ) -> None:
@@ -409,6 +409,7 @@ GPT_TYPES = {
 }
 
 
+@pytest.mark.extra  # a property of the fixture images, not of the product
 @pytest.mark.guestfs
 @pytest.mark.timeout(VM_TEST_TIMEOUT_S)
 def test_both_variants_are_never_booted_hybrid_cloud_images() -> None:
@@ -480,7 +481,7 @@ def _assert_never_booted_hybrid_image(
 
 
 @pytest.mark.vm
-@pytest.mark.vm_extra  # a property of the fixture image, not of the product
+@pytest.mark.extra  # a property of the fixture image, not of the product
 @pytest.mark.guestfs
 @pytest.mark.timeout(VM_TEST_TIMEOUT_S)
 def test_boot_without_metadata_is_not_held_up(boot_vm, tmp_path: Path) -> None:

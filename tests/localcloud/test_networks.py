@@ -721,6 +721,7 @@ def build_initramfs(target: Path, release: str) -> None:
     target.write_bytes(archive.finish())
 
 
+@pytest.mark.extra  # the private_networks check of the twelve proves it end to end
 @pytest.mark.vm
 def test_two_vms_dhcp_ping_and_dns(short_dir: Path) -> None:
     kernel = Path(f"/boot/vmlinuz-{os.uname().release}")

@@ -306,7 +306,7 @@ def test_metadata_service_over_http(tmp_path: Path, ssh_key: Path) -> None:
 
 
 @pytest.mark.vm
-@pytest.mark.vm_extra
+@pytest.mark.extra
 @needs_qemu
 def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
     """Boot, metadata, reboot, stop in place, security group, SBS hot-plug, hot snapshot."""
@@ -437,7 +437,7 @@ def test_a_server_is_a_real_vm(qemu_cloud, client, api, image, ssh_key) -> None:
 
 
 @pytest.mark.vm
-@pytest.mark.vm_extra
+@pytest.mark.extra
 @needs_qemu
 def test_rescue_boot_sees_the_disk_then_local_boot(qemu_cloud, api, image, ssh_key) -> None:
     """boot_type rescue boots the rescue system with the root disk attached; back to local,
@@ -461,7 +461,7 @@ def test_rescue_boot_sees_the_disk_then_local_boot(qemu_cloud, api, image, ssh_k
 
 
 @pytest.mark.vm
-@pytest.mark.vm_extra
+@pytest.mark.extra
 @needs_qemu
 def test_private_network_neighbours(qemu_cloud, client, api, image, ssh_key) -> None:
     """Two servers on one private network get their IPAM addresses by DHCP and reach each

@@ -366,6 +366,7 @@ def test_concurrent_builds_produce_one_cache_entry(tmp_path: Path) -> None:
     assert not [path for path in cache.iterdir() if path.name.startswith(".build-")]
 
 
+@pytest.mark.extra  # the rescue check of the twelve proves it end to end
 @pytest.mark.vm
 def test_rescue_system_boots_with_ssh_and_the_disk(
     tmp_path: Path, metadata_service: tuple[Metadata, Path, int]
