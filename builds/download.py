@@ -103,6 +103,8 @@ def open_url(
             raise DownloadError(f"no answer within {timeout:g} s from {current}") from exc
         except requests.exceptions.ConnectionError as exc:
             raise DownloadError(f"could not connect to {current}: {exc}") from exc
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+            raise DownloadError(f"not a URL that can be downloaded: {current} ({exc})") from exc
         if response.status_code in _REDIRECTS:
             location = response.headers.get("Location")
             response.close()

@@ -176,6 +176,14 @@ def test_it_refuses_a_host_not_allowed(upstream: UpstreamServer, tmp_path: Path)
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x.qcow2", "http://127.0.0.1:8o/x.qcow2"])
+def test_a_malformed_url_is_a_download_error_that_names_it(url: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="not a URL that can be downloaded") as caught:
+        download(url, tmp_path / "x.part", allowed_hosts=["127.0.0.1"])
+    assert url in str(caught.value)
+    assert not (tmp_path / "x.part").exists()
+
+
 def test_it_refuses_a_redirect_to_a_host_not_allowed(
     upstream: UpstreamServer,
     payload: bytes,
