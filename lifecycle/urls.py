@@ -26,6 +26,11 @@ urlpatterns = [
     path("notices/<int:pk>/decide/", notices.notice_decide, name="notice_decide"),
     path("notices/image/<str:label>/panel/", notices.notices_panel, name="notices_panel"),
     path("notices/image/<str:label>/preview/", notices.notice_preview, name="notice_preview"),
+    path(
+        "notices/image/<str:label>/preview/html/",
+        notices.notice_preview_html,
+        name="notice_preview_html",
+    ),
     path("notices/image/<str:label>/test/", notices.notice_send_test, name="notice_send_test"),
     path("unsubscribe/<str:token>/", notices.unsubscribe, name="unsubscribe"),
     # Refresh triggers and deprecation

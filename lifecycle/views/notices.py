@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from csp.constants import NONE, SELF, UNSAFE_INLINE
+from csp.decorators import csp
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
@@ -18,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -208,6 +211,39 @@ def notice_preview(request: HttpRequest, label: str) -> HttpResponse:
     if not form.is_valid():
         return _preview(request, image, None, _form_errors(form), status=400)
     return _preview(request, image, form.cleaned_data["customer"])
+
+
+# The email's own HTML, shown in the preview's sandboxed frame as a mail client shows it: its
+# inline styles apply (the site's policy forbids them), nothing else loads or runs, and only
+# this site may frame it.
+EMAIL_PREVIEW_POLICY = {
+    "default-src": [NONE],
+    "style-src": [UNSAFE_INLINE],
+    "img-src": ["data:"],
+    "base-uri": [NONE],
+    "form-action": [NONE],
+    "frame-ancestors": [SELF],
+    "sandbox": [""],
+}
+
+
+@require_GET
+@permission_required(roles.CONTACT_CUSTOMERS, raise_exception=True)
+@xframe_options_sameorigin
+@csp(EMAIL_PREVIEW_POLICY)  # type: ignore[arg-type]  # its stubs allow views of one argument
+def notice_preview_html(request: HttpRequest, label: str) -> HttpResponse:
+    """The HTML part of the email a chosen customer would get next, alone."""
+    image = get_object_or_404(Image.objects.select_related("replacement"), label=label)
+    form = CustomerChoiceForm(request.GET, required=True)
+    if not form.is_valid():
+        return HttpResponse("; ".join(_form_errors(form)), status=400, content_type="text/plain")
+    customer = form.cleaned_data["customer"]
+    if not Usage.objects.filter(customer=customer, image=image).exists():
+        return HttpResponse("This customer does not run this image.", status=404,
+                            content_type="text/plain")  # fmt: skip
+    notice = notices.preview_notice(image, customer)
+    rendered = emails.render_notice(notice, Usage.objects.filter(customer=customer, image=image))
+    return HttpResponse(rendered.html, content_type="text/html; charset=utf-8")
 
 
 @require_POST

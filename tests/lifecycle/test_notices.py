@@ -382,6 +382,37 @@ def test_preview_and_send_a_test_to_me(smtp_server, client: Client, release_mana
     assert not Notice.objects.exists()  # a test is not a notice
 
 
+def test_the_preview_frames_the_email_html_with_its_own_inline_styles(
+    client: Client, release_manager, viewer
+) -> None:
+    image = _image()
+    customer, stranger = _customer(1, "fr"), _customer(2)
+    _uses(customer, image)
+    client.force_login(release_manager)
+    page = client.get(f"/lifecycle/notices/image/{image.label}/preview/?customer={customer.pk}")
+    html_url = f"/lifecycle/notices/image/{image.label}/preview/html/?customer={customer.pk}"
+    assert f'src="{html_url}"' in page.content.decode().replace("&amp;", "&")
+    assert "srcdoc" not in page.content.decode()
+
+    html = client.get(html_url)
+    assert html.status_code == 200 and html["Content-Type"].startswith("text/html")
+    assert "Bonjour Customer 1" in html.content.decode()
+    assert 'style="font-family:sans-serif' in html.content.decode()
+    # The email's inline styles apply there, and nothing runs; the site's pages keep theirs.
+    policy = html["Content-Security-Policy"]
+    assert "style-src 'unsafe-inline'" in policy and "default-src 'none'" in policy
+    assert "sandbox" in policy and "frame-ancestors 'self'" in policy
+    assert html["X-Frame-Options"] == "SAMEORIGIN"
+    assert "unsafe-inline" not in page["Content-Security-Policy"]
+
+    stranger_url = f"/lifecycle/notices/image/{image.label}/preview/html/?customer={stranger.pk}"
+    assert client.get(stranger_url).status_code == 404
+    no_customer = client.get(f"/lifecycle/notices/image/{image.label}/preview/html/")
+    assert no_customer.status_code == 400 and b"Choose a customer." in no_customer.content
+    client.force_login(viewer)
+    assert client.get(html_url).status_code == 403
+
+
 def test_the_image_panel_shows_notices_per_customer(
     client: Client, release_manager, viewer
 ) -> None:
