@@ -8,6 +8,7 @@ import re
 
 import pytest
 from django.db import connection
+from django.db.models import Count
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -153,3 +154,16 @@ def test_the_image_notices_panel_counts_every_notice_and_pages_its_customers(
     assert max(many) <= max(few) <= 12
     body = client.get(url).content.decode()
     assert f"{total - 5} sent" in body and "5 failed" in body
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="reads SQLite's query plan")
+def test_the_customer_order_and_an_images_notices_are_read_from_indexes() -> None:
+    image = os_image("ubuntu_focal")
+    page = Customer.objects.order_by("name", "id")[500:600]
+    counts = Notice.objects.filter(image=image).values("state").annotate(n=Count("id"))
+    with connection.cursor() as cursor:
+        for queryset, index in ((page, "customer_name_order"), (counts, "notice_image_state")):
+            sql, params = queryset.query.sql_with_params()
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            plan = " ".join(str(row) for row in cursor.fetchall())
+            assert index in plan and "TEMP B-TREE FOR ORDER BY" not in plan
