@@ -9,6 +9,12 @@ Hooks published by `install(cloud)` (see `LocalCloud.add_hook`):
 
 - `block_volume_attached(zone, volume_id, server_id, attached) -> dict`: the Instance API
   marks a volume in use by a server (or frees it); returns the public volume.
+- `block_volume_for_server(zone, server_id=, name=, size=, snapshot_id=, project_id=) -> dict`:
+  a Block volume the Instance API makes for a server (see `volume_for_server`).
+- `block_snapshot_used(zone, snapshot_id, image_id, used)`: an Instance image holds (or
+  released) a Block snapshot.
+- `block_snapshot_of_volume(zone, {"volume_id", "name", "project_id"}) -> dict`: a new
+  snapshot of a Block volume (the Instance backup action).
 - `block_volume_lookup(zone, volume_id) -> dict | None` and
   `block_snapshot_lookup(zone, snapshot_id) -> dict | None`: the public resource plus
   `"blob_path"` (str or None), the QCOW2 file holding its data when it has one.
@@ -71,10 +77,11 @@ def _schedule(cloud: Any, obj: dict[str, Any], status: str) -> None:
 
 
 def _settle(cloud: Any, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
-    """Apply a due transition and persist it."""
+    """Apply a due transition (and the changes it waited for) and persist it."""
     due = obj.get("_settle_at")
     if due is not None and cloud.clock.timestamp() >= due:
         obj["status"] = obj.pop("_settle_to")
+        obj.update(obj.pop("_settle_patch", None) or {})
         obj.pop("_settle_at")
         obj["updated_at"] = cloud.clock.iso()
         cloud.store.put(kind, obj)
@@ -185,7 +192,7 @@ def create_volume(cloud: Any, request: Request, zone: str) -> Response:
         if not source.get("snapshot_id"):
             raise invalid_argument("from_snapshot.snapshot_id")
         snapshot = _load(cloud, SNAPSHOT, zone, source["snapshot_id"], "snapshot")
-        if snapshot["status"] != "available":
+        if snapshot["status"] not in ("available", "in_use"):
             raise transient_state("snapshot", snapshot["id"], snapshot["status"])
         size = snapshot["size"]
         if source.get("size"):  # the SDK sends 0 when no size is given
@@ -234,16 +241,28 @@ def update_volume(cloud: Any, request: Request, zone: str, volume_id: str) -> Re
             volume["name"] = data["name"]
         if data.get("tags") is not None:
             volume["tags"] = list(data["tags"])
+        # A new size or performance class is applied by an `updating` transition: Scaleway
+        # answers the PATCH with the old type and status `updating`, the new one after.
+        change: dict[str, Any] = {}
         if data.get("size") is not None:
             size = _size(data["size"], "size")
             if size < volume["size"]:
                 raise invalid_argument("size", "out_of_range", "a volume can only grow")
-            volume["size"] = size
+            if size != volume["size"]:
+                volume["size"] = size
+                change["size"] = size
         if data.get("perf_iops") is not None:
             if data["perf_iops"] not in IOPS_TYPES:
                 raise invalid_argument("perf_iops", "invalid_value", "must be 5000 or 15000")
-            volume["specs"]["perf_iops"] = data["perf_iops"]
-            volume["type"] = IOPS_TYPES[data["perf_iops"]]
+            if data["perf_iops"] != volume["specs"]["perf_iops"]:
+                change["specs"] = {**volume["specs"], "perf_iops": data["perf_iops"]}
+                change["type"] = IOPS_TYPES[data["perf_iops"]]
+        if change and volume["status"] in ("available", "in_use"):
+            _schedule(cloud, volume, volume["status"])
+            volume["_settle_patch"] = {k: v for k, v in change.items() if k != "size"}
+            volume["status"] = "updating"
+        elif change:
+            volume.update(change)
         volume["updated_at"] = cloud.clock.iso()
         cloud.store.put(VOLUME, volume)
     return ok(_public(volume))
@@ -302,6 +321,13 @@ def create_snapshot(cloud: Any, request: Request, zone: str) -> Response:
     data = request.json()
     if not data.get("volume_id"):
         raise invalid_argument("volume_id")
+    return ok(snapshot_of_volume(cloud, zone, data))
+
+
+def snapshot_of_volume(cloud: Any, zone: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot of `data["volume_id"]` (`name`, `project_id`, `tags` as the create body
+    gives them): `creating`, then `available`. Also the Instance backup action's way to
+    snapshot a server's Block volumes."""
     volume = _load(cloud, VOLUME, zone, data["volume_id"], "volume")
     # A hot snapshot (volume in use) is allowed, as on Scaleway.
     if volume["status"] not in ("available", "in_use"):
@@ -321,7 +347,7 @@ def create_snapshot(cloud: Any, request: Request, zone: str) -> Response:
             snapshot["_blob"] = str(target)
     _schedule(cloud, snapshot, "available")
     cloud.store.put(SNAPSHOT, snapshot)
-    return ok(_public(snapshot))
+    return _public(snapshot)
 
 
 def import_snapshot(cloud: Any, request: Request, zone: str) -> Response:
@@ -386,7 +412,7 @@ def export_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -
         if not data.get(name):
             raise invalid_argument(name)
     snapshot = _load(cloud, SNAPSHOT, zone, snapshot_id, "snapshot")
-    if snapshot["status"] != "available":
+    if snapshot["status"] not in ("available", "in_use"):
         raise transient_state("snapshot", snapshot_id, snapshot["status"])
     endpoint = cloud.s3_endpoints.get(_region(zone))
     if not endpoint:
@@ -509,6 +535,98 @@ def volume_attached(
     return _public(volume)
 
 
+def snapshot_used(cloud: Any, zone: str, snapshot_id: str, image_id: str, used: bool) -> None:
+    """An Instance image starts (or stops) using a Block snapshot: the snapshot is `in_use`
+    with an `attached` reference while an image holds it, as Scaleway shows it."""
+    with cloud.store.lock:
+        snapshot = cloud.store.get(SNAPSHOT, snapshot_id)
+        if snapshot is None or snapshot.get("zone") != zone:
+            return
+        snapshot = _settle(cloud, SNAPSHOT, snapshot)
+        now = cloud.clock.iso()
+        others = [r for r in snapshot["references"] if r["product_resource_id"] != image_id]
+        if used:
+            others.append(
+                {
+                    "id": new_id(),
+                    "product_resource_type": "instance_image",
+                    "product_resource_id": image_id,
+                    "created_at": now,
+                    "type": "link",
+                    "status": "attached",
+                }
+            )
+        snapshot["references"] = others
+        if snapshot["status"] in ("available", "in_use"):
+            snapshot["status"] = "in_use" if others else "available"
+        snapshot["updated_at"] = now
+        cloud.store.put(SNAPSHOT, snapshot)
+
+
+def volume_for_server(
+    cloud: Any,
+    zone: str,
+    *,
+    server_id: str,
+    name: str,
+    size: int | None,
+    snapshot_id: str | None,
+    project_id: str,
+) -> dict[str, Any]:
+    """A Block volume made by the Instance API for a server (its root from an SBS image, or
+    an `sbs_volume` entry of the create body): from a Block snapshot or empty, attached at
+    once (status `in_use`, one `attached` reference), as Scaleway shows it right after the
+    server's creation.
+
+    Raises ApiError: 404 `snapshot` if the snapshot is unknown in that zone, 409
+    transient_state if it is not available yet, 400 if `size` is below the snapshot's.
+    """
+    with cloud.store.lock:
+        blob = None
+        if snapshot_id:
+            snapshot = _load(cloud, SNAPSHOT, zone, snapshot_id, "snapshot")
+            if snapshot["status"] not in ("available", "in_use"):
+                raise transient_state("snapshot", snapshot_id, snapshot["status"])
+            if size and size < snapshot["size"]:
+                raise invalid_argument(
+                    "volumes.size", "out_of_range", "must be at least the snapshot's size"
+                )
+            size = size or snapshot["size"]
+            blob = snapshot.get("_blob")
+        if not size:
+            raise invalid_argument("volumes.size", help_message="size in bytes")
+        now = cloud.clock.iso()
+        volume = {
+            "id": new_id(),
+            "name": name,
+            "type": IOPS_TYPES[5000],
+            "size": int(size),
+            "project_id": project_id,
+            "created_at": now,
+            "updated_at": now,
+            "references": [
+                {
+                    "id": new_id(),
+                    "product_resource_type": "instance_server",
+                    "product_resource_id": server_id,
+                    "created_at": now,
+                    "type": "exclusive",
+                    "status": "attached",
+                }
+            ],
+            "parent_snapshot_id": snapshot_id,
+            "status": "in_use",
+            "tags": [],
+            "zone": zone,
+            "specs": {"perf_iops": 5000, "class": "sbs"},
+            "last_detached_at": None,
+            "kms_key_id": None,
+            "_blob": blob,
+        }
+        cloud.store.put(VOLUME, volume)
+    return _public(volume)
+
+
 def _lookup(cloud: Any, kind: str, zone: str, id_: str) -> dict[str, Any] | None:
     obj = cloud.store.get(kind, id_)
     if obj is None or obj.get("zone") != zone:
@@ -524,22 +642,46 @@ def install(cloud: Any) -> None:
         lambda zone, vid, sid, attached: volume_attached(cloud, zone, vid, sid, attached),
     )
     cloud.add_hook("block_volume_lookup", lambda zone, vid: _lookup(cloud, VOLUME, zone, vid))
+    cloud.add_hook(
+        "block_snapshot_used",
+        lambda zone, sid, image_id, used: snapshot_used(cloud, zone, sid, image_id, used),
+    )
+    cloud.add_hook(
+        "block_snapshot_of_volume",
+        lambda zone, data: snapshot_of_volume(cloud, zone, data),
+    )
+    cloud.add_hook(
+        "block_volume_for_server",
+        lambda zone, **kwargs: volume_for_server(cloud, zone, **kwargs),
+    )
     cloud.add_hook("block_snapshot_lookup", lambda zone, sid: _lookup(cloud, SNAPSHOT, zone, sid))
 
 
 def register(router: Any) -> None:
-    router.add("GET", f"{BASE}/volume-types", list_volume_types)
-    router.add("GET", f"{BASE}/volumes", list_volumes)
-    router.add("POST", f"{BASE}/volumes", create_volume)
-    router.add("GET", f"{BASE}/volumes/{{volume_id}}", get_volume)
-    router.add("PATCH", f"{BASE}/volumes/{{volume_id}}", update_volume)
-    router.add("DELETE", f"{BASE}/volumes/{{volume_id}}", delete_volume)
-    router.add("GET", f"{BASE}/snapshots", list_snapshots)
-    router.add("POST", f"{BASE}/snapshots", create_snapshot)
-    router.add("POST", f"{BASE}/snapshots/import-from-object-storage", import_snapshot)
-    router.add("GET", f"{BASE}/snapshots/{{snapshot_id}}", get_snapshot)
-    router.add("PATCH", f"{BASE}/snapshots/{{snapshot_id}}", update_snapshot)
-    router.add("DELETE", f"{BASE}/snapshots/{{snapshot_id}}", delete_snapshot)
+    """Every route under `v1` and, for the Terraform provider and older SDKs, `v1alpha1`
+    (the same resources; v1alpha1 also names the import `import-from-s3`)."""
+    for version in ("v1", "v1alpha1"):
+        _register(router, BASE.replace("/v1/", f"/{version}/"))
     router.add(
-        "POST", f"{BASE}/snapshots/{{snapshot_id}}/export-to-object-storage", export_snapshot
+        "POST",
+        BASE.replace("/v1/", "/v1alpha1/") + "/snapshots/import-from-s3",
+        import_snapshot,
+    )
+
+
+def _register(router: Any, base: str) -> None:
+    router.add("GET", f"{base}/volume-types", list_volume_types)
+    router.add("GET", f"{base}/volumes", list_volumes)
+    router.add("POST", f"{base}/volumes", create_volume)
+    router.add("GET", f"{base}/volumes/{{volume_id}}", get_volume)
+    router.add("PATCH", f"{base}/volumes/{{volume_id}}", update_volume)
+    router.add("DELETE", f"{base}/volumes/{{volume_id}}", delete_volume)
+    router.add("GET", f"{base}/snapshots", list_snapshots)
+    router.add("POST", f"{base}/snapshots", create_snapshot)
+    router.add("POST", f"{base}/snapshots/import-from-object-storage", import_snapshot)
+    router.add("GET", f"{base}/snapshots/{{snapshot_id}}", get_snapshot)
+    router.add("PATCH", f"{base}/snapshots/{{snapshot_id}}", update_snapshot)
+    router.add("DELETE", f"{base}/snapshots/{{snapshot_id}}", delete_snapshot)
+    router.add(
+        "POST", f"{base}/snapshots/{{snapshot_id}}/export-to-object-storage", export_snapshot
     )

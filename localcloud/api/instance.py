@@ -7,7 +7,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from localcloud.api import instance_network, instance_servers, instance_storage
+from localcloud.api import (
+    instance_interfaces,
+    instance_network,
+    instance_servers,
+    instance_storage,
+)
 from localcloud.api.instance_common import check_zone
 from localcloud.http import Request, Response, Router
 
@@ -24,7 +29,9 @@ def _wrap(handler: Any) -> Any:
 
 
 def register(router: Router) -> None:
-    """Register images, snapshots, volumes, servers, security groups, IPs and NICs."""
+    """Register images, snapshots, volumes, servers, security groups, IPs and NICs (v1),
+    and the v2alpha1 private network interfaces."""
     instance_servers.register(router, _wrap)
     instance_storage.register(router, _wrap)
     instance_network.register(router, _wrap)
+    instance_interfaces.register(router, _wrap)

@@ -157,13 +157,12 @@ def require(body: dict[str, Any], field: str) -> Any:
     return value
 
 
-def task(
-    cloud: Any, zone: str, href_from: str, href_result: str, description: str
-) -> dict[str, Any]:
-    """The Task the real API answers to actions and snapshots (all-zero id, "fake task")."""
+def task(cloud: Any, zone: str, href_from: str, href_result: str) -> dict[str, Any]:
+    """The Task the real API answers to actions and snapshots: the all-zero id and the
+    description "fake task", whatever the action (every recorded answer, 2024-2026)."""
     return {
         "id": ZERO_UUID,
-        "description": description,
+        "description": "fake task",
         "status": "pending",
         "href_from": href_from,
         "href_result": href_result,

@@ -168,6 +168,9 @@ def update_security_group(
     if body.get("tags") is not None:
         group["tags"] = check_tags(body["tags"])
     group["modification_date"] = cloud.clock.iso()
+    # Scaleway answers an update `syncing` while it applies the group, `available` after.
+    group["state"] = "syncing"
+    machines(cloud).schedule(group, [{"state": "available"}])
     cloud.store.put(SECURITY_GROUP, group)
     _rules_changed(cloud, group["id"])
     return ok({"security_group": render_sg(cloud, group)})
@@ -494,7 +497,27 @@ def nic_changed(cloud: Any, nic: dict[str, Any], created: bool) -> None:
 def create_private_nic(cloud: Any, request: Request, zone: str, server_id: str) -> Response:
     server = load(cloud, SERVER, zone, server_id, "instance_server")
     body = request.json()
-    network_id = require(body, "private_network_id")
+    nic = new_private_nic(
+        cloud,
+        zone,
+        server,
+        require(body, "private_network_id"),
+        check_tags(body.get("tags")),
+        list(body.get("ipam_ip_ids") or []),
+    )
+    return ok({"private_nic": public(nic)}, status=201)
+
+
+def new_private_nic(
+    cloud: Any,
+    zone: str,
+    server: dict[str, Any],
+    network_id: str,
+    tags: list[str],
+    ipam_ip_ids: list[str],
+) -> dict[str, Any]:
+    """A NIC of `server` on a private network (`syncing`, then `available`); also what the
+    v2alpha1 private-network-interfaces API makes."""
     for nic in cloud.store.all(PRIVATE_NIC, lambda n: n["server_id"] == server["id"]):
         if nic["private_network_id"] == network_id:
             raise refuse("private network is already attached to this server")
@@ -505,17 +528,18 @@ def create_private_nic(cloud: Any, request: Request, zone: str, server_id: str) 
         "private_network_id": network_id,
         "mac_address": _mac(cloud),
         "state": "syncing",
-        "tags": check_tags(body.get("tags")),
+        "tags": tags,
         "creation_date": now,
         "modification_date": now,
         "zone": zone,
-        "ipam_ip_ids": list(body.get("ipam_ip_ids") or []),
+        "ipam_ip_ids": ipam_ip_ids,
     }
     machines(cloud).schedule(nic, [{"state": "available"}])
     cloud.store.put(PRIVATE_NIC, nic)
     nic_changed(cloud, nic, True)
     machine_capabilities.refresh(machines(cloud), server["id"])  # hot-plugged when running
-    return ok({"private_nic": public(cloud.store.get(PRIVATE_NIC, nic["id"]))}, status=201)
+    stored: dict[str, Any] = cloud.store.get(PRIVATE_NIC, nic["id"])
+    return stored
 
 
 def server_nics(cloud: Any, zone: str, server_id: str) -> list[dict[str, Any]]:

@@ -82,6 +82,7 @@ def render(cloud: Any, server: dict[str, Any]) -> dict[str, Any]:
                 "boot": False,
                 "volume_type": ref["volume_type"],
                 "id": ref["id"],
+                "state": "available",
                 "zone": zone,
             }
     ips = [server_ip(ip) for ip in cloud.store.all(IP, lambda i: _ip_on(i, server["id"]))]
@@ -143,8 +144,24 @@ def _extra_volume(
     tpl: dict[str, Any],
     who: dict[str, Any],
 ) -> dict[str, Any]:
-    """One non-root entry of the create body's `volumes`: attach, from snapshot or empty."""
-    volume_type = tpl.get("volume_type") or ("sbs_volume" if tpl.get("id") else "l_ssd")
+    """One non-root entry of the create body's `volumes`: attach, from snapshot or empty;
+    a new `sbs_volume` entry is made in the Block API."""
+    volume_type = tpl.get("volume_type")
+    if not volume_type:
+        local = tpl.get("id") and cloud.store.get(VOLUME, tpl["id"]) is not None
+        volume_type = "l_ssd" if local or not tpl.get("id") else "sbs_volume"
+    if volume_type not in ("l_ssd", "sbs_volume"):
+        raise _volume_type_refused(volume_type)
+    if not tpl.get("id") and volume_type == "sbs_volume":
+        return _block_volume_for(
+            cloud,
+            zone,
+            server,
+            name=tpl.get("name") or f"{server['name']}-vol-{slot}",
+            size=tpl.get("size"),
+            snapshot_id=tpl.get("base_snapshot"),
+            who=who,
+        )
     if tpl.get("id") and volume_type != "l_ssd":
         _block_hook(cloud, zone, tpl["id"], server["id"], True)
         return {"id": tpl["id"], "volume_type": volume_type}
@@ -174,6 +191,105 @@ def _extra_volume(
     return {"id": volume["id"], "volume_type": "l_ssd"}
 
 
+def _root_of(
+    cloud: Any, zone: str, image: dict[str, Any] | None, root_tpl: dict[str, Any]
+) -> tuple[str | None, str]:
+    """The root volume's base snapshot and type: an SBS image root (`sbs_snapshot`) or a
+    Block `base_snapshot` makes an `sbs_volume`, an Instance snapshot an `l_ssd` one. A
+    `volume_type` asked in `volumes.0` must agree with the base (as Scaleway refuses to make
+    a volume of one type from a base of the other)."""
+    base = root_tpl.get("base_snapshot") or (image or {}).get("root_volume", {}).get("id")
+    if root_tpl.get("id") and not image:
+        return None, root_tpl.get("volume_type") or (
+            "l_ssd" if cloud.store.get(VOLUME, root_tpl["id"]) else "sbs_volume"
+        )
+    if root_tpl.get("base_snapshot"):
+        block = cloud.store.get(SNAPSHOT, base) is None and _block_snapshot(cloud, zone, base)
+        base_type = "sbs_snapshot" if block else "l_ssd"
+    elif image:
+        base_type = image.get("root_volume", {}).get("volume_type") or "l_ssd"
+    else:
+        base_type = "l_ssd"
+    made = "sbs_volume" if base_type == "sbs_snapshot" else "l_ssd"
+    wanted = root_tpl.get("volume_type") or made
+    if wanted not in ("l_ssd", "sbs_volume"):
+        raise _volume_type_refused(wanted)
+    if base and wanted != made:
+        raise refuse(f"cannot create a volume of type {wanted} from a base of type {base_type}")
+    return base, wanted
+
+
+def _block_snapshot(cloud: Any, zone: str, snapshot_id: str | None) -> bool:
+    lookup = getattr(cloud, "block_snapshot_lookup", None)
+    return bool(snapshot_id and lookup and lookup(zone, snapshot_id))
+
+
+def _volume_type_refused(volume_type: str) -> ApiError:
+    """b_ssd (and any type but l_ssd/sbs_volume): Block Storage replaced Instance block
+    volumes, and the Instance API no longer makes them."""
+    return invalid_argument(
+        "volume_type",
+        "invalid_enum",
+        f"volume type {volume_type} is not supported anymore: use l_ssd, or sbs_volume "
+        "through the Block Storage API",
+    )
+
+
+def _check_local_storage(
+    cloud: Any,
+    zone: str,
+    commercial_type: str,
+    image: dict[str, Any] | None,
+    root_type: str,
+    volumes_tpl: dict[str, Any],
+) -> None:
+    """A type without local storage (volumes_constraint.max_size 0: PLAY2, PRO2, POP2,
+    COPARM1) takes no l_ssd volume, neither its root nor another one (400 before anything
+    is made, as Scaleway checks the local volumes' total size against the type)."""
+    if products.local_max(commercial_type) > 0:
+        return
+    local = root_type == "l_ssd"
+    for extra in ((image or {}).get("extra_volumes") or {}).values():
+        local = local or extra.get("volume_type", "l_ssd") == "l_ssd"
+    for slot, tpl in volumes_tpl.items():
+        if slot == "0" or not tpl:
+            continue
+        if tpl.get("id"):
+            local = local or cloud.store.get(VOLUME, tpl["id"]) is not None
+        else:
+            local = local or (tpl.get("volume_type") or "l_ssd") == "l_ssd"
+    if local:
+        raise refuse(
+            f"The total size of local-volume(s) of instances {commercial_type} must be "
+            "equal to 0GB: this type has no local storage, use Block Storage (sbs_volume)"
+        )
+
+
+def _block_volume_for(
+    cloud: Any,
+    zone: str,
+    server: dict[str, Any],
+    *,
+    name: str,
+    size: Any,
+    snapshot_id: str | None,
+    who: dict[str, Any],
+) -> dict[str, Any]:
+    """A Block volume made for the server through the Block module (attached at once)."""
+    make = getattr(cloud, "block_volume_for_server", None)
+    if make is None:
+        raise refuse("Block Storage is not available in this zone")
+    volume = make(
+        zone,
+        server_id=server["id"],
+        name=name,
+        size=int(size) if size else None,
+        snapshot_id=snapshot_id,
+        project_id=who["project"],
+    )
+    return {"id": volume["id"], "volume_type": "sbs_volume"}
+
+
 def create_server(cloud: Any, request: Request, zone: str) -> Response:
     body = request.json()
     commercial_type = require(body, "commercial_type")
@@ -200,6 +316,8 @@ def create_server(cloud: Any, request: Request, zone: str) -> Response:
     boot_type = body.get("boot_type") or "local"
     if boot_type not in BOOT_TYPES:
         raise invalid_argument("boot_type", "invalid_enum", "local or rescue")
+    root_base, root_type = _root_of(cloud, zone, image, root_tpl)
+    _check_local_storage(cloud, zone, commercial_type, image, root_type, volumes_tpl)
     now = cloud.clock.iso()
     server_id = new_id()
     name = body.get("name") or f"scw-{server_id[:6]}"
@@ -241,14 +359,24 @@ def create_server(cloud: Any, request: Request, zone: str) -> Response:
         "_on_gone": "server",
     }
     # The root volume: a local copy-on-write view of the image's root snapshot (recorded
-    # only; a disk backend materialises it). `volumes.0` may resize it or replace its base.
+    # only; a disk backend materialises it), or a Block volume when the root is an SBS
+    # snapshot. `volumes.0` may resize it or replace its base.
     if root_tpl.get("id") and not image:
         server["_volumes"]["0"] = _extra_volume(cloud, zone, server, "0", root_tpl, who)
+    elif root_type == "sbs_volume":
+        server["_volumes"]["0"] = _block_volume_for(
+            cloud,
+            zone,
+            server,
+            name=root_tpl.get("name") or f"{name}-root",
+            size=root_tpl.get("size"),
+            snapshot_id=root_base,
+            who=who,
+        )
     else:
-        base = root_tpl.get("base_snapshot") or (image or {}).get("root_volume", {}).get("id")
         size = root_tpl.get("size") or (image or {}).get("root_volume", {}).get("size") or 0
         if root_tpl.get("base_snapshot"):
-            size = size or load(cloud, SNAPSHOT, zone, base, "instance_snapshot")["size"]
+            size = size or load(cloud, SNAPSHOT, zone, root_base, "instance_snapshot")["size"]
         root = new_volume(
             cloud,
             zone,
@@ -256,12 +384,23 @@ def create_server(cloud: Any, request: Request, zone: str) -> Response:
             size=int(size) or 10 * 1000**3,
             body_owner=who,
             server=server,
-            base_snapshot=base,
+            base_snapshot=root_base,
             boot=True,
         )
         server["_volumes"]["0"] = {"id": root["id"], "volume_type": "l_ssd"}
     if image:
         for slot, extra in (image.get("extra_volumes") or {}).items():
+            if extra.get("volume_type") == "sbs_snapshot":
+                server["_volumes"][str(slot)] = _block_volume_for(
+                    cloud,
+                    zone,
+                    server,
+                    name=f"{name}-vol-{slot}",
+                    size=None,
+                    snapshot_id=extra["id"],
+                    who=who,
+                )
+                continue
             volume = new_volume(
                 cloud,
                 zone,
@@ -412,16 +551,33 @@ def list_actions(cloud: Any, request: Request, zone: str, server_id: str) -> Res
 
 
 def _backup(cloud: Any, server: dict[str, Any], name: str | None) -> dict[str, Any]:
-    """Snapshot every local volume and make an image of them (creating -> available)."""
+    """Snapshot every volume (local ones here, Block ones through the Block module) and
+    make an image of them (creating -> available)."""
     zone = server["zone"]
     stamp = cloud.clock.now().strftime("%Y-%m-%d_%H-%M")
     image_name = name or f"image_{server['name']}_{stamp}"
     who = {"project": server["project"], "organization": server["organization"]}
     snapshots: dict[str, dict[str, Any]] = {}
+    block_ids: list[str] = []
     for slot, ref in sorted(server["_volumes"].items()):
-        volume = cloud.store.get(VOLUME, ref["id"]) if ref["volume_type"] == "l_ssd" else None
+        if ref["volume_type"] != "l_ssd":
+            snap = getattr(cloud, "block_snapshot_of_volume", None)
+            if snap is None:
+                continue
+            made = snap(
+                zone,
+                {
+                    "volume_id": ref["id"],
+                    "name": f"{image_name}_snap_{slot}",
+                    "project_id": server["project"],
+                },
+            )
+            snapshots[slot] = {**made, "volume_type": "sbs_snapshot"}
+            block_ids.append(made["id"])
+            continue
+        volume = cloud.store.get(VOLUME, ref["id"])
         if volume is None:
-            continue  # SBS volumes are snapshotted through the Block API
+            continue
         snapshot = new_snapshot(
             cloud,
             zone,
@@ -435,7 +591,7 @@ def _backup(cloud: Any, server: dict[str, Any], name: str | None) -> dict[str, A
         )
         machine_capabilities.capture(machines(cloud), snapshot, volume, {"state": "available"})
         snapshots[slot] = cloud.store.put(SNAPSHOT, snapshot)
-    snapshot_ids = [s["id"] for s in snapshots.values()]
+    snapshot_ids = [s["id"] for s in snapshots.values() if s["id"] not in block_ids]
     root = snapshots.pop("0")
     image = new_image(
         cloud,
@@ -484,7 +640,7 @@ def server_action(cloud: Any, request: Request, zone: str, server_id: str) -> Re
         }[action](server)
     server["modification_date"] = cloud.clock.iso()
     cloud.store.put(SERVER, server)
-    return ok({"task": task(cloud, zone, href_from, href_result, f"server_{action}")}, status=202)
+    return ok({"task": task(cloud, zone, href_from, href_result)}, status=202)
 
 
 # --- user data ----------------------------------------------------------------------------

@@ -104,7 +104,18 @@ def new_image(
         "zone": zone,
     }
     stored: dict[str, Any] = cloud.store.put(IMAGE, image)
+    _block_snapshots_used(cloud, zone, image, True)
     return stored
+
+
+def _block_snapshots_used(cloud: Any, zone: str, image: dict[str, Any], used: bool) -> None:
+    """Tell the Block module which of its snapshots an image holds (or released)."""
+    hook = getattr(cloud, "block_snapshot_used", None)
+    if hook is None:
+        return
+    for volume in [image["root_volume"], *(image.get("extra_volumes") or {}).values()]:
+        if volume.get("volume_type") == "sbs_snapshot":
+            hook(zone, volume["id"], image["id"], used)
 
 
 def _snapshot_for_image(cloud: Any, zone: str, snapshot_id: Any, field: str) -> dict[str, Any]:
@@ -115,7 +126,7 @@ def _snapshot_for_image(cloud: Any, zone: str, snapshot_id: Any, field: str) -> 
         lookup = getattr(cloud, "block_snapshot_lookup", None)
         block = lookup(zone, snapshot_id) if lookup else None
         if block is not None:
-            if block.get("status") != "available":
+            if block.get("status") not in ("available", "in_use"):
                 raise refuse(f"snapshot {snapshot_id} is not available")
             return {**block, "volume_type": "sbs_snapshot"}
     snapshot = load(cloud, SNAPSHOT, zone, snapshot_id, "instance_snapshot")
@@ -185,8 +196,9 @@ def update_image(cloud: Any, request: Request, zone: str, image_id: str) -> Resp
 
 
 def delete_image(cloud: Any, request: Request, zone: str, image_id: str) -> Response:
-    load(cloud, IMAGE, zone, image_id, "instance_image")
+    image = load(cloud, IMAGE, zone, image_id, "instance_image")
     cloud.store.delete(IMAGE, image_id)  # its snapshots stay, as on Scaleway
+    _block_snapshots_used(cloud, zone, image, False)
     return no_content()
 
 
@@ -311,7 +323,7 @@ def create_snapshot(cloud: Any, request: Request, zone: str) -> Response:
     return ok(
         {
             "snapshot": public(snapshot),
-            "task": task(cloud, zone, "/snapshots", href, "create_snapshot"),
+            "task": task(cloud, zone, "/snapshots", href),
         },
         status=201,
     )
@@ -395,6 +407,66 @@ def new_volume(
     return stored
 
 
+def create_volume(cloud: Any, request: Request, zone: str) -> Response:
+    """A detached local volume: empty (`size`) or from an Instance snapshot
+    (`base_snapshot`, optional `size`), or a copy of another local volume (`base_volume`).
+    Only `l_ssd`: `b_ssd` (and other types) are refused; Block volumes live in the Block API.
+    Scaleway answers 201 with the volume already `available`."""
+    body = request.json()
+    volume_type = body.get("volume_type") or "l_ssd"
+    if volume_type != "l_ssd":
+        raise invalid_argument(
+            "volume_type",
+            "invalid_enum",
+            f"volume type {volume_type} is not supported anymore: use l_ssd, or sbs_volume "
+            "through the Block Storage API",
+        )
+    sources = [k for k in ("size", "base_snapshot", "base_volume") if body.get(k)]
+    if not sources:
+        raise invalid_argument("size", help_message="one of size, base_snapshot, base_volume")
+    size = body.get("size")
+    base = None
+    if body.get("base_snapshot"):
+        snapshot = load(cloud, SNAPSHOT, zone, body["base_snapshot"], "instance_snapshot")
+        if snapshot["state"] != "available":
+            raise transient_state("instance_snapshot", snapshot["id"], snapshot["state"])
+        base = snapshot["id"]
+        size = size or snapshot["size"]
+    elif body.get("base_volume"):
+        source = load(cloud, VOLUME, zone, body["base_volume"], "instance_volume")
+        base = source.get("_base_snapshot")
+        size = size or source["size"]
+    if not isinstance(size, int) or size <= 0:
+        raise invalid_argument("size", "invalid_int", "size in bytes")
+    volume = new_volume(
+        cloud,
+        zone,
+        name=check_name(body.get("name") or f"vol-{new_id()[:8]}"),
+        size=size,
+        body_owner=owner(body),
+        server=None,
+        base_snapshot=base,
+    )
+    volume["tags"] = check_tags(body.get("tags"))
+    cloud.store.put(VOLUME, volume)
+    return ok({"volume": public(volume)}, status=201)
+
+
+def update_volume(cloud: Any, request: Request, zone: str, volume_id: str) -> Response:
+    """Name and tags; a local volume cannot be resized (only Block volumes grow)."""
+    volume = load(cloud, VOLUME, zone, volume_id, "instance_volume")
+    body = request.json()
+    if body.get("name") is not None:
+        volume["name"] = check_name(body["name"])
+    if body.get("tags") is not None:
+        volume["tags"] = check_tags(body["tags"])
+    if body.get("size") is not None and body["size"] != volume["size"]:
+        raise refuse("only block volumes can be resized")
+    volume["modification_date"] = cloud.clock.iso()
+    cloud.store.put(VOLUME, volume)
+    return ok({"volume": public(volume)})
+
+
 def list_volumes(cloud: Any, request: Request, zone: str) -> Response:
     items = filter_owner(
         request, filter_tags(request, filter_name(request, load_all(cloud, VOLUME, zone)))
@@ -431,7 +503,9 @@ def register(router: Any, wrap: Any) -> None:
         ("GET", "/snapshots/{snapshot_id}", get_snapshot),
         ("PATCH", "/snapshots/{snapshot_id}", update_snapshot),
         ("DELETE", "/snapshots/{snapshot_id}", delete_snapshot),
+        ("POST", "/volumes", create_volume),
         ("GET", "/volumes", list_volumes),
+        ("PATCH", "/volumes/{volume_id}", update_volume),
         ("GET", "/volumes/{volume_id}", get_volume),
         ("DELETE", "/volumes/{volume_id}", delete_volume),
     ]

@@ -96,6 +96,8 @@ def _new_vpc(
         "custom_routes_propagation_enabled": bool(data.get("enable_routing", True)),
         "transitivity_enabled": bool(data.get("enable_transitivity", False)),
         "object_storage_private_access_enabled": False,
+        # The same setting as the real API names it since 2026 (recorded answers).
+        "s3_integration_enabled": False,
     }
 
 
@@ -264,6 +266,7 @@ def create_private_network(cloud: Any, request: Request, region: str) -> Respons
         "dhcp_enabled": True,
         "default_route_propagation_enabled": bool(data.get("default_route_propagation_enabled")),
         "has_object_storage_private_access": False,
+        "has_s3_integration": False,  # the 2026 name (recorded answers)
     }
     with cloud.store.lock:
         # Like Scaleway: a missing family gets an automatic subnet.

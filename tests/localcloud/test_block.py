@@ -78,8 +78,13 @@ def test_volume_lifecycle(block: BlockV1API) -> None:
     assert block.list_volumes(include_deleted=False, page_size=1, page=2).total_count == 2
     assert len(block.list_volumes_all(include_deleted=False, page_size=1)) == 2
 
+    # A new performance class is applied by an `updating` transition, as recorded on
+    # Scaleway: the answer still shows the old type.
     updated = block.update_volume(volume_id=volume.id, name="data2", size=30 * GB, perf_iops=5000)
-    assert (updated.name, updated.size, updated.type_) == ("data2", 30 * GB, "sbs_5k")
+    assert (updated.name, updated.size, updated.type_) == ("data2", 30 * GB, "sbs_15k")
+    assert updated.status == "updating"
+    updated = block.wait_for_volume(volume_id=volume.id)
+    assert (updated.status, updated.type_, updated.specs.perf_iops) == ("available", "sbs_5k", 5000)
 
     snapshot = block.create_snapshot(volume_id=volume.id, public=False, name="snap")
     assert snapshot.status == "creating" and snapshot.parent_volume.id == volume.id
