@@ -75,9 +75,9 @@ def _versions_by_image() -> dict[int, list[dict[str, Any]]]:
     for row in released.order_by("-released_at", "-created_at", "-id").values(
         "id", "image_id", "name", "arch", "state", "released_at", "upstream_serial"
     ):
-        row["releases"], row["local_images"] = [], []
-        versions[row["id"]] = row
-        by_image.setdefault(row["image_id"], []).append(row)
+        version: dict[str, Any] = {**row, "releases": [], "local_images": []}
+        versions[version["id"]] = version
+        by_image.setdefault(version["image_id"], []).append(version)
     for release in Release.objects.order_by("-released_at", "-id").values(
         "id", "version_id", "released_at", "withdrawn_at", "marketplace_version_id"
     ):
