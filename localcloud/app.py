@@ -31,6 +31,7 @@ API_MODULES = [
     "localcloud.api.vpc",
     "localcloud.api.ipam",
     "localcloud.api.marketplace",
+    "localcloud.api.audit_trail",
     "localcloud.operator",
 ]
 OPERATOR_PREFIX = "/localcloud/v1/"

@@ -257,9 +257,14 @@ def update_volume(cloud: Any, request: Request, zone: str, volume_id: str) -> Re
             if data["perf_iops"] != volume["specs"]["perf_iops"]:
                 change["specs"] = {**volume["specs"], "perf_iops": data["perf_iops"]}
                 change["type"] = IOPS_TYPES[data["perf_iops"]]
-        if change and volume["status"] in ("available", "in_use"):
-            _schedule(cloud, volume, volume["status"])
-            volume["_settle_patch"] = {k: v for k, v in change.items() if k != "size"}
+        if change and volume["status"] in ("available", "in_use", "updating"):
+            # A second change during an update joins it (the type changes when it ends).
+            settled = volume.get("_settle_to") if volume["status"] == "updating" else None
+            _schedule(cloud, volume, settled or volume["status"])
+            volume["_settle_patch"] = {
+                **(volume.get("_settle_patch") or {}),
+                **{k: v for k, v in change.items() if k != "size"},
+            }
             volume["status"] = "updating"
         elif change:
             volume.update(change)

@@ -168,9 +168,6 @@ def update_security_group(
     if body.get("tags") is not None:
         group["tags"] = check_tags(body["tags"])
     group["modification_date"] = cloud.clock.iso()
-    # Scaleway answers an update `syncing` while it applies the group, `available` after.
-    group["state"] = "syncing"
-    machines(cloud).schedule(group, [{"state": "available"}])
     cloud.store.put(SECURITY_GROUP, group)
     _rules_changed(cloud, group["id"])
     return ok({"security_group": render_sg(cloud, group)})
@@ -534,7 +531,10 @@ def new_private_nic(
         "zone": zone,
         "ipam_ip_ids": ipam_ip_ids,
     }
-    machines(cloud).schedule(nic, [{"state": "available"}])
+    if server["state"] == "stopped":
+        nic["state"] = "available"  # no hypervisor to configure: at once, as recorded
+    else:
+        machines(cloud).schedule(nic, [{"state": "available"}])
     cloud.store.put(PRIVATE_NIC, nic)
     nic_changed(cloud, nic, True)
     machine_capabilities.refresh(machines(cloud), server["id"])  # hot-plugged when running

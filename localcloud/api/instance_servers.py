@@ -5,6 +5,9 @@ Hooks called on `cloud` when they exist:
 - `cloud.resolve_marketplace_image(zone, image, commercial_type) -> str | dict | None`: a
   Marketplace local-image id or label -> the instance image id (or an instance image dict)
   to boot; None: unknown. An ApiError it raises (deprecated image) is the answer;
+- `cloud.block_volume_for_server(...)` and `cloud.block_snapshot_of_volume(...)`: Block
+  volumes of SBS roots and `sbs_volume` entries, Block snapshots of a backup;
+- `cloud.audit_record(zone, method_name, request, status, resource)` after a server action;
 - `cloud.block_volume_attached(zone, volume_id, server_id, attached: bool) -> None` when an
   `sbs_volume` is attached to or detached from a server (the Block module marks it in_use).
 """
@@ -489,6 +492,8 @@ def update_server(cloud: Any, request: Request, zone: str, server_id: str) -> Re
         group_id = (body["security_group"] or {}).get("id")
         load(cloud, SECURITY_GROUP, zone, group_id or "", "instance_security_group")
         server["_security_group_id"] = group_id
+    if body.get("volumes") is not None:
+        _set_volumes(cloud, zone, server, body["volumes"])
     if body.get("commercial_type") is not None:
         if server["state"] != "stopped":
             raise refuse("the server must be stopped to change its commercial type")
@@ -499,6 +504,39 @@ def update_server(cloud: Any, request: Request, zone: str, server_id: str) -> Re
     cloud.store.put(SERVER, server)
     machine_capabilities.refresh(machines(cloud), server_id)  # e.g. another security group
     return ok({"server": render(cloud, server)})
+
+
+def _set_volumes(cloud: Any, zone: str, server: dict[str, Any], wanted: Any) -> None:
+    """`volumes` in an update is the server's whole set, by slot: volumes not named any more
+    are detached (kept), new ones attached, the root stays."""
+    if not isinstance(wanted, dict) or not all(
+        isinstance(t, dict) and t.get("id") for t in wanted.values()
+    ):
+        raise invalid_argument("volumes", "invalid_type", "a map of slot to {id}")
+    root = server["_volumes"].get("0", {}).get("id")
+    if (wanted.get("0") or {}).get("id") != root:
+        raise refuse("the root volume cannot be replaced")
+    current = {ref["id"]: ref for ref in server["_volumes"].values()}
+    ids = {tpl["id"] for tpl in wanted.values()}
+    for volume_id, ref in current.items():
+        if volume_id in ids:
+            continue
+        if ref["volume_type"] == "l_ssd":
+            volume = cloud.store.get(VOLUME, volume_id)
+            if volume:
+                volume["server"] = None
+                cloud.store.put(VOLUME, volume)
+        else:
+            _block_hook(cloud, zone, volume_id, server["id"], False)
+    who = {"project": server["project"], "organization": server["organization"]}
+    volumes: dict[str, dict[str, Any]] = {}
+    for slot, tpl in sorted(wanted.items(), key=lambda item: int(item[0])):
+        if tpl["id"] in current:
+            volumes[str(slot)] = current[tpl["id"]]
+        else:
+            volumes[str(slot)] = _extra_volume(cloud, zone, server, str(slot), tpl, who)
+    server["_volumes"] = volumes
+    machine_capabilities.refresh(machines(cloud), server["id"])
 
 
 def _release(cloud: Any, server: dict[str, Any], delete_local: bool) -> None:
@@ -640,6 +678,17 @@ def server_action(cloud: Any, request: Request, zone: str, server_id: str) -> Re
         }[action](server)
     server["modification_date"] = cloud.clock.iso()
     cloud.store.put(SERVER, server)
+    audit = getattr(cloud, "audit_record", None)
+    if audit is not None:
+        resource = {
+            "id": server_id,
+            "type": "instance_server",
+            "name": server["name"],
+            "created_at": server["creation_date"],
+            "project": server["project"],
+            "organization": server["organization"],
+        }
+        audit(zone, "ServerAction", request, 202, resource)
     return ok({"task": task(cloud, zone, href_from, href_result)}, status=202)
 
 
@@ -738,11 +787,17 @@ def list_server_types(cloud: Any, request: Request, zone: str) -> Response:
     return ok({"servers": {n: products.server_type(n) for n in names}}, 200, **headers)
 
 
+def server_availability(cloud: Any, request: Request, zone: str) -> Response:
+    """`GET /products/servers/availability`: every type localcloud offers is available."""
+    return ok({"servers": {n: {"availability": "available"} for n in products.names()}})
+
+
 def register(router: Any, wrap: Any) -> None:
     """Routes of servers, actions, user data, volumes on servers and server types."""
     one = "/servers/{server_id}"
     routes = [
         ("GET", "/products/servers", list_server_types),
+        ("GET", "/products/servers/availability", server_availability),
         ("POST", "/servers", create_server),
         ("GET", "/servers", list_servers),
         ("GET", one, get_server),

@@ -19,6 +19,9 @@ spec documents no dedicated code; delete the image first, as Scaleway's docs say
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from typing import Any
 
 from localcloud import machines as machine_capabilities
@@ -329,6 +332,58 @@ def create_snapshot(cloud: Any, request: Request, zone: str) -> Response:
     )
 
 
+def _snapshot_data(cloud: Any, snapshot: dict[str, Any], scratch: Any) -> Any:
+    """The snapshot's data as a QCOW2 file: its own blob (imported, or captured by a disk
+    backend), else its source's, else an empty image of its size (nothing was written)."""
+    for name in (snapshot["id"], snapshot.get("_source_snapshot")):
+        if name and cloud.store.blob_path(f"{name}.qcow2").exists():
+            return cloud.store.blob_path(f"{name}.qcow2")
+    if not shutil.which("qemu-img"):
+        raise refuse("this snapshot has no data to export (qemu-img is missing)")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), str(snapshot["size"])],
+        check=True,
+        capture_output=True,
+    )
+    return scratch
+
+
+def export_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -> Response:
+    """Write the snapshot as QCOW2 to `bucket`/`key` of the region's Object Storage: 202 and
+    a task whose href_result is the object's URL; the snapshot is `exporting` meanwhile."""
+    import boto3
+
+    snapshot = load(cloud, SNAPSHOT, zone, snapshot_id, "instance_snapshot")
+    body = request.json()
+    bucket, key = require(body, "bucket"), require(body, "key")
+    if snapshot["state"] != "available":
+        raise transient_state("instance_snapshot", snapshot_id, snapshot["state"])
+    region = region_of(zone)
+    endpoint = cloud.s3_endpoints.get(region)
+    if not endpoint:
+        raise refuse(f"Object Storage is not available in region {region}")
+    scratch = cloud.store.blob_path(f"export-{snapshot_id}-{os.getpid()}.qcow2")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id="localcloud",
+        aws_secret_access_key="localcloud",
+    )
+    try:
+        client.upload_file(str(_snapshot_data(cloud, snapshot, scratch)), bucket, key)
+    except Exception as exc:  # boto3 wraps S3 errors in its own transfer exceptions
+        raise refuse(f"cannot write to bucket {bucket}: {exc}") from exc
+    finally:
+        scratch.unlink(missing_ok=True)
+    snapshot["state"] = "exporting"
+    machines(cloud).schedule(snapshot, [{"state": "available"}])
+    snapshot["modification_date"] = cloud.clock.iso()
+    cloud.store.put(SNAPSHOT, snapshot)
+    href = f"https://s3.{region}.scw.cloud/{bucket}/{key}"
+    return ok({"task": task(cloud, zone, f"/snapshots/{snapshot_id}/export", href)}, status=202)
+
+
 def get_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -> Response:
     return ok({"snapshot": public(load(cloud, SNAPSHOT, zone, snapshot_id, "instance_snapshot"))})
 
@@ -503,6 +558,7 @@ def register(router: Any, wrap: Any) -> None:
         ("GET", "/snapshots/{snapshot_id}", get_snapshot),
         ("PATCH", "/snapshots/{snapshot_id}", update_snapshot),
         ("DELETE", "/snapshots/{snapshot_id}", delete_snapshot),
+        ("POST", "/snapshots/{snapshot_id}/export", export_snapshot),
         ("POST", "/volumes", create_volume),
         ("GET", "/volumes", list_volumes),
         ("PATCH", "/volumes/{volume_id}", update_volume),

@@ -28,6 +28,9 @@ EXCEPTIONS: dict[str, str] = {
     "status POST /servers/{server_id}/action 202": (
         "server actions answer 202 Accepted on Scaleway (tf and sdk cassettes); the spec says 200"
     ),
+    "status POST /snapshots/{snapshot_id}/export 202": (
+        "a snapshot export answers 202 Accepted with its task (tf export-snapshot cassettes)"
+    ),
     "null server.public_ip": "no public IP: the real API answers null (tf cassettes)",
     "null servers.*.public_ip": "idem, in lists",
     "null server.location": "a stopped server has no hypervisor location: null on Scaleway",
