@@ -378,7 +378,7 @@ def create_server(cloud: Any, request: Request, zone: str) -> Response:
         )
     else:
         size = root_tpl.get("size") or (image or {}).get("root_volume", {}).get("size") or 0
-        if root_tpl.get("base_snapshot"):
+        if root_base and root_tpl.get("base_snapshot"):
             size = size or load(cloud, SNAPSHOT, zone, root_base, "instance_snapshot")["size"]
         root = new_volume(
             cloud,
