@@ -244,6 +244,23 @@ def fingerprint() -> str:
     return f'"{digest.hexdigest()[:32]}"'
 
 
+# The last document this process built, with its fingerprint: a request for an unchanged feed
+# (the common case: scripts poll it) costs the fingerprint, not the build. One slot, so the
+# memory it holds is one document; a tuple, replaced whole, so threads never see half of it.
+_last_built: tuple[str, bytes] | None = None
+
+
+def document(etag: str) -> bytes:
+    """The feed's bytes for fingerprint `etag`: the ones built last if it has not changed."""
+    global _last_built
+    last = _last_built
+    if last is not None and last[0] == etag:
+        return last[1]
+    body = render(build_feed())
+    _last_built = (etag, body)
+    return body
+
+
 def token_allowed(given: str) -> bool:
     """Whether `given` is one of the FEED_TOKENS, compared in constant time.
 

@@ -212,7 +212,7 @@ def catalogue_feed(request: HttpRequest) -> HttpResponse:
         # Answered from the fingerprint alone: the document is not built.
         response: HttpResponse = HttpResponseNotModified()
     else:
-        response = HttpResponse(feed.render(feed.build_feed()), content_type="application/json")
+        response = HttpResponse(feed.document(etag), content_type="application/json")
     response["ETag"] = etag
     # Behind the login: caches may keep it per user, and must ask again each time.
     response["Cache-Control"] = "private, no-cache"

@@ -271,3 +271,18 @@ def test_feed_tokens_are_read_from_a_file_and_too_short_ones_are_refused(tmp_pat
     short = _settings_feed_tokens(tmp_path, FEED_TOKENS=f"{TOKEN},tiny-secret")
     assert short.returncode != 0 and "at least 32 characters" in short.stderr
     assert "tiny-secret" not in short.stderr
+
+
+def test_an_unchanged_feed_is_not_built_again_and_a_changed_one_is(viewer) -> None:
+    image = os_image("debian_bookworm")
+    released(image, "2026-08-01", 90)
+    client = logged_in(viewer)
+    first = client.get(FEED)
+    with CaptureQueriesContext(connection) as again:
+        second = client.get(FEED)
+    assert second.content == first.content and second["ETag"] == first["ETag"]
+    assert not any('JOIN "catalog_category"' in q["sql"] for q in again)  # the build's
+    released(image, "2026-11-01", 1)
+    third = client.get(FEED)
+    assert third["ETag"] != first["ETag"]
+    assert third.json()["images"][0]["current_version"]["name"] == "2026-11-01"
