@@ -67,10 +67,14 @@ TEST_SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 endif
 RANDOM_ORDER = -p randomly --randomly-seed=$(TEST_SEED)
 FIXED_ORDER = -p no:randomly
+# The fast tier and the PostgreSQL pass spread their tests over one process per CPU
+# (pytest-xdist; each process has its own test database): `make test` runs them beside the
+# libguestfs lane, and a CPU that lane leaves idle is taken.
+TEST_WORKERS ?= auto
 
 test-fast:
 	@echo "Random test order, seed $(TEST_SEED) (replay: make test-fast TEST_SEED=$(TEST_SEED))"
-	$(PY) -m pytest -m "not guestfs and not vm and not browser" -q $(RANDOM_ORDER); rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+	$(PY) -m pytest -m "not guestfs and not vm and not browser" -q -n $(TEST_WORKERS) $(RANDOM_ORDER); rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 test-browser:
 	$(PY) -m pytest -m "browser and not guestfs and not vm" -q $(FIXED_ORDER); rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
@@ -91,7 +95,7 @@ test-postgres:
 	bin/postgres-for-tests
 	@echo "Random test order, seed $(TEST_SEED) (replay: make test-postgres TEST_SEED=$(TEST_SEED))"
 	DATABASE_URL=postgres://factory:factory@127.0.0.1:5432/factory TESTS_DATABASE_ONLY=1 \
-	  $(PY) -m pytest -m "not guestfs and not vm and not browser" -q $(RANDOM_ORDER); rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+	  $(PY) -m pytest -m "not guestfs and not vm and not browser" -q -n $(TEST_WORKERS) $(RANDOM_ORDER); rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 # What other tests prove end to end, run on demand (about 25 minutes): localcloud's VM
 # scenarios one by one (boot, power, security groups, hot-plug, rescue, private networks), the
