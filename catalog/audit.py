@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from catalog.models import AuditEntry, Image
 
@@ -104,22 +104,24 @@ def log_page(
     the newest page.
 
     Keyset pagination on (created_at, id), the log's order: a page deep in the log costs what
-    the first one does, where an OFFSET would read and skip every row before it. Entries
-    written meanwhile never shift a page. An unknown cursor gives the newest page.
+    the first one does, where an OFFSET would read and skip every row before it. The bound is
+    a range on created_at (which its index seeks to) minus the cursor's own instant's other
+    side, not an OR, which the index could not seek. Entries written meanwhile never shift a
+    page. An unknown cursor gives the newest page.
     """
     if (start := _cursor(before)) is not None:
         rows = list(
-            entries.filter(
-                Q(created_at__lt=start.created_at) | Q(created_at=start.created_at, id__lt=start.id)
-            ).order_by("-created_at", "-id")[: size + 1]
+            entries.filter(created_at__lte=start.created_at)
+            .exclude(created_at=start.created_at, id__gte=start.id)
+            .order_by("-created_at", "-id")[: size + 1]
         )
         more_older, more_newer = len(rows) > size, True
         rows = rows[:size]
     elif (start := _cursor(after)) is not None:
         rows = list(
-            entries.filter(
-                Q(created_at__gt=start.created_at) | Q(created_at=start.created_at, id__gt=start.id)
-            ).order_by("created_at", "id")[: size + 1]
+            entries.filter(created_at__gte=start.created_at)
+            .exclude(created_at=start.created_at, id__lte=start.id)
+            .order_by("created_at", "id")[: size + 1]
         )
         more_newer, more_older = len(rows) > size, True
         rows = rows[:size][::-1]
