@@ -66,20 +66,25 @@ def _lifecycle(image: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _versions_by_image() -> dict[int, list[dict[str, Any]]]:
-    """Each image's released versions, newest first, each with its releases (newest first)
-    and its available local images (by zone), as plain rows: three queries."""
+def _versions_by_image(image_ids: list[int] | None = None) -> dict[int, list[dict[str, Any]]]:
+    """Each image's released versions (of `image_ids`, or all), newest first, each with its
+    releases (newest first) and its available local images (by zone), as plain rows: three
+    queries."""
     versions: dict[int, dict[str, Any]] = {}
     by_image: dict[int, list[dict[str, Any]]] = {}
     released = ImageVersion.objects.filter(pk__in=Release.objects.values("version_id"))
+    if image_ids is not None:
+        released = released.filter(image_id__in=image_ids)
     for row in released.order_by("-released_at", "-created_at", "-id").values(
         "id", "image_id", "name", "arch", "state", "released_at", "upstream_serial"
     ):
         version: dict[str, Any] = {**row, "releases": [], "local_images": []}
         versions[version["id"]] = version
         by_image.setdefault(version["image_id"], []).append(version)
-    for release in Release.objects.order_by("-released_at", "-id").values(
-        "id", "version_id", "released_at", "withdrawn_at", "marketplace_version_id"
+    for release in (
+        Release.objects.filter(version__in=released)
+        .order_by("-released_at", "-id")
+        .values("id", "version_id", "released_at", "withdrawn_at", "marketplace_version_id")
     ):
         versions[release["version_id"]]["releases"].append(release)
     available = LocalImage.objects.filter(state=LocalImageState.AVAILABLE, version__in=released)
@@ -150,14 +155,30 @@ def _image(image: dict[str, Any], versions: list[dict[str, Any]]) -> dict[str, A
     }
 
 
-def build_feed() -> dict[str, Any]:
-    """The feed document, from plain rows (no model instances): four queries."""
-    versions = _versions_by_image()
-    images = [
-        _image(image, versions.get(image["id"], []))
-        for image in Image.objects.order_by("label").values(*_IMAGE_COLUMNS)
-    ]
-    return {"feed_version": FEED_VERSION, "total_count": len(images), "images": images}
+MAX_PER_PAGE = 100
+
+
+def build_feed(page: int | None = None, per_page: int = 20) -> dict[str, Any]:
+    """The feed document, from plain rows (no model instances): four queries, or five for
+    a page.
+
+    With `page`, as the Marketplace API pages its lists: that page of `per_page` images (by
+    label), `total_count` still counting them all.
+    """
+    rows = Image.objects.order_by("label").values(*_IMAGE_COLUMNS)
+    if page is None:
+        images = list(rows)
+        total = len(images)
+        versions = _versions_by_image()
+    else:
+        images = list(rows[(page - 1) * per_page : page * per_page])
+        total = Image.objects.count()
+        versions = _versions_by_image([image["id"] for image in images])
+    return {
+        "feed_version": FEED_VERSION,
+        "total_count": total,
+        "images": [_image(image, versions.get(image["id"], [])) for image in images],
+    }
 
 
 def render(feed: dict[str, Any]) -> bytes:

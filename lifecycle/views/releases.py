@@ -197,6 +197,23 @@ def _feed_access_denied(request: HttpRequest) -> HttpResponse | None:
     return _feed_unauthorized("Log in, or send Authorization: Bearer <token>.")
 
 
+def _feed_paging(request: HttpRequest) -> tuple[int, int] | HttpResponse | None:
+    """(page, per_page) when the request asks for a page, None for the whole feed, or a 400.
+
+    As the Marketplace API: `page` from 1, `per_page` up to feed.MAX_PER_PAGE (default 20).
+    """
+    if "page" not in request.GET and "per_page" not in request.GET:
+        return None
+    page, per_page = request.GET.get("page", "1"), request.GET.get("per_page", "20")
+    if not (page.isdigit() and per_page.isdigit()):
+        return JsonResponse({"error": "page and per_page are positive integers."}, status=400)
+    if int(page) < 1 or not 1 <= int(per_page) <= feed.MAX_PER_PAGE:
+        return JsonResponse(
+            {"error": f"page starts at 1; per_page is 1 to {feed.MAX_PER_PAGE}."}, status=400
+        )
+    return int(page), int(per_page)
+
+
 @require_GET
 def catalogue_feed(request: HttpRequest) -> HttpResponse:
     """The JSON catalogue feed, with an ETag and 304 Not Modified on If-None-Match.
@@ -206,11 +223,20 @@ def catalogue_feed(request: HttpRequest) -> HttpResponse:
     denied = _feed_access_denied(request)
     if denied is not None:
         return denied
+    paging = _feed_paging(request)
+    if isinstance(paging, HttpResponse):
+        return paging
     etag = feed.fingerprint()
+    if paging is not None:
+        # A page has its own validator: the catalogue's fingerprint and which page.
+        etag = f'"{etag[1:-1]}-{paging[0]}-{paging[1]}"'
     wanted = parse_etags(request.headers.get("If-None-Match", ""))
     if "*" in wanted or etag in wanted or f"W/{etag}" in wanted:
         # Answered from the fingerprint alone: the document is not built.
         response: HttpResponse = HttpResponseNotModified()
+    elif paging is not None:
+        body = feed.render(feed.build_feed(page=paging[0], per_page=paging[1]))
+        response = HttpResponse(body, content_type="application/json")
     else:
         response = HttpResponse(feed.document(etag), content_type="application/json")
     response["ETag"] = etag

@@ -286,3 +286,51 @@ def test_an_unchanged_feed_is_not_built_again_and_a_changed_one_is(viewer) -> No
     third = client.get(FEED)
     assert third["ETag"] != first["ETag"]
     assert third.json()["images"][0]["current_version"]["name"] == "2026-11-01"
+
+
+def test_the_feed_pages_as_the_marketplace_api_does_with_an_etag_per_page(
+    viewer, django_assert_max_num_queries
+) -> None:
+    client = logged_in(viewer)
+    for n in range(5):
+        released(os_image(f"distro_{n}"), "2026-08-01", 90)
+    labels: list[str] = []
+    etags = set()
+    for page in (1, 2, 3):
+        with django_assert_max_num_queries(16):
+            response = client.get(FEED, {"page": page, "per_page": 2})
+        data = response.json()
+        assert data["total_count"] == 5
+        labels += [image["label"] for image in data["images"]]
+        assert all(image["current_version"] for image in data["images"])
+        etags.add(response["ETag"])
+        again = client.get(FEED, {"page": page, "per_page": 2}, HTTP_IF_NONE_MATCH=response["ETag"])
+        assert again.status_code == 304
+    assert labels == [f"distro_{n}" for n in range(5)]
+    assert len(etags) == 3
+    whole = client.get(FEED).json()
+    assert [image["label"] for image in whole["images"]] == labels
+
+
+def test_a_page_costs_the_same_queries_whatever_the_number_of_images(viewer) -> None:
+    client = logged_in(viewer)
+
+    def page_queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(FEED, {"page": 1, "per_page": 3}).status_code == 200
+        return len(ctx.captured_queries)
+
+    for n in range(3):
+        released(os_image(f"distro_{n}"), "2026-08-01", 90)
+    few = page_queries()
+    for n in range(3, 25):
+        released(os_image(f"distro_{n}"), "2026-08-01", 90)
+    assert page_queries() == few
+
+
+@pytest.mark.parametrize(
+    "query", ["page=0", "page=x", "per_page=0", "per_page=101", "page=-1&per_page=5"]
+)
+def test_a_bad_page_is_refused(viewer, query) -> None:
+    response = logged_in(viewer).get(f"{FEED}?{query}")
+    assert response.status_code == 400 and "error" in response.json()
