@@ -259,6 +259,11 @@ def measure(images: int) -> dict[str, Any]:
         ("feed, unchanged since the last request", page("/lifecycle/feed.json"), admin_images),
         ("feed, built afresh", page("/lifecycle/feed.json", before=forget_feed), admin_images),
         (
+            "feed, a page of 50 images",
+            page("/lifecycle/feed.json?page=3&per_page=50"),
+            admin_images,
+        ),
+        (
             "image page with its panels",
             page(image.get_absolute_url(), panels=True),
             admin(f"catalog/image/{image.pk}/change/"),
