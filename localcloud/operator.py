@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from localcloud import machines as machine_capabilities
+from localcloud.api import audit_trail
 from localcloud.api.instance_common import SERVER, machines
 from localcloud.faults import Fault
 from localcloud.http import ApiError, Request, Response, Router, invalid_argument, not_found, ok
@@ -27,8 +28,11 @@ def reset(cloud: Any, request: Request) -> Response:
 
 
 def inventory(cloud: Any, request: Request) -> Response:
-    """Every resource of every project, by kind (what a usage source or a test counts)."""
-    return ok({kind: cloud.store.all(kind) for kind in sorted(cloud.store.kinds())})
+    """Every resource of every project, by kind (what a usage source or a test counts).
+    Audit events are the cloud's record of calls, not resources: nobody creates or deletes
+    them, so they are not listed."""
+    kinds = sorted(set(cloud.store.kinds()) - {audit_trail.EVENT})
+    return ok({kind: cloud.store.all(kind) for kind in kinds})
 
 
 def list_faults(cloud: Any, request: Request) -> Response:

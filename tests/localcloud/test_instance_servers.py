@@ -247,3 +247,21 @@ def test_unknown_images_and_types(api) -> None:
     with pytest.raises(ScalewayException) as bad_type:
         api.create_server(commercial_type="NOPE-1", image="no_such_label")
     assert bad_type.value.status_code == 400
+
+
+def test_actions_are_in_the_audit_trail_but_not_in_the_inventory(api, image, localcloud) -> None:
+    """Audit events record calls; the inventory lists resources, which a test run or a usage
+    source counts (a run that cleaned up leaves no new resource, whatever events it caused)."""
+    server = _server(api, image)
+    _act(api, server.id, ServerAction.POWERON)
+    _wait_state(api, server.id, "running")
+    answer = requests.get(
+        f"{localcloud.url}/audit-trail/v1alpha1/regions/fr-par/events",
+        params={"resource_id": server.id},
+        headers={"X-Auth-Token": SECRET},
+        timeout=10,
+    )
+    assert answer.ok and answer.json()["events"], answer.text
+    inventory = localcloud.operator("GET", "inventory")
+    assert "audit_event" not in inventory
+    assert server.id in {s["id"] for s in inventory["instance_server"]}
