@@ -1,10 +1,13 @@
 """Fixtures of the browser tests: one Chromium per session, a fresh context per test, users
 of every role, a few catalogue rows and a `login` helper.
 
-The server is pytest-django's `live_server` (a real HTTP server thread sharing the in-memory
-test database), so every test that uses it needs `django_db(transaction=True)`. Transactional
-tests flush the database after each test, groups included: the user fixtures re-create the
-role groups first.
+The server is pytest-django's `live_server` (a real HTTP server thread sharing the test
+database), so every test that uses it needs `django_db(transaction=True)`. On SQLite that
+database is a file here, not memory: the server thread and the test write at once, and an
+in-memory database shared between threads answers "database table is locked" at once instead
+of waiting (its busy timeout does not apply), which a loaded machine turned into failures.
+Transactional tests flush the database after each test, groups included: the user fixtures
+re-create the role groups first.
 """
 
 from __future__ import annotations
@@ -43,6 +46,20 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 10_000
 # The machine may be busy with other test runs: wait as long for an expectation as for an action.
 expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """On SQLite, the test database of a browser session is a file (WAL, busy timeout)."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        folder = tmp_path_factory.mktemp("browser-database")
+        database.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
 
 
 # --- the browser ------------------------------------------------------------------------------
