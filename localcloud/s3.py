@@ -6,6 +6,7 @@ localcloud's own store, so imported snapshots outlive a restart even though obje
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 REGIONS = ("fr-par", "nl-ams", "pl-waw")
 
@@ -24,23 +25,33 @@ def start_servers(host: str, first_port: int) -> tuple[dict[str, str], list[obje
     return endpoints, servers
 
 
-def copy_object(endpoint: str, region: str, bucket: str, key: str, target: Path) -> int:
-    """Stream an object into `target`; return its size. Raises KeyError if it is missing."""
+def client(endpoint: str, region: str) -> Any:
+    """A boto3 S3 client of one region's endpoint (moto takes any credentials)."""
     import boto3
-    from botocore.exceptions import ClientError
 
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name=region,
         aws_access_key_id="localcloud",
         aws_secret_access_key="localcloud",
     )
+
+
+def copy_object(endpoint: str, region: str, bucket: str, key: str, target: Path) -> int:
+    """Stream an object into `target`; return its size. Raises KeyError if it is missing."""
+    from botocore.exceptions import ClientError
+
     tmp = target.with_suffix(".part")
     try:
-        client.download_file(bucket, key, str(tmp))
+        client(endpoint, region).download_file(bucket, key, str(tmp))
     except ClientError as exc:
         tmp.unlink(missing_ok=True)
         raise KeyError(f"{bucket}/{key}") from exc
     tmp.replace(target)
     return target.stat().st_size
+
+
+def put_file(endpoint: str, region: str, source: Path, bucket: str, key: str) -> None:
+    """Upload `source` as `bucket`/`key` (a snapshot export); boto3's errors pass through."""
+    client(endpoint, region).upload_file(str(source), bucket, key)

@@ -33,7 +33,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from localcloud import qcow2
+from localcloud import qcow2, s3
 from localcloud.http import (
     ApiError,
     Request,
@@ -357,7 +357,6 @@ def snapshot_of_volume(cloud: Any, zone: str, data: dict[str, Any]) -> dict[str,
 
 def import_snapshot(cloud: Any, request: Request, zone: str) -> Response:
     """Copy a QCOW2 object from the region's Object Storage and check it as Scaleway does."""
-    from localcloud.s3 import copy_object
 
     data = request.json()
     for name in ("bucket", "key", "name"):
@@ -372,7 +371,7 @@ def import_snapshot(cloud: Any, request: Request, zone: str) -> Response:
     snapshot = _new_snapshot(cloud, zone, data, 0, None)
     target = cloud.store.blob_path(f"block-{snapshot['id']}.qcow2")
     try:
-        copy_object(endpoint, _region(zone), bucket, key, target)
+        s3.copy_object(endpoint, _region(zone), bucket, key, target)
     except KeyError as exc:
         raise invalid_request(f"The object {key} was not found in bucket {bucket}") from exc
     try:
@@ -409,7 +408,6 @@ def _qcow2_for(snapshot: dict[str, Any], scratch: Path) -> Path:
 
 
 def export_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -> Response:
-    import boto3
     from botocore.exceptions import ClientError
 
     data = request.json()
@@ -424,15 +422,9 @@ def export_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -
         raise invalid_request(f"Object Storage is not available in region {_region(zone)}")
     scratch = cloud.store.blob_path(f"export-{snapshot_id}-{os.getpid()}.qcow2")
     try:
-        source = _qcow2_for(snapshot, scratch)
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=_region(zone),
-            aws_access_key_id="localcloud",
-            aws_secret_access_key="localcloud",
+        s3.put_file(
+            endpoint, _region(zone), _qcow2_for(snapshot, scratch), data["bucket"], data["key"]
         )
-        client.upload_file(str(source), data["bucket"], data["key"])
     except ClientError as exc:
         raise invalid_request(f"cannot write to bucket {data['bucket']}: {exc}") from exc
     except Exception as exc:  # boto3 wraps S3 errors in its own transfer exceptions

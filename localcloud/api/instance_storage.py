@@ -25,7 +25,7 @@ import subprocess
 from typing import Any
 
 from localcloud import machines as machine_capabilities
-from localcloud import qcow2
+from localcloud import qcow2, s3
 from localcloud.api.instance_common import (
     BASE,
     IMAGE,
@@ -265,10 +265,9 @@ def _import_snapshot(cloud: Any, zone: str, body: dict[str, Any]) -> dict[str, A
         raise refuse(f"Object Storage is not available in region {region}")
     snapshot_id = new_id()
     blob = cloud.store.blob_path(f"{snapshot_id}.qcow2")
-    from localcloud.s3 import copy_object
 
     try:
-        copy_object(endpoint, region, bucket, key, blob)
+        s3.copy_object(endpoint, region, bucket, key, blob)
     except KeyError as exc:
         raise refuse(f"The object {key} was not found in bucket {bucket}") from exc
     try:
@@ -351,8 +350,6 @@ def _snapshot_data(cloud: Any, snapshot: dict[str, Any], scratch: Any) -> Any:
 def export_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -> Response:
     """Write the snapshot as QCOW2 to `bucket`/`key` of the region's Object Storage: 202 and
     a task whose href_result is the object's URL; the snapshot is `exporting` meanwhile."""
-    import boto3
-
     snapshot = load(cloud, SNAPSHOT, zone, snapshot_id, "instance_snapshot")
     body = request.json()
     bucket, key = require(body, "bucket"), require(body, "key")
@@ -363,15 +360,8 @@ def export_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -
     if not endpoint:
         raise refuse(f"Object Storage is not available in region {region}")
     scratch = cloud.store.blob_path(f"export-{snapshot_id}-{os.getpid()}.qcow2")
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id="localcloud",
-        aws_secret_access_key="localcloud",
-    )
     try:
-        client.upload_file(str(_snapshot_data(cloud, snapshot, scratch)), bucket, key)
+        s3.put_file(endpoint, region, _snapshot_data(cloud, snapshot, scratch), bucket, key)
     except Exception as exc:  # boto3 wraps S3 errors in its own transfer exceptions
         raise refuse(f"cannot write to bucket {bucket}: {exc}") from exc
     finally:
