@@ -174,6 +174,12 @@ def notices_panel(request: HttpRequest, label: str) -> HttpResponse:
     )
 
 
+def _rendered(image: Image, customer: Customer) -> emails.Rendered:
+    """The next notice `customer` would get about `image`, rendered, for a preview."""
+    notice = notices.preview_notice(image, customer)
+    return emails.render_notice(notice, Usage.objects.filter(customer=customer, image=image))
+
+
 def _preview(
     request: HttpRequest,
     image: Image,
@@ -183,11 +189,7 @@ def _preview(
 ) -> HttpResponse:
     choices = Customer.objects.filter(usages__image=image).distinct()[:200]
     customer = customer or (choices[0] if choices else None)
-    rendered = None
-    if customer is not None:
-        notice = notices.preview_notice(image, customer)
-        usages = Usage.objects.filter(customer=customer, image=image)
-        rendered = emails.render_notice(notice, usages)
+    rendered = _rendered(image, customer) if customer is not None else None
     return render(
         request,
         "lifecycle/notices/preview.html",
@@ -239,11 +241,10 @@ def notice_preview_html(request: HttpRequest, label: str) -> HttpResponse:
         return HttpResponse("; ".join(_form_errors(form)), status=400, content_type="text/plain")
     customer = form.cleaned_data["customer"]
     if not Usage.objects.filter(customer=customer, image=image).exists():
-        return HttpResponse("This customer does not run this image.", status=404,
-                            content_type="text/plain")  # fmt: skip
-    notice = notices.preview_notice(image, customer)
-    rendered = emails.render_notice(notice, Usage.objects.filter(customer=customer, image=image))
-    return HttpResponse(rendered.html, content_type="text/html; charset=utf-8")
+        return HttpResponse(
+            "This customer does not run this image.", status=404, content_type="text/plain"
+        )
+    return HttpResponse(_rendered(image, customer).html, content_type="text/html; charset=utf-8")
 
 
 @require_POST
