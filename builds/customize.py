@@ -4,7 +4,8 @@ The image is never booted: every step runs through the guestfs Python API (file 
 in a chroot of the guest (``g.sh``: package managers, commands). After the steps, and whatever
 they were, the image is cleaned the way a never-booted cloud image must be (machine-id, SSH host
 keys, cloud-init state, logs, histories, DHCP leases, package caches), SELinux guests get their
-relabel, and the package manifest is read back by inspection.
+relabel, and the package manifest is read back by inspection, each package with the source
+package it was built from as the guest's package database says (``builds.package_sources``).
 
 Steps come from a recipe (see ``catalog.recipes``): ``{"type": ..., "params": {...},
 "enabled": bool}``. Secrets are referenced as ``${secret:NAME}``, resolved only here and masked
@@ -31,6 +32,7 @@ from urllib.parse import urlparse
 
 import requests
 
+from builds import package_sources
 from builds.guestfs_launch import Appliance
 from builds.recipe_secrets import Masker
 from catalog.choices import StepType
@@ -261,6 +263,7 @@ class _Session:
         self.saved_resolv: tuple[str, bytes | str, int] | None = None
         self.resolv_replaced = False
         self.deadline: float | None = None
+        self.sources: dict[package_sources.Key, tuple[str, str]] = {}
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -334,11 +337,14 @@ class _Session:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def run_script(self, script: str, *, echo: str | None = None) -> tuple[int, list[str]]:
+    def run_script(
+        self, script: str, *, echo: str | None = None, quiet: bool = False
+    ) -> tuple[int, list[str]]:
         """Run ``script`` with /bin/sh in the guest; return (exit code, output lines).
 
         Output goes to a file in the guest and is read back as bytes: the Python bindings of
-        libguestfs 1.48 can crash on non-UTF-8 text coming through event callbacks.
+        libguestfs 1.48 can crash on non-UTF-8 text coming through event callbacks. With
+        ``quiet`` the output is returned but not logged (a query read by the caller).
         """
         g = self.g
         g.mkdir_p(WORK_DIR)
@@ -363,8 +369,9 @@ class _Session:
         if lines and not lines[-1]:
             lines.pop()
         g.rm_f(log_path)
-        for line in lines:
-            self.say(line)
+        if not quiet:
+            for line in lines:
+                self.say(line)
         return code, lines
 
     def run_checked(self, script: str, *, echo: str | None = None, what: str = "command") -> None:
@@ -656,6 +663,38 @@ class _Session:
             "the guest relabels and reboots once at first boot"
         )
 
+    def query_package_sources(self) -> None:
+        """Ask the guest's package database which source package each installed package was
+        built from (see builds.package_sources). Runs before the clean-up, which removes the
+        work directory the command runs from. Any failure leaves the sources unknown, with the
+        reason in the log: the manifest is then inspection's alone, as before."""
+        package_format = str(self.os_info.get("package_format", ""))
+        query = package_sources.QUERIES.get(package_format)
+        if query is None:
+            self.say(f"Package sources: not read for '{package_format}' packages")
+            return
+        try:
+            code, lines = self.run_script(query, quiet=True)
+        except RuntimeError as exc:
+            self.say(f"Package sources: the query could not run ({exc}); sources unknown")
+            return
+        if code != 0:
+            tail = "\n".join(lines[-OUTPUT_TAIL_LINES:])
+            self.say(
+                f"Package sources: the query failed with exit code {code}; sources unknown:\n{tail}"
+            )
+            return
+        result = package_sources.PARSERS[package_format](lines)
+        if not result.sources:
+            self.say(
+                f"Package sources: nothing readable in {len(lines)} lines of output; "
+                "sources unknown"
+            )
+            return
+        self.sources = result.sources
+        if result.skipped:
+            self.say(f"Package sources: {result.skipped} lines of output not read")
+
     def manifest(self) -> list[dict[str, str]]:
         packages = []
         for app in self.g.inspect_list_applications2(self.root):
@@ -668,6 +707,9 @@ class _Session:
                 {"name": app["app2_name"], "version": version, "arch": app.get("app2_arch", "")}
             )
         packages.sort(key=lambda p: (p["name"], p["arch"]))
+        if self.sources:
+            packages, matched = package_sources.with_sources(packages, self.sources)
+            self.say(f"Package sources: known for {matched} of {len(packages)} packages")
         return packages
 
 
@@ -835,6 +877,7 @@ def customize(
             try:
                 session.restore_resolv_conf()
                 session.kill_guest_daemons()
+                session.query_package_sources()
                 session.never_booted_cleanup()
                 # Last write: anything written after the relabel would keep a wrong label.
                 session.selinux_relabel()

@@ -95,7 +95,8 @@ def assert_every_step_applied(build) -> None:
     version = build.version
     names = [p["name"] for p in version.manifest]
     assert names == sorted(names)
-    assert {"name": "hello", "version": "2.10-3", "arch": "amd64"} in version.manifest
+    hello = {"name": "hello", "version": "2.10-3", "arch": "amd64", "source": "hello"}
+    assert {**hello, "source_version": "2.10-3"} in version.manifest
 
     image = read_back(Path(version.artefact_path))
     assert image["etc_motd"] == "Built by the image factory\n"
@@ -144,6 +145,14 @@ def test_a_build_produces_a_version_and_a_second_one_shows_what_changed(
     assert sorted(k.split("/")[2] for k in keys) == ["fr-par", "nl-ams"], keys
     assert version.upstream_serial == "20261126-1"
     assert {p["name"] for p in version.manifest} >= {"openssh-server", "systemd"}
+    # Each package with the source package it was built from, as dpkg-query says in the guest.
+    packages = {p["name"]: p for p in version.manifest}
+    assert packages["libc6"]["source"] == "glibc"
+    assert packages["libc6"]["source_version"] == packages["libc6"]["version"]
+    assert packages["openssh-server"]["source"] == "openssh"
+    assert StageLogLine.objects.filter(
+        stage__build=first, text__startswith="Package sources: known for"
+    ).exists()
     info = subprocess.run(
         ["qemu-img", "info", "--output=json", version.artefact_path],
         capture_output=True,
