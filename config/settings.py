@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "catalog",
     "builds",
     "lifecycle",
+    "advisories",
 ]
 
 MIDDLEWARE = [
@@ -266,10 +267,31 @@ UPSTREAM_ALLOWED_HOSTS = env_list(
         "dl.fedoraproject.org",
         "geo.mirror.pkgbuild.com",
         "wordpress.org",
+        "osv-vulnerabilities.storage.googleapis.com",
     ],
 )
 # Added to the list above, e.g. 127.0.0.1 for `make run`'s local demo upstream.
 UPSTREAM_ALLOWED_HOSTS += env_list("UPSTREAM_EXTRA_ALLOWED_HOSTS", [])
+# The distributions' security advisories (OSV exports, advisories/): where the exports are,
+# which to download (empty: those the catalogue's distributions need), their size limits,
+# packages from other repositories that no advisory covers, and the rebuild threshold.
+OSV_BASE_URL = env_str(
+    "OSV_BASE_URL", "https://osv-vulnerabilities.storage.googleapis.com"
+).rstrip("/")
+OSV_TIMEOUT = env_int("OSV_TIMEOUT", 60, minimum=1)
+OSV_ECOSYSTEMS = env_list("OSV_ECOSYSTEMS", [])
+OSV_MAX_DOWNLOAD_BYTES = env_int("OSV_MAX_DOWNLOAD_BYTES", 2 * 1024**3, minimum=1)
+OSV_MAX_UNCOMPRESSED_BYTES = env_int("OSV_MAX_UNCOMPRESSED_BYTES", 8 * 1024**3, minimum=1)
+OSV_MAX_RECORD_BYTES = env_int("OSV_MAX_RECORD_BYTES", 16 * 1024**2, minimum=1)
+OSV_NOT_COVERED_PACKAGES = env_list(
+    "OSV_NOT_COVERED_PACKAGES",
+    ["docker-ce*", "docker-buildx-plugin", "docker-compose-plugin", "containerd.io", "gitlab-*"],
+)
+VULN_REBUILD_MIN_SEVERITY = env_str("VULN_REBUILD_MIN_SEVERITY", "high").lower()
+if VULN_REBUILD_MIN_SEVERITY not in ("negligible", "low", "medium", "high", "critical"):
+    raise ImproperlyConfigured(
+        "VULN_REBUILD_MIN_SEVERITY must be one of negligible, low, medium, high, critical"
+    )
 # Every image gets a new release at least this often; the overview flags it stale after.
 REFRESH_DAYS = env_int("REFRESH_DAYS", 90, minimum=1)
 STALE_AFTER_DAYS = REFRESH_DAYS
