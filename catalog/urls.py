@@ -20,6 +20,18 @@ urlpatterns = [
         views.version_page,
         name="version",
     ),
+    path(
+        "images/<slug:label>/versions/<str:arch>/<str:name>/sbom.spdx.json",
+        views.version_sbom,
+        {"fmt": "spdx"},
+        name="version_spdx",
+    ),
+    path(
+        "images/<slug:label>/versions/<str:arch>/<str:name>/sbom.cdx.json",
+        views.version_sbom,
+        {"fmt": "cyclonedx"},
+        name="version_cyclonedx",
+    ),
     path("eol/import/", views.import_eol, name="import_eol"),
     path("zones/", views.zones_page, name="zones"),
     path("zones/<str:code>/toggle/", views.zone_toggle, name="zone_toggle"),

@@ -7,20 +7,21 @@ on the server whatever the page showed.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.db import transaction
 from django.db.models import Max
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from catalog import audit, overview, roles
+from catalog import audit, overview, roles, sbom
 from catalog.choices import DateSource, ImageKind, StepType
 from catalog.current import current_versions
 from catalog.forms import LifecycleDateForm, StepForm
@@ -360,3 +361,31 @@ def version_page(request: HttpRequest, label: str, arch: str, name: str) -> Http
         "local_images": version.local_images.select_related("zone"),
     }
     return render(request, "catalog/version.html", context)
+
+
+SBOM_MEDIA_TYPES = {
+    "spdx": ("application/spdx+json", "spdx.json"),
+    "cyclonedx": (f"application/vnd.cyclonedx+json; version={sbom.CYCLONEDX_VERSION}", "cdx.json"),
+}
+
+
+@require_GET
+def version_sbom(request: HttpRequest, label: str, arch: str, name: str, fmt: str) -> HttpResponse:
+    """A version's package manifest as an SBOM download (catalog.sbom): one query."""
+    version = get_object_or_404(
+        ImageVersion.objects.select_related("image__base_image"),
+        image__label=label,
+        arch=arch,
+        name=name,
+    )
+    try:
+        document = sbom.FORMATS[fmt](version)
+    except sbom.NoManifest:
+        return JsonResponse(
+            {"error": "No package manifest is recorded for this version: it has no SBOM."},
+            status=404,
+        )
+    media_type, suffix = SBOM_MEDIA_TYPES[fmt]
+    response = HttpResponse(json.dumps(document, indent=2).encode(), content_type=media_type)
+    response["Content-Disposition"] = f'attachment; filename="{label}-{name}-{arch}.{suffix}"'
+    return response

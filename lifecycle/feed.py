@@ -1,8 +1,9 @@
 """The read-only JSON catalogue feed, shaped like the Marketplace, for consoles and scripts.
 
 Every image with its lifecycle dates and state, its current version and its earlier released
-versions, each with its local images per zone. With the "feed only" publisher (a Scaleway
-account without Marketplace write access) this feed *is* the catalogue.
+versions, each with its local images per zone and the paths of its SBOM downloads. With the
+"feed only" publisher (a Scaleway account without Marketplace write access) this feed *is* the
+catalogue.
 
 The document holds nothing that changes by itself (no generation time), so it is a function
 of the rows it is built from. Its ETag is a fingerprint of exactly those columns
@@ -27,6 +28,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Func, TextField, Value
 from django.db.models.functions import Cast, Coalesce
+from django.urls import reverse
 
 from catalog.choices import ImageKind, LocalImageState
 from catalog.models import Category, Image, ImageVersion, LocalImage, UpstreamLifecycle, Zone
@@ -95,6 +97,16 @@ def _versions_by_image(image_ids: list[int] | None = None) -> dict[int, list[dic
     return by_image
 
 
+def _sbom_links(label: str, version: dict[str, Any]) -> dict[str, str]:
+    """Where the version's SBOM downloads are (catalog.sbom; a session is needed): paths on
+    this host. A version without a manifest answers them with a 404 that says so."""
+    args = [label, version["arch"], version["name"]]
+    return {
+        "spdx": reverse("catalog:version_spdx", args=args),
+        "cyclonedx": reverse("catalog:version_cyclonedx", args=args),
+    }
+
+
 def _version(version: dict[str, Any], image: dict[str, Any], current_id: int | None):
     latest = version["releases"][0] if version["releases"] else None
     types = list(image["commercial_types"] or [])
@@ -107,6 +119,7 @@ def _version(version: dict[str, Any], image: dict[str, Any], current_id: int | N
         "withdrawn_at": _date(latest["withdrawn_at"]) if latest else None,
         "marketplace_version_id": latest["marketplace_version_id"] if latest else "",
         "upstream_serial": version["upstream_serial"],
+        "sbom": _sbom_links(image["label"], version),
         "local_images": [
             {
                 "id": provider_id,
