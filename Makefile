@@ -83,8 +83,8 @@ test-browser:
 test-guestfs:
 	$(PY) -m pytest -m "guestfs and not vm and not extra" -q --durations=15 $(FIXED_ORDER); rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
-# Real VMs under localcloud's QEMU backend: the twelve checks in one zone, a broken image, a
-# server that cannot start, the UEFI fixture boot. `make test` runs this tier alone, after the
+# Real VMs under localcloud's QEMU backend: the twelve checks in one zone (UEFI), a broken
+# image, a server that cannot start. `make test` runs this tier alone, after the
 # others: guests booting under emulation on a CPU that other work keeps busy miss deadlines.
 test-vm:
 	$(PY) -m pytest -m "vm and not extra" -q --durations=15 $(FIXED_ORDER); rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
@@ -106,8 +106,7 @@ test-extra: setup
 
 # Everything: what CI runs (every tier, PostgreSQL included, then lint), then the extra tier.
 test-all: setup
-	@status=0; EXTRA_TIERS=test-postgres bin/test-tiers || status=1; \
-	  $(MAKE) --no-print-directory lint || status=1; \
+	@status=0; EXTRA_TIERS="test-postgres lint" bin/test-tiers || status=1; \
 	  $(MAKE) --no-print-directory test-extra || status=1; exit $$status
 
 # A new user's journey, headless (not in CI: about 30 minutes here): make run in a fresh clone,
