@@ -1,4 +1,5 @@
-"""Just enough of the QCOW2 header to refuse what Scaleway's snapshot import refuses.
+"""Just enough of the QCOW2 header to refuse what Scaleway's snapshot import refuses, and the
+empty image an export writes for a snapshot that has no data.
 
 The header is big-endian (docs/interop/qcow2.txt in QEMU):
 
@@ -15,7 +16,9 @@ Incompatible feature bit 3 says the compression type field is meaningful; type 0
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,7 @@ MSG_ENCRYPTED = "The provided QCOW2 file is encrypted"
 MSG_COMPRESSION = "The provided QCOW2 has an unsupported compression type"
 MSG_BACKING = "The provided QCOW2 file has a backing chain"
 MSG_SIZE = "The volume size must be between 1 GB and 1 TB"
+MSG_NO_DATA = "this snapshot has no data to export (qemu-img is missing)"
 
 
 class Qcow2Error(ValueError):
@@ -103,3 +107,19 @@ def inspect(path: Path) -> Qcow2Header:
         header = parse_header(handle.read(512))
     check(header)
     return header
+
+
+def data_or_empty(blob: Path | None, size: int, scratch: Path) -> Path:
+    """A snapshot's data as QCOW2: its blob when it exists, else an empty image of `size`
+    bytes written to `scratch` (a volume never written has no data file). Raises Qcow2Error
+    (MSG_NO_DATA) when qemu-img, which makes the empty image, is missing."""
+    if blob is not None and blob.exists():
+        return blob
+    if not shutil.which("qemu-img"):
+        raise Qcow2Error(MSG_NO_DATA)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), str(size)],
+        check=True,
+        capture_output=True,
+    )
+    return scratch

@@ -28,8 +28,6 @@ Hooks called on `cloud` when a machine backend that keeps volume data publishes 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -393,18 +391,12 @@ def import_snapshot(cloud: Any, request: Request, zone: str) -> Response:
 
 
 def _qcow2_for(snapshot: dict[str, Any], scratch: Path) -> Path:
-    """The snapshot's data as QCOW2: its blob, or an empty image of its size (never written
-    volumes have no data file)."""
-    if snapshot.get("_blob") and Path(snapshot["_blob"]).exists():
-        return Path(snapshot["_blob"])
-    if not shutil.which("qemu-img"):
-        raise invalid_request("this snapshot has no data to export (qemu-img is missing)")
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), str(snapshot["size"])],
-        check=True,
-        capture_output=True,
-    )
-    return scratch
+    """The snapshot's data as QCOW2: its blob, or an empty image of its size."""
+    blob = Path(snapshot["_blob"]) if snapshot.get("_blob") else None
+    try:
+        return qcow2.data_or_empty(blob, int(snapshot["size"]), scratch)
+    except qcow2.Qcow2Error as exc:
+        raise invalid_request(str(exc)) from exc
 
 
 def export_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -> Response:

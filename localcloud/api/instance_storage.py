@@ -20,8 +20,6 @@ spec documents no dedicated code; delete the image first, as Scaleway's docs say
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from typing import Any
 
 from localcloud import machines as machine_capabilities
@@ -334,17 +332,16 @@ def create_snapshot(cloud: Any, request: Request, zone: str) -> Response:
 def _snapshot_data(cloud: Any, snapshot: dict[str, Any], scratch: Any) -> Any:
     """The snapshot's data as a QCOW2 file: its own blob (imported, or captured by a disk
     backend), else its source's, else an empty image of its size (nothing was written)."""
-    for name in (snapshot["id"], snapshot.get("_source_snapshot")):
-        if name and cloud.store.blob_path(f"{name}.qcow2").exists():
-            return cloud.store.blob_path(f"{name}.qcow2")
-    if not shutil.which("qemu-img"):
-        raise refuse("this snapshot has no data to export (qemu-img is missing)")
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), str(snapshot["size"])],
-        check=True,
-        capture_output=True,
-    )
-    return scratch
+    blobs = [
+        cloud.store.blob_path(f"{name}.qcow2")
+        for name in (snapshot["id"], snapshot.get("_source_snapshot"))
+        if name
+    ]
+    found = next((blob for blob in blobs if blob.exists()), None)
+    try:
+        return qcow2.data_or_empty(found, int(snapshot["size"]), scratch)
+    except qcow2.Qcow2Error as exc:
+        raise refuse(str(exc)) from exc
 
 
 def export_snapshot(cloud: Any, request: Request, zone: str, snapshot_id: str) -> Response:
