@@ -12,3 +12,9 @@ class AdvisoriesConfig(AppConfig):
 
     name = "advisories"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from advisories import feed as security
+        from lifecycle import feed
+
+        feed.add_section(security.security_section, security.FINGERPRINT_COLUMNS)

@@ -38,16 +38,23 @@ def ecosystems_for(image: Image) -> list[str]:
     Reads `image.base_image` and `upstream` (select them related for many images).
     """
     os_image = _os_image(image)
-    export = _EXPORTS.get(os_image.distribution.strip().lower())
-    release = os_image.version.strip()
+    upstream = getattr(os_image, "upstream", None)
+    extended = upstream is not None and upstream.deprecation_basis == DeprecationBasis.EXTENDED
+    return ecosystems_of(os_image.distribution, os_image.version, extended=extended)
+
+
+def ecosystems_of(distribution: str, release: str, *, extended: bool = False) -> list[str]:
+    """The ecosystems of a distribution's release; `extended`: it follows extended support
+    (Ubuntu's fixes after standard support are under `Ubuntu:Pro:...`)."""
+    export = _EXPORTS.get(distribution.strip().lower())
+    release = release.strip()
     if export is None or not release:
         return []
     if export == "Ubuntu":
         lts = release.endswith(".04") and release[:2].isdigit() and int(release[:2]) % 2 == 0
         name = f"{release}:LTS" if lts else release
         found = [f"Ubuntu:{name}"]
-        upstream = getattr(os_image, "upstream", None)
-        if upstream is not None and upstream.deprecation_basis == DeprecationBasis.EXTENDED:
+        if extended:
             found.append(f"Ubuntu:Pro:{name}")
         return found
     if export in ("AlmaLinux", "Rocky Linux"):

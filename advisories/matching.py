@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from advisories.ecosystems import ecosystems_for, scheme_for
-from advisories.models import Advisory, Exposure
+from advisories.models import Advisory, Exposure, VersionCoverage
 from catalog.models import Image, ImageVersion
 from lifecycle import versions as orderings
 
@@ -254,13 +254,26 @@ def match_all(versions: Iterable[ImageVersion] | None = None) -> int:
     else:
         rows = [(v.pk, v.image_id, v.manifest) for v in versions]
     count = 0
+    now = timezone.now()
+    coverages = []
     for pk, image_id, manifest in rows:
         image = images[image_id]
         manifest = manifest or []
-        if coverage(image, manifest).status != COVERED:
+        state = coverage(image, manifest)
+        coverages.append(
+            VersionCoverage(version_id=pk, status=state.status, reason=state.reason, matched_at=now)
+        )
+        if state.status != COVERED:
             # Unknown or not covered: nothing stored says "no exposure".
             Exposure.objects.filter(version_id=pk).delete()
             continue
         sync_exposures(pk, match_manifest(image, manifest, index))
         count += 1
+    VersionCoverage.objects.bulk_create(
+        coverages,
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["version"],
+        update_fields=["status", "reason", "matched_at"],
+    )
     return count

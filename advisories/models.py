@@ -7,6 +7,7 @@
   (`Debian:12`), with its ranges as the record gives them;
 - `Exposure`: a version holds a package an advisory affects, at an installed version the
   ranges say is affected;
+- `VersionCoverage`: whether a version's exposure is known, as its last matching found;
 - `ImagePolicy`: an image's own minimum severity for security rebuilds.
 """
 
@@ -115,6 +116,21 @@ class Exposure(models.Model):
     @property
     def fixable(self) -> bool:
         return bool(self.fixed_version)
+
+
+class VersionCoverage(models.Model):
+    """Whether a version's exposure is known, as its last matching found: "covered",
+    "unknown" (no source package names where they are needed) or "not covered"."""
+
+    version = models.OneToOneField(
+        ImageVersion, on_delete=models.CASCADE, related_name="exposure_coverage"
+    )
+    status = models.CharField(max_length=16)
+    reason = models.CharField(max_length=255, blank=True)
+    matched_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.version_id}: {self.status}"
 
 
 class ImagePolicy(models.Model):

@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -173,7 +174,7 @@ MAX_PER_PAGE = 100
 
 def build_feed(page: int | None = None, per_page: int = 20) -> dict[str, Any]:
     """The feed document, from plain rows (no model instances): four queries, or five for
-    a page.
+    a page, and each added section's own (see `add_section`).
 
     With `page`, as the Marketplace API pages its lists: that page of `per_page` images (by
     label), `total_count` still counting them all.
@@ -187,11 +188,27 @@ def build_feed(page: int | None = None, per_page: int = 20) -> dict[str, Any]:
         images = list(rows[(page - 1) * per_page : page * per_page])
         total = Image.objects.count()
         versions = _versions_by_image([image["id"] for image in images])
-    return {
-        "feed_version": FEED_VERSION,
-        "total_count": total,
-        "images": [_image(image, versions.get(image["id"], [])) for image in images],
-    }
+    documents = [_image(image, versions.get(image["id"], [])) for image in images]
+    for section in _SECTIONS:
+        # A fixed number of queries per section, whatever the number of images.
+        values = section([image["id"] for image in images] if page is not None else None)
+        for image, document in zip(images, documents, strict=True):
+            document.update(values.get(image["id"], {}))
+    return {"feed_version": FEED_VERSION, "total_count": total, "images": documents}
+
+
+# Sections an app above lifecycle adds to each image (advisories: its security exposure),
+# given the image ids (None: all) and giving {image id: {key: value}}; and the rows those
+# values are read from, which the fingerprint covers as it covers the feed's own columns.
+Section = Callable[[list[int] | None], dict[int, dict[str, Any]]]
+_SECTIONS: list[Section] = []
+
+
+def add_section(section: Section, columns: list[tuple[Any, tuple[str, ...]]]) -> None:
+    """Add a section to every image of the feed (once, from an app's `ready`)."""
+    if section not in _SECTIONS:
+        _SECTIONS.append(section)
+        _FINGERPRINT_COLUMNS.extend(columns)
 
 
 def render(feed: dict[str, Any]) -> bytes:

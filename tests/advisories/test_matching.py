@@ -10,6 +10,8 @@ from django.urls import reverse
 from advisories import matching
 from advisories.matching import affected
 from advisories.models import Advisory, Exposure
+from catalog.choices import VersionState
+from lifecycle.models import Release
 from tests.advisories.conftest import deb, debian_image, version
 from tests.catalog.factories import os_image
 
@@ -174,3 +176,38 @@ def test_pages_cost_the_same_queries_whatever_the_exposures(client, viewer) -> N
     assert Exposure.objects.count() == 30
     assert queries(v.get_absolute_url()) == few_version
     assert queries(image_url) == few_image
+
+
+@pytest.mark.django_db
+def test_the_feed_carries_each_current_version_s_exposure(client, viewer) -> None:
+    image = debian_image()
+    v = version(image, "2026-01-02", [deb("libssl3", "3.0.11-1~deb12u1", "openssl")])
+    Release.objects.create(version=v, released_at=v.created_at)
+    v.state, v.released_at = VersionState.RELEASED, v.created_at
+    v.save()
+    client.force_login(viewer)
+    url = reverse("lifecycle:feed")
+
+    def security() -> dict:
+        [entry] = client.get(url).json()["images"]
+        return entry["security"]
+
+    first = client.get(url)["ETag"]
+    [row] = security()["current"]
+    assert row["status"] == "unknown" and row["exposures"] is None  # not matched yet
+    _advisory("DSA-1-1", "openssl", "3.0.13-1~deb12u1")
+    matching.match_all()
+    assert client.get(url)["ETag"] != first
+    assert security() == {
+        "current": [
+            {
+                "arch": v.arch,
+                "version": v.name,
+                "status": "covered",
+                "exposures": 1,
+                "fixable": 1,
+                "fixable_advisories": ["DSA-1-1"],
+            }
+        ],
+        "fixable_exposure_since": Exposure.objects.get().first_seen.date().isoformat(),
+    }
