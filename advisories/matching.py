@@ -170,8 +170,13 @@ def match_manifest(
     image: Image,
     manifest: list[dict[str, Any]],
     index: dict[tuple[str, str], list[AdvisoryRow]],
+    cache: dict[tuple[int, str], tuple[bool, str]] | None = None,
 ) -> list[Match]:
-    """Every (advisory, installed package) pair of a manifest the ranges say is affected."""
+    """Every (advisory, installed package) pair of a manifest the ranges say is affected.
+
+    `cache` keeps each (advisory, installed version)'s answer across manifests: versions of
+    one image share most of their packages' versions."""
+    cache = {} if cache is None else cache
     scheme = scheme_for(image)
     ecosystems = ecosystems_for(image)
     if scheme is None or not ecosystems:
@@ -183,7 +188,12 @@ def match_manifest(
                 continue
             for ecosystem in ecosystems:
                 for pk, ranges, listed, severity in index.get((ecosystem, key), ()):
-                    hit, fixed = affected(scheme, installed, ranges, listed)
+                    answer = cache.get((pk, installed))
+                    if answer is None:
+                        answer = cache[(pk, installed)] = affected(
+                            scheme, installed, ranges, listed
+                        )
+                    hit, fixed = answer
                     if hit:
                         package = str(entry["name"])
                         found[(pk, package)] = Match(pk, package, installed, fixed, severity)
@@ -255,6 +265,7 @@ def match_all(versions: Iterable[ImageVersion] | None = None) -> int:
         rows = [(v.pk, v.image_id, v.manifest) for v in versions]
     count = 0
     now = timezone.now()
+    cache: dict[tuple[int, str], tuple[bool, str]] = {}
     coverages = []
     for pk, image_id, manifest in rows:
         image = images[image_id]
@@ -267,7 +278,7 @@ def match_all(versions: Iterable[ImageVersion] | None = None) -> int:
             # Unknown or not covered: nothing stored says "no exposure".
             Exposure.objects.filter(version_id=pk).delete()
             continue
-        sync_exposures(pk, match_manifest(image, manifest, index))
+        sync_exposures(pk, match_manifest(image, manifest, index, cache))
         count += 1
     VersionCoverage.objects.bulk_create(
         coverages,
