@@ -226,3 +226,13 @@ def test_ecosystems_from_the_catalogue(distribution, release, extended, expected
         image.upstream.deprecation_basis = DeprecationBasis.EXTENDED
         image.upstream.save()
     assert ecosystems_for(image) == expected
+
+
+def test_the_daily_schedule_runs_the_import_task() -> None:
+    from django.utils.module_loading import import_string
+
+    from catalog.schedules import all_schedules
+
+    [definition] = [d for d in all_schedules() if d.name == "advisories.import_osv"]
+    assert definition.schedule_type == "D"
+    assert callable(import_string(definition.func))
