@@ -154,6 +154,9 @@ class CustomizeResult:
 
     manifest: list[dict[str, str]]
     os_info: dict[str, object]
+    # The packages of the image as fetched, read before the first step: what the recipe
+    # changed is the difference with `manifest`. None when that reading failed.
+    upstream_manifest: list[dict[str, str]] | None = None
 
 
 class _StepFailure(Exception):
@@ -845,6 +848,7 @@ def customize(
             except RuntimeError as exc:
                 interrupted(exc, None, "Inspection", step_timeout)
                 raise CustomizeError(None, f"inspection of the image failed: {exc}") from exc
+            upstream_manifest = _packages_before_steps(session)
             watchdog.disarm()
 
             for done, (index, step) in enumerate(active, start=1):
@@ -892,4 +896,19 @@ def customize(
         if watchdog.reason == "cancel":
             raise Cancelled("cancelled; the appliance was stopped")
     say(f"Customization done in {time.monotonic() - started:.0f} s, {len(manifest)} packages")
-    return CustomizeResult(manifest=manifest, os_info=session.os_info)
+    return CustomizeResult(
+        manifest=manifest, os_info=session.os_info, upstream_manifest=upstream_manifest
+    )
+
+
+def _packages_before_steps(session: _Session) -> list[dict[str, str]] | None:
+    """The fetched image's own package list, by the same inspection as the manifest (no
+    source packages yet: they are read after the steps). None, with the reason in the log,
+    when the inspection fails: the build goes on without it."""
+    try:
+        packages = session.manifest()
+    except RuntimeError as exc:
+        session.say(f"Upstream packages: not read ({exc}); what the recipe changed is unknown")
+        return None
+    session.say(f"Upstream image: {len(packages)} packages before the first step")
+    return packages

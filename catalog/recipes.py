@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 
 from catalog.choices import StepType
+from catalog.templatetags.durations import duration
 
 PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:@-]*$")
 UNIT_NAME = re.compile(r"^[A-Za-z0-9@._:-]+\.(service|timer|socket|path|target|mount)$")
@@ -268,3 +269,51 @@ def summarize(step_type: str, params: dict) -> str:
             first = (p.get("script") or "").strip().splitlines()
             return first[0][:80] if first else ""
     return ""
+
+
+@dataclass(frozen=True)
+class StepInWords:
+    """One step of a recipe as a person reads it: its label and each parameter given."""
+
+    label: str
+    params: list[tuple[str, str, bool]]  # (name, value, multi-line)
+    enabled: bool = True
+
+
+PARAM_LABELS = {"sha256": "SHA-256", "url": "URL"}
+
+
+def _secret_in_words(text: str) -> str:
+    """A secret is stored as its name only; say so instead of showing the reference."""
+    return SECRET_REF.sub(lambda m: f"[secret {m.group(1)}]", text)
+
+
+def _value_in_words(param: Param, value: object) -> str:
+    if param.kind == "packages" and isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if param.kind == "int" and param.name == "timeout":
+        try:
+            return duration(int(value))  # type: ignore[call-overload]  # as stored
+        except (TypeError, ValueError):
+            pass
+    return _secret_in_words(str(value))
+
+
+def in_words(step: dict) -> StepInWords:
+    """A step of a version's recipe as executed (`{"type", "params", "enabled"}`), in words:
+    the step type's label and its parameters by name, secrets by name only. A type or a
+    parameter this release no longer knows is still shown, under its stored name."""
+    step_type = str(step.get("type", ""))
+    label = StepType(step_type).label if step_type in StepType.values else step_type
+    params = dict(step.get("params") or {})
+    known = {p.name: p for p in params_of(step_type)}
+    lines: list[tuple[str, str, bool]] = []
+    for name in [*known, *(n for n in params if n not in known)]:
+        value = params.get(name)
+        if value in (None, "", []):
+            continue
+        param = known.get(name, Param(name, "str"))
+        text = _value_in_words(param, value)
+        title = PARAM_LABELS.get(name, name.replace("_", " ").capitalize())
+        lines.append((title, text, param.kind == "text" or "\n" in text))
+    return StepInWords(str(label), lines, bool(step.get("enabled", True)))

@@ -16,19 +16,19 @@ from django.db import transaction
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from catalog import audit, overview, roles, sbom
+from catalog import audit, overview, recipes, roles, sbom
 from catalog.choices import DateSource, ImageKind, StepType
 from catalog.current import current_versions
 from catalog.forms import LifecycleDateForm, StepForm
 from catalog.htmx import partial_request
 from catalog.manifests import diff_manifests
 from catalog.models import AuditEntry, Image, ImageVersion, RecipeStep, UpstreamLifecycle, Zone
-from catalog.timeline import timeline_for
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ def image_page(request: HttpRequest, label: str) -> HttpResponse:
         # The table shows neither a version's manifest nor its recipe (the largest columns).
         "versions": image.versions.defer("manifest", "recipe")[:50],
         "audit_entries": image.audit_entries.select_related("actor")[:20],
-        "timeline": timeline_for(image),
         "date_form": LifecycleDateForm(),
         "step_types": StepType.choices,
     }
@@ -94,8 +93,16 @@ def image_page(request: HttpRequest, label: str) -> HttpResponse:
 
 def _steps_response(request: HttpRequest, image: Image) -> HttpResponse:
     if partial_request(request):
-        return render(
-            request, "catalog/image.html#recipe", {"image": image, "steps": image.steps.all()}
+        # The recipe, and out of band the Audit log the change added to.
+        context = {
+            "image": image,
+            "steps": image.steps.all(),
+            "builds": None,
+            "audit_entries": image.audit_entries.select_related("actor")[:20],
+        }
+        return HttpResponse(
+            render_to_string("catalog/image.html#recipe", context, request)
+            + render_to_string("catalog/image_changed.html", context, request)
         )
     return redirect(image.get_absolute_url() + "#recipe")
 
@@ -351,6 +358,7 @@ def version_page(request: HttpRequest, label: str, arch: str, name: str) -> Http
         name=name,
     )
     previous = version.previous()
+    upstream = _upstream_manifest(version)
     context = {
         "image": version.image,
         "version": version,
@@ -358,9 +366,25 @@ def version_page(request: HttpRequest, label: str, arch: str, name: str) -> Http
         "diff": diff_manifests(previous.manifest or [], version.manifest or [])
         if previous
         else None,
+        "upstream_diff": diff_manifests(upstream, version.manifest or [])
+        if upstream is not None
+        else None,
+        "recipe_steps": [recipes.in_words(step) for step in version.recipe or []],
         "local_images": version.local_images.select_related("zone"),
     }
     return render(request, "catalog/version.html", context)
+
+
+def _upstream_manifest(version: ImageVersion) -> list[dict] | None:
+    """The package list of the image the version's build customized (the upstream image, or
+    an InstantApp's base version), read before the recipe's first step; None when the build
+    did not record it (versions built before it was, or the reading failed)."""
+    recorded = (
+        ImageVersion.objects.filter(pk=version.pk, build__stages__name="customize")
+        .values_list("build__stages__outputs__upstream_manifest", flat=True)
+        .first()
+    )
+    return recorded if isinstance(recorded, list) else None
 
 
 SBOM_MEDIA_TYPES = {

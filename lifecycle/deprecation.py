@@ -156,8 +156,11 @@ def bumped(date: dt.date, today: dt.date) -> dt.date:
     return max(date, dates.add_days(today, notice_lead_days()))
 
 
-def plan_for(image: Image, today: dt.date | None = None) -> Plan:
-    """What the deprecation panel shows: the recorded date, or what the policy would set."""
+def plan_for(image: Image, today: dt.date | None = None, *, replacement: bool = True) -> Plan:
+    """What the deprecation panel shows: the recorded date, or what the policy would set.
+
+    `replacement=False` leaves the default replacement unlooked-for (a query per image), for
+    pages that show only the dates, such as the catalogue's timeline."""
     today = today or timezone.localdate()
     if image.deprecation_date:
         return Plan(
@@ -167,14 +170,31 @@ def plan_for(image: Image, today: dt.date | None = None) -> Plan:
             image.replacement,
         )
     date, why = policy_date(image)
+    if replacement:
+        chosen = image.replacement or default_replacement(image)
+    else:
+        chosen = image.replacement if image.replacement_id is not None else None
     if date is None:
-        return Plan(None, why, "none", image.replacement or default_replacement(image))
+        return Plan(None, why, "none", chosen)
     source = "policy" if image.is_os or image.grace_period_days is not None else "base"
-    plan = Plan(date, why, source, image.replacement or default_replacement(image))
+    plan = Plan(date, why, source, chosen)
     if image.state == ImageState.ACTIVE and bumped(date, today) != date:
         plan.bumped_from, plan.date = date, bumped(date, today)
         plan.notes.append(_bump_note(date, plan.date))
     return plan
+
+
+def retirement_date(image: Image, deprecation_date: dt.date | None) -> dt.date | None:
+    """When the image is (or will be) retired: the retention period after it was deprecated,
+    or after its planned deprecation date; None without either."""
+    if image.deprecated_at is not None:
+        start = timezone.localdate(image.deprecated_at)
+    elif deprecation_date is not None:
+        start = deprecation_date
+    else:
+        return None
+    end = dates.add_days(start, retention_days())
+    return end if dates.in_range(end) else None
 
 
 def _bump_note(original: dt.date, new: dt.date) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from lifecycle.views import customers, notices, releases, requests, triggers
+from lifecycle.views import customers, notices, releases, requests, timeline, triggers
 
 app_name = "lifecycle"
 urlpatterns = [
@@ -48,6 +48,8 @@ urlpatterns = [
         triggers.version_advisories,
         name="version_advisories",
     ),
+    # The catalogue's lifecycle at a glance
+    path("timeline/", timeline.catalogue_timeline, name="timeline"),
     # Image requests
     path("requests/", requests.request_list, name="requests"),
     path("requests/<int:pk>/", requests.request_detail, name="request_detail"),

@@ -63,6 +63,7 @@ def run(ctx: StageContext) -> dict:
     return {
         "work_path": str(disk),
         "manifest": result.manifest,
+        "upstream_manifest": result.upstream_manifest,
         "os_info": result.os_info,
         "recipe": steps,
     }

@@ -85,10 +85,17 @@ def build_live(request: HttpRequest, build_id: int) -> HttpResponse:
 @require_GET
 def image_builds(request: HttpRequest, label: str) -> HttpResponse:
     image = get_object_or_404(Image, label=label)
-    builds = image.builds.select_related("requested_by", "version__image").defer(
-        "version__manifest", "version__recipe"
-    )[:10]
-    return render(request, "builds/image_builds.html", {"image": image, "builds": builds})
+    return render(
+        request, "builds/image_builds.html", {"image": image, "builds": _latest_builds(image)}
+    )
+
+
+def _latest_builds(image: Image) -> list[Build]:
+    return list(
+        image.builds.select_related("requested_by", "version__image").defer(
+            "version__manifest", "version__recipe"
+        )[:10]
+    )
 
 
 @require_POST
@@ -117,7 +124,14 @@ def rebuild(request: HttpRequest, label: str) -> HttpResponse:
         for arch in arches
     ]
     if partial_request(request):
-        return render(request, "builds/queued.html", {"results": results})
+        # The answer, and out of band the image page's Builds and Audit log it changed.
+        context = {
+            "results": results,
+            "image": image,
+            "builds": _latest_builds(image),
+            "audit_entries": image.audit_entries.select_related("actor")[:20],
+        }
+        return render(request, "builds/queued.html", context)
     for r in results:
         verb = "Queued" if r.created else "Already queued or running:"
         messages.success(request, f"{verb} build #{r.build.pk} ({r.build.arch}).")

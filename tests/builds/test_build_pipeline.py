@@ -97,6 +97,9 @@ def assert_every_step_applied(build) -> None:
     assert names == sorted(names)
     hello = {"name": "hello", "version": "2.10-3", "arch": "amd64", "source": "hello"}
     assert {**hello, "source_version": "2.10-3"} in version.manifest
+    # The upstream image's own list, read before the first step: the recipe added hello.
+    upstream = {p["name"] for p in stage.outputs["upstream_manifest"]}
+    assert "hello" not in upstream and "systemd" in upstream
 
     image = read_back(Path(version.artefact_path))
     assert image["etc_motd"] == "Built by the image factory\n"

@@ -63,5 +63,6 @@ def test_the_page_reads_no_manifest_and_its_queries_do_not_grow_with_the_version
     few = queries()
     add(2, 25)
     many = queries()
-    assert len(many) == len(few) <= 15
+    # 16: the timeline reads its versions' dates (releases, refresh clock) in one query.
+    assert len(many) == len(few) <= 16
     assert not any('"manifest"' in sql for sql in many)

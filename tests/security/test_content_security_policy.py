@@ -63,6 +63,7 @@ def pages(manager) -> list[str]:
         reverse("lifecycle:triggers"),
         reverse("lifecycle:requests"),
         reverse("password_change"),
+        reverse("lifecycle:timeline"),
     ]
 
 
@@ -118,13 +119,18 @@ def test_htmx_is_configured_to_inject_no_style_and_evaluate_nothing(client, mana
     assert ".htmx-indicator { opacity:0; }" in stylesheet
 
 
-def test_a_timeline_point_and_a_progress_bar_are_placed_by_classes(client, manager, pages) -> None:
+def test_a_timeline_and_a_progress_bar_are_placed_without_inline_style(
+    client, manager, pages
+) -> None:
     client.force_login(manager)
     image_page = client.get(pages[1]).content.decode()
     build_page = client.get(pages[3]).content.decode()
 
-    places = re.findall(r'class="point [^"]*\bat-(\d+)"', image_page)
-    assert places and {"0", "100"} <= set(places)
+    # The timeline is SVG placed by its attributes and coloured by classes of factory.css.
+    drawing = image_page[image_page.index('<svg class="timeline-svg"') :]
+    drawing = drawing[: drawing.index("</svg>")]
+    assert re.search(r'<rect class="tl-span tl-security" x="[\d.]+"', drawing)
+    assert "style=" not in drawing
     assert '<progress class="progress" max="100" value="40"' in build_page
     stylesheet = (ROOT / "static/css/factory.css").read_text()
-    assert all(f".timeline .at-{n} {{ left:{n}%; }}" in stylesheet for n in range(101))
+    assert ".timeline-svg .tl-span.tl-security" in stylesheet
