@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import ssl
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 import requests
+from django.conf import settings as django_settings
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group, User
 
 from catalog import roles
@@ -28,8 +31,17 @@ from tests.fixtures.images import debian_fixture_image
 from tests.lifecycle.smtp import SMTPServer
 
 
+@functools.cache
+def _stored_password(raw: str, hashers: tuple[str, ...]) -> str:
+    """A test user's password as the hasher in use stores it, hashed once per process and
+    hasher list: the project's hash is slow by design (half a second or more here), and most
+    tests make users."""
+    return make_password(raw)
+
+
 def _user(username: str, role: str | None, **extra: object) -> User:
-    user = User.objects.create_user(username=username, password="pw-" + username, **extra)
+    stored = _stored_password("pw-" + username, tuple(django_settings.PASSWORD_HASHERS))
+    user = User.objects.create(username=username, password=stored, **extra)
     if role:
         user.groups.add(Group.objects.get(name=role))
     return user
