@@ -227,16 +227,16 @@ def measure(images: int) -> dict[str, Any]:
 
     admin_images = admin("catalog/image/")
     overview = [
-        ("overview", "/"),
-        ("overview, sorted by name", "/?sort=name"),
-        ("overview, sorted by EOL", "/?sort=eol"),
-        ("overview, sorted by age", "/?sort=age"),
-        ("overview, stale only", "/?badge=stale"),
-        ("overview, search", "/?q=debian"),
+        ("overview", "/images/"),
+        ("overview, sorted by name", "/images/?sort=name"),
+        ("overview, sorted by EOL", "/images/?sort=eol"),
+        ("overview, sorted by age", "/images/?sort=age"),
+        ("overview, stale only", "/images/?badge=stale"),
+        ("overview, search", "/images/?q=debian"),
     ]
     pages = [(name, page(url), admin_images) for name, url in overview]
     pages += [
-        ("overview, page 5 (htmx)", page("/?page=5", HX_Request="true"), admin_images),
+        ("overview, page 5 (htmx)", page("/images/?page=5", HX_Request="true"), admin_images),
         ("builds", page("/builds/"), admin("builds/build/")),
         ("audit log", page("/audit/"), admin("catalog/auditentry/")),
         (

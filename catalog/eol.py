@@ -13,7 +13,10 @@ endoflife.date has two APIs (see docs in upstream-images.md sections 9-11):
 
 Nothing stored is ever lost: a failed fetch only records the failure on the rows, a boolean
 or a missing value never clears a stored date, a manager's date is never overwritten, and an
-EOL that moves backwards waits for a manager.
+EOL that moves backwards waits for a manager: it is stored as the row's proposed EOL, which
+the home page lists with accept and reject actions (`accept_proposal`, `reject_proposal`).
+A rejected date is not proposed again; a later import that no longer moves the EOL backwards
+withdraws the proposal.
 """
 
 from __future__ import annotations
@@ -514,8 +517,13 @@ def apply_cycle(
         change = ImageChange(image=label, cycle=cycle_name, ok=True, message="")
         before: dict[str, Any] = {}
         after: dict[str, Any] = {}
+        proposed_before = row.proposed_security_support_end
         for field_name in UpstreamLifecycle.DATE_FIELDS:
             _apply_field(row, field_name, dates, change, before, after)
+        proposal_fields = []
+        if row.proposed_security_support_end != proposed_before:
+            row.proposed_at = now if row.proposed_security_support_end else None
+            proposal_fields = ["proposed_security_support_end", "proposed_at"]
 
         row.last_checked_at = now
         row.last_import_ok = not change.warnings
@@ -530,6 +538,7 @@ def apply_cycle(
         row.save(
             update_fields=[
                 *after.keys(),
+                *proposal_fields,
                 "last_checked_at",
                 "last_import_ok",
                 "last_import_message",
@@ -575,12 +584,21 @@ def _apply_field(
                 f"{label}: kept manager's date {_show(stored)} (endoflife.date says {_show(new)})"
             )
         return
-    if field_name == "security_support_end" and stored is not None and new < stored:
-        change.warnings.append(
-            f"upstream moved EOL of {row.image.label} backwards from {_show(stored)} "
-            f"to {_show(new)}; not applied (a manager must confirm it)"
-        )
-        return
+    if field_name == "security_support_end":
+        if stored is not None and new < stored:
+            if new == row.rejected_security_support_end:
+                change.notes.append(
+                    f"upstream still says EOL {_show(new)}; a manager rejected it, "
+                    f"kept {_show(stored)}"
+                )
+                return
+            row.proposed_security_support_end = new
+            change.warnings.append(
+                f"upstream moved EOL of {row.image.label} backwards from {_show(stored)} "
+                f"to {_show(new)}; not applied (a manager must confirm it)"
+            )
+            return
+        row.proposed_security_support_end = None
     if new != stored or row.source_of(field_name) != DateSource.ENDOFLIFE_DATE:
         before[field_name] = stored
         before[source_field] = row.source_of(field_name)
@@ -594,3 +612,78 @@ def _apply_field(
 
 def _show(value: dt.date | None) -> str:
     return value.isoformat() if value else "none"
+
+
+# --- an earlier EOL waiting for a manager -------------------------------------------------------
+
+
+class NoProposal(Exception):
+    """The row has no proposed EOL (decided meanwhile, or withdrawn by a later import)."""
+
+
+def accept_proposal(row_pk: int, *, actor: Any) -> UpstreamLifecycle:
+    """Apply the earlier EOL upstream proposed, as an endoflife.date date, and audit it."""
+    with transaction.atomic():
+        row = UpstreamLifecycle.objects.select_for_update().select_related("image").get(pk=row_pk)
+        proposed = row.proposed_security_support_end
+        if proposed is None:
+            raise NoProposal(row.image.label)
+        before = {
+            "security_support_end": row.security_support_end,
+            "security_support_end_source": row.security_support_end_source,
+            "proposed_security_support_end": proposed,
+        }
+        row.security_support_end = proposed
+        row.security_support_end_source = DateSource.ENDOFLIFE_DATE
+        row.proposed_security_support_end = None
+        row.proposed_at = None
+        row.save(
+            update_fields=[
+                "security_support_end",
+                "security_support_end_source",
+                "proposed_security_support_end",
+                "proposed_at",
+            ]
+        )
+        audit.record(
+            "eol.proposal_accepted",
+            actor=actor,
+            image=row.image,
+            target=row,
+            before=before,
+            after={
+                "security_support_end": proposed,
+                "security_support_end_source": DateSource.ENDOFLIFE_DATE.value,
+            },
+            message=f"EOL moved backwards to {_show(proposed)} as upstream says",
+        )
+    return row
+
+
+def reject_proposal(row_pk: int, *, actor: Any) -> UpstreamLifecycle:
+    """Keep the stored EOL; the rejected date is not proposed again by later imports."""
+    with transaction.atomic():
+        row = UpstreamLifecycle.objects.select_for_update().select_related("image").get(pk=row_pk)
+        proposed = row.proposed_security_support_end
+        if proposed is None:
+            raise NoProposal(row.image.label)
+        row.rejected_security_support_end = proposed
+        row.proposed_security_support_end = None
+        row.proposed_at = None
+        row.save(
+            update_fields=[
+                "rejected_security_support_end",
+                "proposed_security_support_end",
+                "proposed_at",
+            ]
+        )
+        audit.record(
+            "eol.proposal_rejected",
+            actor=actor,
+            image=row.image,
+            target=row,
+            before={"proposed_security_support_end": proposed},
+            after={"rejected_security_support_end": proposed},
+            message=f"Kept EOL {_show(row.security_support_end)}; upstream said {_show(proposed)}",
+        )
+    return row

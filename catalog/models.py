@@ -280,6 +280,15 @@ class UpstreamLifecycle(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_import_ok = models.BooleanField(null=True, blank=True)
     last_import_message = models.TextField(blank=True)
+    # An import never moves the EOL backwards by itself: the earlier date waits here for a
+    # manager to accept or reject it (catalog.eol.accept_proposal / reject_proposal).
+    proposed_security_support_end = models.DateField(
+        null=True, blank=True, help_text="An earlier EOL upstream announced, waiting for a manager."
+    )
+    proposed_at = models.DateTimeField(null=True, blank=True)
+    rejected_security_support_end = models.DateField(
+        null=True, blank=True, help_text="An earlier EOL a manager rejected: not proposed again."
+    )
 
     DATE_FIELDS = (
         "release_date",

@@ -6,7 +6,7 @@ from catalog import views
 
 app_name = "catalog"
 urlpatterns = [
-    path("", views.overview_page, name="overview"),
+    path("images/", views.overview_page, name="overview"),
     path("images/<slug:label>/", views.image_page, name="image"),
     path("images/<slug:label>/steps/new/", views.step_form, name="step_new"),
     path("images/<slug:label>/steps/add/", views.step_save, name="step_add"),

@@ -29,5 +29,6 @@ urlpatterns = [
     path("healthz", healthz),
     path("builds/", include("builds.urls")),
     path("lifecycle/", include("lifecycle.urls")),
+    path("", include("lifecycle.home_urls")),
     path("", include("catalog.urls")),
 ]

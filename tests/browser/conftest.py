@@ -113,7 +113,7 @@ def js_errors(page: Page) -> list[str]:
 
 
 def login(page: Page, live_server: Any, user: User) -> None:
-    """Sign `user` in through the login form and wait for the catalogue."""
+    """Sign `user` in through the login form and wait for the home page."""
     page.goto(f"{live_server.url}/accounts/login/")
     page.get_by_label("User name").fill(user.get_username())
     page.get_by_label("Password").fill("pw-" + user.get_username())

@@ -28,6 +28,7 @@ def test_typing_a_search_filters_the_table_in_place_and_writes_it_to_the_url(
     page: Page, js_errors: list[str], live_server: Any, viewer: User, catalogue: dict[str, Image]
 ) -> None:
     login(page, live_server, viewer)
+    page.goto(f"{live_server.url}/images/")
     expect(page.get_by_test_id("row-count")).to_have_text("4 images")
     page.evaluate("window.samePage = 'still here'")
 
@@ -44,6 +45,7 @@ def test_the_past_eol_filter_keeps_only_past_eol_rows_and_survives_a_reload(
     page: Page, live_server: Any, viewer: User, catalogue: dict[str, Image]
 ) -> None:
     login(page, live_server, viewer)
+    page.goto(f"{live_server.url}/images/")
     page.evaluate("window.samePage = 'still here'")
 
     page.get_by_test_id("badge").select_option(label="Past upstream EOL")
@@ -66,7 +68,7 @@ def test_a_shared_filtered_url_opens_on_the_same_view(
 ) -> None:
     login(page, live_server, viewer)
 
-    page.goto(f"{live_server.url}/?q=ubuntu&badge=past_eol")
+    page.goto(f"{live_server.url}/images/?q=ubuntu&badge=past_eol")
 
     assert labels(page) == ["ubuntu_focal"]
     expect(page.get_by_test_id("search")).to_have_value("ubuntu")
@@ -77,6 +79,7 @@ def test_the_rows_carry_past_eol_and_eol_soon_badges(
     page: Page, live_server: Any, viewer: User, catalogue: dict[str, Image]
 ) -> None:
     login(page, live_server, viewer)
+    page.goto(f"{live_server.url}/images/")
     table = page.locator("#catalogue-table")
 
     expect(table.locator("tr[data-label=ubuntu_focal] [data-badge]")).to_have_text(["past EOL"])
@@ -91,6 +94,7 @@ def test_going_back_after_leaving_a_filtered_catalogue_shows_the_whole_page(
     page: Page, live_server: Any, viewer: User, catalogue: dict[str, Image]
 ) -> None:
     login(page, live_server, viewer)
+    page.goto(f"{live_server.url}/images/")
     page.get_by_test_id("badge").select_option("past_eol")
     expect(page).to_have_url(re.compile(r"badge=past_eol"))
     expect(page.get_by_test_id("row-count")).to_have_text("1 image")
@@ -110,6 +114,7 @@ def test_the_pages_of_a_filtered_catalogue_keep_the_filter_in_place_and_in_the_u
     for i in range(overview.PAGE_SIZE + 5):
         os_image(f"ubuntu_paged_{i:03d}")
     login(page, live_server, viewer)
+    page.goto(f"{live_server.url}/images/")
     page.get_by_test_id("search").press_sequentially("paged")
     expect(page.get_by_test_id("row-count")).to_have_text(f"{overview.PAGE_SIZE + 5} images")
     page.evaluate("window.samePage = 'still here'")

@@ -1,5 +1,5 @@
 """Signing in: every page needs a session, a wrong password is refused, a right one lands
-on the catalogue with the user's role shown."""
+on the home page with the user's role shown."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_a_wrong_password_shows_the_error_and_signs_nobody_in(
     expect(page).to_have_url(re.compile(r"/accounts/login/"))
 
 
-def test_the_right_password_lands_on_the_catalogue_with_the_role_shown(
+def test_the_right_password_lands_on_the_home_page_with_the_role_shown(
     page: Page, live_server: Any, manager: User
 ) -> None:
     page.goto(f"{live_server.url}/")
@@ -46,7 +46,7 @@ def test_the_right_password_lands_on_the_catalogue_with_the_role_shown(
     page.get_by_role("button", name="Log in").click()
 
     expect(page).to_have_url(f"{live_server.url}/")
-    expect(page.get_by_role("heading", name="Catalogue")).to_be_visible()
+    expect(page.get_by_role("heading", name="What needs you today")).to_be_visible()
     expect(page.get_by_test_id("role")).to_have_text("manon · Catalogue manager")
 
 

@@ -66,6 +66,7 @@ def test_a_viewer_sees_no_action_button_on_any_page(
 ) -> None:
     login(page, live_server, viewer)
     expect(page.get_by_test_id("role")).to_have_text("viola · Viewer")
+    page.goto(f"{live_server.url}/images/")
     expect(page.locator("#catalogue-table tr[data-label]")).to_have_count(4)
     assert_no_action_button(page)
 

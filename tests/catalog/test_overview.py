@@ -37,7 +37,7 @@ def test_it_badges_past_eol_soon_and_stale_images(client, viewer, frozen) -> Non
         image=noble, name="2026-07-01", released_at=timezone.now() - dt.timedelta(days=120)
     )
     client.force_login(viewer)
-    response = client.get("/")
+    response = client.get("/images/")
     assert _labels_with_badge(response, "past_eol") == {"ubuntu_focal"}
     assert _labels_with_badge(response, "eol_soon") == {"fedora_43"}
     assert _labels_with_badge(response, "stale") == {"ubuntu_noble"}
@@ -79,10 +79,10 @@ def test_stale_follows_the_refresh_rule_never_released_counts_from_its_latest_bu
         )
     client.force_login(viewer)
 
-    response = client.get("/")
+    response = client.get("/images/")
     assert _labels_with_badge(response, "stale") == {"debian_built"}
     assert _labels_with_badge(response, "deprecated") == {"debian_buster", "centos_7"}
-    filtered = client.get("/?badge=stale")
+    filtered = client.get("/images/?badge=stale")
     assert [row.image.label for row in filtered.context["rows"]] == ["debian_built"]
 
 
@@ -95,8 +95,8 @@ def test_an_image_is_stale_from_the_day_its_refresh_was_due(client, viewer, froz
             image=image, name="v", created_at=now - dt.timedelta(days=days, hours=11)
         )
     client.force_login(viewer)
-    assert _labels_with_badge(client.get("/"), "stale") == {"due_today"}
-    rows = client.get("/?badge=stale").context["rows"]
+    assert _labels_with_badge(client.get("/images/"), "stale") == {"due_today"}
+    rows = client.get("/images/?badge=stale").context["rows"]
     assert [row.image.label for row in rows] == ["due_today"]
 
 
@@ -112,7 +112,7 @@ def test_the_overview_says_how_long_ago_an_image_was_released(client, viewer, fr
     unreleased = os_image("debian_trixie")
     ImageVersion.objects.create(image=unreleased, name="2026-11-20")
     client.force_login(viewer)
-    response = client.get("/")
+    response = client.get("/images/")
     body = response.content.decode()
     rows = {row.image.label: row for row in response.context["rows"]}
     assert rows["ubuntu_noble"].days_since_release == 25
@@ -127,7 +127,7 @@ def test_an_instantapp_shows_its_base_images_eol(client, viewer, frozen) -> None
     focal = os_image("ubuntu_focal", eol=dt.date(2025, 5, 31))
     instantapp("wordpress", focal)
     client.force_login(viewer)
-    response = client.get("/")
+    response = client.get("/images/")
     assert _labels_with_badge(response, "past_eol") == {"ubuntu_focal", "wordpress"}
 
 
@@ -136,7 +136,7 @@ def test_a_deprecated_image_gets_the_deprecated_badge(client, viewer, frozen) ->
     image.state = ImageState.DEPRECATED
     image.save()
     client.force_login(viewer)
-    response = client.get("/?badge=deprecated")
+    response = client.get("/images/?badge=deprecated")
     assert [row.image.label for row in response.context["rows"]] == ["debian_buster"]
 
 
@@ -145,17 +145,17 @@ def test_filters_and_sort_come_from_the_url(client, viewer, frozen) -> None:
     os_image("ubuntu_noble", eol=dt.date(2029, 5, 31))
     os_image("debian_trixie", eol=dt.date(2028, 8, 9))
     client.force_login(viewer)
-    response = client.get("/?q=ubuntu&sort=-eol")
+    response = client.get("/images/?q=ubuntu&sort=-eol")
     assert [row.image.label for row in response.context["rows"]] == ["ubuntu_noble", "ubuntu_focal"]
     assert response.context["filters"].q == "ubuntu"
-    response = client.get("/?badge=past_eol")
+    response = client.get("/images/?badge=past_eol")
     assert [row.image.label for row in response.context["rows"]] == ["ubuntu_focal"]
 
 
 def test_an_htmx_request_gets_only_the_table(client, viewer, frozen) -> None:
     os_image("ubuntu_noble", eol=dt.date(2029, 5, 31))
     client.force_login(viewer)
-    response = client.get("/?q=noble", HTTP_HX_REQUEST="true")
+    response = client.get("/images/?q=noble", HTTP_HX_REQUEST="true")
     body = response.content.decode()
     assert 'id="catalogue-table"' in body
     assert "<html" not in body
@@ -163,7 +163,7 @@ def test_an_htmx_request_gets_only_the_table(client, viewer, frozen) -> None:
 
 def test_unknown_filter_values_are_ignored(client, viewer) -> None:
     client.force_login(viewer)
-    response = client.get("/?kind=spaceship&badge=nope&sort=drop+table")
+    response = client.get("/images/?kind=spaceship&badge=nope&sort=drop+table")
     assert response.status_code == 200
     assert response.context["filters"].sort == "label"
 
@@ -176,7 +176,7 @@ def test_the_overview_costs_the_same_queries_for_ten_or_three_hundred_images(
 
     def count() -> int:
         with CaptureQueriesContext(connection) as ctx:
-            assert client.get("/").status_code == 200
+            assert client.get("/images/").status_code == 200
         return len(ctx.captured_queries)
 
     for i in range(10):
@@ -208,10 +208,10 @@ def test_every_matching_row_is_reached_page_by_page_with_the_filters_kept(
     client.force_login(viewer)
 
     seen: list[str] = []
-    url: str | None = "/?q=ubuntu&sort=-eol"
+    url: str | None = "/images/?q=ubuntu&sort=-eol"
     pages = 0
     while url:
-        response = client.get(url if url.startswith("/") else "/" + url)
+        response = client.get(url if url.startswith("/") else "/images/" + url)
         assert response.status_code == 200
         seen += [row.image.label for row in response.context["rows"]]
         assert len(response.context["rows"]) <= overview.PAGE_SIZE
@@ -230,7 +230,7 @@ def test_an_htmx_page_request_gets_only_the_table_of_that_page(client, viewer, f
     for i in range(overview.PAGE_SIZE + 3):
         os_image(f"os_{i:03d}")
     client.force_login(viewer)
-    response = client.get("/?page=2", HTTP_HX_REQUEST="true")
+    response = client.get("/images/?page=2", HTTP_HX_REQUEST="true")
     body = response.content.decode()
     assert "<html" not in body and 'id="catalogue-table"' in body
     labels = [part.split('"', 1)[0] for part in body.split('data-label="')[1:]]
@@ -247,7 +247,7 @@ def test_each_sort_and_filter_costs_a_bounded_number_of_queries_at_two_sizes(
 
     def count() -> int:
         with CaptureQueriesContext(connection) as ctx:
-            response = client.get("/" + query)
+            response = client.get("/images/" + query)
             assert response.status_code == 200
         return len(ctx.captured_queries)
 

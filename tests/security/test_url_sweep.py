@@ -61,6 +61,7 @@ NEEDS = {
     "catalog:step_move": roles.CATALOGUE_MANAGER,
     "catalog:set_date": roles.CATALOGUE_MANAGER,
     "catalog:import_eol": roles.CATALOGUE_MANAGER,
+    "eol_proposal": roles.CATALOGUE_MANAGER,
     "catalog:zone_toggle": roles.ADMINISTRATOR,
     "lifecycle:release": roles.RELEASE_MANAGER,
     "lifecycle:withdraw": roles.RELEASE_MANAGER,
