@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db.models import QuerySet
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -155,11 +156,41 @@ def build_row(
 # --- the catalogue's rows, in a fixed number of queries -------------------------------------
 
 
+# What a row reads of an image and of its base image (the deprecation plan included): the
+# rest of the rows, and the category, are left unread.
+_LIFECYCLE_FIELDS = (
+    "release_date",
+    "active_support_end",
+    "security_support_end",
+    "extended_support_end",
+    "rolling",
+    "deprecation_basis",
+)
+_FIELDS = (
+    "label",
+    "kind",
+    "state",
+    "distribution",
+    "version",
+    "deprecation_date",
+    "deprecation_reason",
+    "deprecated_at",
+    "grace_period_days",
+    "replacement_id",
+    "base_image_id",
+    *(f"upstream__{f}" for f in _LIFECYCLE_FIELDS),
+)
+
+
 def rows_for(images: QuerySet[Image], today: dt.date | None = None) -> list[Row]:
     """The rows of `images` (a queryset of catalog.overview's, with its annotations), grouped
     by distribution: two queries whatever the number of images."""
     today = today or timezone.localdate()
-    image_list = list(images)
+    image_list = list(
+        images.select_related(None)
+        .select_related("upstream", "base_image__upstream")
+        .only(*_FIELDS, *(f"base_image__{f}" for f in _FIELDS))
+    )
     released: dict[int, list[tuple[dt.date, str]]] = defaultdict(list)
     for image_id, released_at, name, arch in (
         ImageVersion.objects.filter(image__in=images.values("pk"), released_at__isnull=False)
@@ -285,9 +316,16 @@ def _svg(height: float, label: str, shapes: list[str], testid: str) -> SafeStrin
     )
 
 
+def _image_url_pattern() -> str:
+    """The image page's URL with a placeholder for the label: one reverse() for every row
+    (a reverse per row costs more than the rest of the row)."""
+    return reverse("catalog:image", args=["__label__"])
+
+
 def catalogue_svg(rows: list[Row], today: dt.date | None = None) -> SafeString:
     """One row per image, under a heading per group, with the year grid and a today line."""
     today = today or timezone.localdate()
+    pattern = _image_url_pattern()
     axis = Axis.around(rows, today, NAME_WIDTH)
     shapes: list[str] = []
     y = float(AXIS_HEIGHT)
@@ -300,7 +338,8 @@ def catalogue_svg(rows: list[Row], today: dt.date | None = None) -> SafeString:
             )
             y += GROUP_HEIGHT
         shapes.append(
-            f'<a href="{escape(row.image.get_absolute_url())}"><text class="tl-name" x="8" '
+            f'<a href="{escape(pattern.replace("__label__", row.image.label))}">'
+            f'<text class="tl-name" x="8" '
             f'y="{y + ROW_HEIGHT / 2 + 4}">{escape(row.image.label)}</text></a>'
         )
         shapes += _row_shapes(row, axis, y)
@@ -366,3 +405,69 @@ def image_svg(row: Row, today: dt.date | None = None) -> SafeString:
     bottom = band_bottom + 14 + (max(lanes, default=0) + 1) * LABEL_HEIGHT
     shapes += _today_shapes(axis, today, top, band_bottom)
     return _svg(bottom, f"Lifecycle of {row.image.label}", shapes, "image-timeline")
+
+
+# --- the table of the same dates --------------------------------------------------------------
+
+COLUMNS = (
+    ("release", "Upstream release"),
+    ("active_end", "End of active support"),
+    ("security_end", "Upstream EOL (security support ends)"),
+    ("extended_end", "End of extended support"),
+    ("deprecation", "Deprecation on this platform"),
+    ("retirement", "Retirement"),
+    ("last_release", "Last release"),
+    ("refresh_due", "Next refresh due"),
+)
+
+
+def _day(value: dt.date | None) -> str:
+    return f"{value:%Y-%m-%d}" if value else "—"
+
+
+def _cells(row: Row) -> str:
+    cells = []
+    for name, _ in COLUMNS:
+        if name == "last_release":
+            text = (
+                f'{_day(row.releases[-1][0])} <span class="muted">({len(row.releases)} in all)'
+                "</span>"
+                if row.releases
+                else "—"
+            )
+        else:
+            text = _day(getattr(row, name))
+        cells.append(f'<td data-col="{name}">{text}</td>')
+    return "".join(cells)
+
+
+def dates_table(rows: list[Row], *, names: bool = True) -> SafeString:
+    """The drawing's dates as a table (for screen readers, search and copying): one row per
+    image under its group's heading, or the single row of an image page (`names=False`).
+    Written here rather than by the template engine, which took most of the page's time."""
+    head = "".join(f'<th scope="col">{escape(label)}</th>' for _, label in COLUMNS)
+    parts = [
+        '<table class="timeline-dates" data-testid="timeline-dates"><tr>',
+        '<th scope="col">Image</th>' if names else "",
+        head,
+        "</tr>",
+    ]
+    pattern = _image_url_pattern()
+    group = None
+    for row in rows:
+        if names and row.group != group:
+            group = row.group
+            parts.append(
+                f'<tr class="group"><th colspan="{len(COLUMNS) + 1}" scope="rowgroup">'
+                f"{escape(group)}</th></tr>"
+            )
+        label = escape(row.image.label)
+        name = (
+            f'<th scope="row"><a href="{escape(pattern.replace("__label__", row.image.label))}">'
+            f"{label}</a></th>"
+            if names
+            else ""
+        )
+        parts.append(f'<tr data-image="{label}">{name}{_cells(row)}</tr>')
+    parts.append("</table>")
+    return mark_safe("".join(parts))  # every text is escaped, or a date

@@ -18,5 +18,6 @@ def image_timeline(image: Image) -> dict:
     return {
         "row": row,
         "svg": timeline.image_svg(row, today) if row.dates() else None,
+        "table": timeline.dates_table([row], names=False),
         "today": today,
     }

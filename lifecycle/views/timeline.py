@@ -23,6 +23,7 @@ def catalogue_timeline(request: HttpRequest) -> HttpResponse:
         "filters": filters,
         "rows": rows,
         "svg": timeline.catalogue_svg(rows, today) if rows else None,
+        "table": timeline.dates_table(rows),
         "today": today,
         "badges": overview.BADGES,
         "kinds": ImageKind.choices,
