@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
@@ -30,6 +31,7 @@ from catalog.htmx import partial_request
 from catalog.models import Image, ImageVersion
 from lifecycle import deprecation, refresh, versions
 from lifecycle.models.triggers import SecurityAdvisory, UpstreamCheck
+from lifecycle.templatetags.lifecycle_timeline import image_timeline
 
 RECENT_CHECKS = 50
 
@@ -304,7 +306,22 @@ def deprecation_set(request: HttpRequest, label: str) -> HttpResponse:
         image = Image.objects.select_related("upstream", "base_image__upstream", "replacement").get(
             pk=image.pk
         )
-        return _panel(request, image)
+        response = _panel(request, image)
+        if request.htmx.current_url_abs_path != image.get_absolute_url():  # type: ignore[attr-defined]
+            return response  # the deprecation page: the panel is all there is
+        # Out of band, the image page's timeline and audit log, which the new date changed.
+        changed = {
+            **image_timeline(image),
+            "oob": True,
+            "image": image,
+            "builds": None,
+            "audit_entries": image.audit_entries.select_related("actor")[:20],
+        }
+        response.content += (
+            render_to_string("lifecycle/timeline/image.html", changed, request).encode()
+            + render_to_string("catalog/image_changed.html", changed, request).encode()
+        )
+        return response
     messages.success(request, f"Deprecation date of {image.label} set to {image.deprecation_date}.")
     return redirect(image.get_absolute_url())
 

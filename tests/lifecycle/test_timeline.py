@@ -210,3 +210,35 @@ def test_the_query_count_is_the_same_at_10_and_1000_images_and_at_most_20(client
     _catalogue(10, 1000)
     many = queries()
     assert many == few <= 20
+
+
+def test_setting_a_date_on_the_image_page_updates_its_timeline_and_audit_log(
+    client, release_manager
+) -> None:
+    image = os_image("debian_bookworm", eol=dt.date(2030, 6, 30))
+    client.force_login(release_manager)
+    url = reverse("lifecycle:deprecation_set", args=[image.label])
+    new_date = timezone.localdate() + dt.timedelta(days=60)
+    data = {"date": f"{new_date:%Y-%m-%d}", "reason": "Moved for the test"}
+
+    answer = client.post(
+        url,
+        data,
+        headers={
+            "HX-Request": "true",
+            "HX-Current-URL": f"http://testserver{image.get_absolute_url()}",
+        },
+    ).content.decode()
+
+    oob = answer[answer.index('id="timeline" data-testid="timeline" hx-swap-oob="outerHTML"') :]
+    assert f"<title>Deprecation on this platform: {new_date:%Y-%m-%d}</title>" in oob
+    assert "deprecation.date_set" in answer[answer.index('<div id="image-audit" hx-swap-oob') :]
+
+    # From the deprecation page, which has neither region, the panel alone.
+    page_url = reverse("lifecycle:deprecation_panel", args=[image.label])
+    alone = client.post(
+        url,
+        data,
+        headers={"HX-Request": "true", "HX-Current-URL": f"http://testserver{page_url}"},
+    ).content.decode()
+    assert "hx-swap-oob" not in alone
