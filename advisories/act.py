@@ -13,16 +13,19 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from advisories.models import RANK, Exposure, ImagePolicy
 from builds.choices import Trigger
 from builds.models import Build
 from builds.queue import request_build
-from catalog.current import current_versions
-from catalog.models import Image
+from catalog.choices import VersionState
+from catalog.current import LIVE_STATES, current_versions
+from catalog.models import Image, ImageVersion
 from lifecycle.models import Release
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,26 @@ def min_severity(image: Image, policies: dict[int, str] | None = None) -> str:
             .first()
         )
     return own or settings.VULN_REBUILD_MIN_SEVERITY
+
+
+def current_rows(image_ids: list[int] | None) -> list[dict[str, Any]]:
+    """The current version of each image and arch: its latest open release."""
+    released = ImageVersion.objects.filter(
+        state=VersionState.RELEASED, released_at__isnull=False, image__state__in=LIVE_STATES
+    ).filter(Exists(Release.objects.active().filter(version=OuterRef("pk"))))
+    if image_ids is not None:
+        released = released.filter(image_id__in=image_ids)
+    rows = released.order_by("image_id", "arch", "-released_at", "-id").values(
+        "id", "image_id", "arch", "name", "exposure_coverage__status"
+    )
+    seen: set[tuple[int, str]] = set()
+    current = []
+    for row in rows:
+        key = (row["image_id"], row["arch"])
+        if key not in seen:
+            seen.add(key)
+            current.append(dict(row))
+    return current
 
 
 def queue_security_rebuilds(now: dt.datetime | None = None) -> list[RebuildDecision]:
@@ -100,9 +123,7 @@ def days_exposed(
     """Per image, the days its current release has held a fixable exposure (the oldest one
     still there), 0 when none."""
     now = now or timezone.now()
-    versions = {v.pk: v.image_id for v in current_versions()}
-    if image_ids is not None:
-        versions = {pk: image for pk, image in versions.items() if image in image_ids}
+    versions = {row["id"]: row["image_id"] for row in current_rows(image_ids)}
     oldest: dict[int, dt.datetime] = {}
     rows = (
         Exposure.objects.filter(version_id__in=list(versions))

@@ -13,38 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Exists, OuterRef
-
+from advisories.act import current_rows
 from advisories.matching import COVERED, UNKNOWN
 from advisories.models import Exposure, VersionCoverage
-from catalog.choices import VersionState
-from catalog.current import LIVE_STATES
-from catalog.models import ImageVersion
-from lifecycle.models import Release
-
-
-def _current(image_ids: list[int] | None) -> list[dict[str, Any]]:
-    """The current version of each image and arch: its latest open release."""
-    released = ImageVersion.objects.filter(
-        state=VersionState.RELEASED, released_at__isnull=False, image__state__in=LIVE_STATES
-    ).filter(Exists(Release.objects.active().filter(version=OuterRef("pk"))))
-    if image_ids is not None:
-        released = released.filter(image_id__in=image_ids)
-    rows = released.order_by("image_id", "arch", "-released_at", "-id").values(
-        "id", "image_id", "arch", "name", "exposure_coverage__status"
-    )
-    seen: set[tuple[int, str]] = set()
-    current = []
-    for row in rows:
-        key = (row["image_id"], row["arch"])
-        if key not in seen:
-            seen.add(key)
-            current.append(dict(row))
-    return current
 
 
 def security_section(image_ids: list[int] | None) -> dict[int, dict[str, Any]]:
-    current = _current(image_ids)
+    current = current_rows(image_ids)
     exposures: dict[int, list[tuple[str, str, Any]]] = {}
     for version_id, fixed, first_seen, osv_id in (
         Exposure.objects.filter(version_id__in=[row["id"] for row in current])

@@ -10,11 +10,11 @@ from typing import Any
 
 from django import template
 from django.conf import settings
+from django.urls import reverse
 
 from advisories import act
-from advisories.matching import COVERED, coverage
-from advisories.models import RANK, EcosystemImport, Exposure
-from catalog.current import current_versions
+from advisories.matching import COVERED, UNKNOWN, coverage
+from advisories.models import RANK, EcosystemImport, Exposure, VersionCoverage
 from catalog.models import Image, ImageVersion
 
 register = template.Library()
@@ -60,18 +60,28 @@ def version_exposures(
 @register.inclusion_tag("advisories/image_exposures.html")
 def image_exposures(image: Image) -> dict[str, Any]:
     """The current release's exposures per architecture, and the days exposed."""
-    current = [v for v in current_versions() if v.image_id == image.pk]
-    counts: dict[int, dict[str, int]] = {v.pk: {"total": 0, "fixable": 0} for v in current}
-    for version_id, fixed in Exposure.objects.filter(version__in=current).values_list(
+    current = act.current_rows([image.pk])
+    counts: dict[int, dict[str, int]] = {row["id"]: {"total": 0, "fixable": 0} for row in current}
+    for version_id, fixed in Exposure.objects.filter(version_id__in=list(counts)).values_list(
         "version_id", "fixed_version"
     ):
         counts[version_id]["total"] += 1
         counts[version_id]["fixable"] += bool(fixed)
-    rows = []
-    for v in current:
-        manifest = ImageVersion.objects.filter(pk=v.pk).values_list("manifest", flat=True).first()
-        state = coverage(image, manifest or [])
-        rows.append({"version": v, "coverage": state, **counts[v.pk]})
+    # The coverage the last matching recorded: the page never reads a manifest.
+    statuses = dict(
+        VersionCoverage.objects.filter(version_id__in=list(counts)).values_list(
+            "version_id", "status"
+        )
+    )
+    rows = [
+        {
+            **row,
+            "url": reverse("catalog:version", args=[image.label, row["arch"], row["name"]]),
+            "status": statuses.get(row["id"], UNKNOWN),
+            **counts[row["id"]],
+        }
+        for row in current
+    ]
     return {
         "rows": rows,
         "days_exposed": act.days_exposed([image.pk]).get(image.pk, 0),
