@@ -192,12 +192,13 @@ def rows_for(images: QuerySet[Image], today: dt.date | None = None) -> list[Row]
         .only(*_FIELDS, *(f"base_image__{f}" for f in _FIELDS))
     )
     released: dict[int, list[tuple[dt.date, str]]] = defaultdict(list)
+    zone = timezone.get_current_timezone()  # once: each look-up goes through a context local
     for image_id, released_at, name, arch in (
         ImageVersion.objects.filter(image__in=images.values("pk"), released_at__isnull=False)
         .order_by("released_at")
         .values_list("image_id", "released_at", "name", "arch")
     ):
-        released[image_id].append((timezone.localdate(released_at), f"{name} ({arch})"))
+        released[image_id].append((released_at.astimezone(zone).date(), f"{name} ({arch})"))
     rows = [
         build_row(
             image,
