@@ -198,7 +198,8 @@ def rows_for(images: QuerySet[Image], today: dt.date | None = None) -> list[Row]
         .order_by("released_at")
         .values_list("image_id", "released_at", "name", "arch")
     ):
-        released[image_id].append((released_at.astimezone(zone).date(), f"{name} ({arch})"))
+        if released_at is not None:  # always, by the filter
+            released[image_id].append((released_at.astimezone(zone).date(), f"{name} ({arch})"))
     rows = [
         build_row(
             image,
