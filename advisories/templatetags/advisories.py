@@ -13,7 +13,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from advisories import act
-from advisories.matching import COVERED, UNKNOWN, coverage
+from advisories.matching import COVERED, UNKNOWN, Coverage, coverage
 from advisories.models import RANK, EcosystemImport, Exposure, VersionCoverage
 from catalog.models import Image, ImageVersion
 
@@ -38,6 +38,11 @@ def version_exposures(
 ) -> dict[str, Any]:
     """A version's exposures, and against the previous version which are gone or remain."""
     state = coverage(version.image, version.manifest or [])
+    if state.status == COVERED and not VersionCoverage.objects.filter(version=version).exists():
+        # Built since the last matching: not "no exposure" until it has been matched.
+        state = Coverage(
+            UNKNOWN, "not matched against the advisories yet (the daily import does it)"
+        )
     rows = _sorted(_exposures(version.pk)) if state.status == COVERED else []
     gone: list[Exposure] = []
     remaining_unfixed = [e for e in rows if not e.fixed_version]

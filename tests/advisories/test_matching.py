@@ -211,3 +211,14 @@ def test_the_feed_carries_each_current_version_s_exposure(client, viewer) -> Non
         ],
         "fixable_exposure_since": Exposure.objects.get().first_seen.date().isoformat(),
     }
+
+
+@pytest.mark.django_db
+def test_a_version_not_matched_yet_is_unknown_not_clean(client, viewer) -> None:
+    image = debian_image()
+    v = version(image, "2026-01-02", [deb("libssl3", "3.0.11-1~deb12u1", "openssl")])
+    client.force_login(viewer)
+    page = client.get(v.get_absolute_url()).content.decode()
+    assert "Unknown: not matched against the advisories yet" in page
+    matching.match_all()
+    assert "No known exposure." in client.get(v.get_absolute_url()).content.decode()
