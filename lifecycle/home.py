@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Value, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.urls import reverse
 from django.utils import timezone
 
@@ -92,23 +93,35 @@ def failed_builds() -> QuerySet[Build]:
     )
 
 
-def _latest_versions() -> QuerySet[ImageVersion]:
-    return ImageVersion.objects.filter(
-        image=OuterRef("version__image"), arch=OuterRef("version__arch")
+def newest_versions() -> QuerySet[ImageVersion]:
+    """The newest version of each live image and architecture (not superseded): one window
+    over the versions, rather than a correlated subquery per version."""
+    return (
+        ImageVersion.objects.filter(image__state__in=staleness.LIVE_STATES)
+        .annotate(
+            newest_first=Window(
+                RowNumber(),
+                partition_by=[F("image"), F("arch")],
+                order_by=[F("created_at").desc(), F("id").desc()],
+            )
+        )
+        .filter(newest_first=1)
     )
 
 
-def failed_test_runs() -> QuerySet[TestRun]:
-    """The latest test run of each (version, zone) that failed, for versions not superseded."""
+def failed_test_runs(newest: list[int]) -> QuerySet[TestRun]:
+    """The latest test run of each (version, zone) that failed, for versions not superseded.
+
+    `newest` is `newest_versions()`'s ids, read first (one statement): only their runs are
+    looked at, whatever the number of older versions and their results. (Given as a subquery
+    instead, SQLite ran the window again for every run.)"""
     latest_run = TestRun.objects.filter(
         version=OuterRef("version"), zone=OuterRef("zone")
     ).order_by("-created_at", "-id")
-    newest_version = _latest_versions().order_by("-created_at", "-id")
-    failing = CheckResult.objects.filter(test_run=OuterRef("pk"), state__in=FAILING)
+    failing = CheckResult.objects.filter(state__in=FAILING, test_run__version__in=newest)
     return (
-        TestRun.objects.filter(pk=Subquery(latest_run.values("pk")[:1]))
-        .filter(version=Subquery(newest_version.values("pk")[:1]))
-        .filter(version__image__state__in=staleness.LIVE_STATES)
+        TestRun.objects.filter(version__in=newest)
+        .filter(pk=Subquery(latest_run.values("pk")[:1]))
         .filter(
             Q(state=TestRunState.ERROR)
             | Q(state=TestRunState.FINISHED, pk__in=failing.values("test_run"))
@@ -236,7 +249,7 @@ def janitor_findings() -> list[dict[str, Any]]:
 def _querysets(today: dt.date) -> dict[str, QuerySet[Any]]:
     sets: dict[str, QuerySet[Any]] = {
         "builds": failed_builds(),
-        "tests": failed_test_runs(),
+        "tests": failed_test_runs(list(newest_versions().values_list("pk", flat=True))),
         "stale": stale_images(today),
         "deprecations": deprecations(today),
         "eol": eol_proposals(),
@@ -248,14 +261,20 @@ def _querysets(today: dt.date) -> dict[str, QuerySet[Any]]:
     return sets
 
 
-def counts(today: dt.date | None = None) -> dict[str, int]:
+def counts(
+    today: dt.date | None = None, sets: dict[str, QuerySet[Any]] | None = None
+) -> dict[str, int]:
     """Every section's count (the janitor's excepted) in a single SELECT of subqueries."""
     today = today or timezone.localdate()
     parts: list[str] = []
     params: list[Any] = []
-    sets = _querysets(today)
+    sets = sets if sets is not None else _querysets(today)
     for index, qs in enumerate(sets.values()):
-        sql, qs_params = qs.order_by().values("pk").query.sql_with_params()
+        try:
+            sql, qs_params = qs.order_by().values("pk").query.sql_with_params()
+        except EmptyResultSet:  # e.g. no newest version at all: nothing to count
+            parts.append("0")
+            continue
         parts.append(f"(SELECT COUNT(*) FROM ({sql}) AS home_{index})")
         params.extend(qs_params)
     with connection.cursor() as cursor:
@@ -324,8 +343,8 @@ def _stale_rows(images: list[Image], today: dt.date) -> None:
 def build(today: dt.date | None = None) -> Home:
     """The home page's sections, in the order a person would take them."""
     today = today or timezone.localdate()
-    counted = counts(today)
     sets = _querysets(today)
+    counted = counts(today, sets)
 
     def rows(key: str) -> list[Any]:
         return list(sets[key][:ROWS_SHOWN])
