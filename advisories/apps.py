@@ -18,3 +18,7 @@ class AdvisoriesConfig(AppConfig):
         from lifecycle import feed
 
         feed.add_section(security.security_section, security.FINGERPRINT_COLUMNS)
+
+        from advisories import home
+
+        home.register()
