@@ -26,6 +26,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import threading
@@ -233,6 +234,7 @@ def main(records: int, versions: int, packages: int) -> None:
     print(f"ratio: {total / base:.2f}x the baseline (target <= 2x)")
     print(f"peak memory (process, setup included): {peak_mb():.0f} MB (target <= 300 MB)")
     server.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
