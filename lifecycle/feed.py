@@ -36,6 +36,10 @@ from catalog.models import Category, Image, ImageVersion, LocalImage, UpstreamLi
 from lifecycle.models import Release
 
 FEED_VERSION = 1
+# The document's shape beyond its rows (keys added, renamed or computed differently): part of
+# the ETag, so that an ETag a client holds from an older shape never matches a newer one.
+# Additions that old clients can ignore keep FEED_VERSION. 2: SBOM links per version.
+FEED_SHAPE = 2
 
 
 def _date(value: dt.date | dt.datetime | None) -> str | None:
@@ -284,9 +288,12 @@ def fingerprint() -> str:
     """The feed's ETag, from the columns it is built from, without building it.
 
     A strong ETag: the document is a deterministic function of these values (and of
-    FEED_VERSION), so equal fingerprints mean byte-identical documents.
+    FEED_VERSION, FEED_SHAPE and the sections added), so equal fingerprints mean
+    byte-identical documents.
     """
-    digest = hashlib.sha256(f"feed {FEED_VERSION}".encode())
+    digest = hashlib.sha256(f"feed {FEED_VERSION} shape {FEED_SHAPE}".encode())
+    for section in _SECTIONS:
+        digest.update(f"\x1fsection {section.__module__}.{section.__qualname__}".encode())
     for queryset, columns in _FINGERPRINT_COLUMNS:
         digest.update(b"\x1e" + queryset.model._meta.db_table.encode())
         rows = queryset.order_by("id").annotate(row_text=_row_text(columns))

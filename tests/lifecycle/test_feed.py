@@ -289,6 +289,26 @@ def test_an_unchanged_feed_is_not_built_again_and_a_changed_one_is(viewer) -> No
     assert third.json()["images"][0]["current_version"]["name"] == "2026-11-01"
 
 
+def test_the_etag_changes_with_the_documents_shape_and_its_sections(viewer, monkeypatch) -> None:
+    """An ETag a client holds from an older shape of the document (before a key was added, or
+    without a section an app adds) never matches the new document."""
+    from lifecycle import feed
+
+    released(os_image("debian_bookworm"), "2026-08-01", 90)
+    client = logged_in(viewer)
+    first = client.get(FEED)
+    monkeypatch.setattr(feed, "FEED_SHAPE", feed.FEED_SHAPE + 1)
+    reshaped = client.get(FEED, headers={"If-None-Match": first["ETag"]})
+    assert reshaped.status_code == 200 and reshaped["ETag"] != first["ETag"]
+
+    def extra_section(image_ids: list[int] | None) -> dict[int, dict[str, object]]:
+        return {}
+
+    monkeypatch.setattr(feed, "_SECTIONS", [*feed._SECTIONS, extra_section])
+    with_section = client.get(FEED, headers={"If-None-Match": reshaped["ETag"]})
+    assert with_section.status_code == 200 and with_section["ETag"] != reshaped["ETag"]
+
+
 def test_the_feed_pages_as_the_marketplace_api_does_with_an_etag_per_page(
     viewer, django_assert_max_num_queries
 ) -> None:
