@@ -28,9 +28,16 @@ from django.utils import timezone
 from builds.choices import BuildState, CheckState, TestRunState
 from builds.models import Build, CheckResult, JanitorRun, TestRun
 from catalog import dates, staleness
-from catalog.choices import ImageState
-from catalog.models import Image, ImageVersion, UpstreamLifecycle, UpstreamSource
-from lifecycle.models import ImageRequest, Notice, NoticeState, RequestStatus, UpstreamCheck
+from catalog.choices import ImageState, LocalImageState, VersionState
+from catalog.models import (
+    Image,
+    ImageVersion,
+    LocalImage,
+    UpstreamLifecycle,
+    UpstreamSource,
+    Zone,
+)
+from lifecycle.models import ImageRequest, NoticeState, RequestStatus, UpstreamCheck
 from lifecycle.refresh import refresh_margin_days
 
 ROWS_SHOWN = 50
@@ -219,6 +226,52 @@ def newer_serials() -> QuerySet[UpstreamSource]:
     )
 
 
+def zone_gaps(enabled_zones: int) -> QuerySet[ImageVersion]:
+    """Current versions (catalog.current's rule) not available in every enabled zone, as the
+    dashboard records them (its local images); `enabled_zones` is how many zones are enabled."""
+    latest = ImageVersion.objects.filter(
+        image=OuterRef("image"),
+        arch=OuterRef("arch"),
+        state=VersionState.RELEASED,
+        released_at__isnull=False,
+    ).order_by("-released_at", "-id")
+    return (
+        ImageVersion.objects.filter(
+            state=VersionState.RELEASED,
+            released_at__isnull=False,
+            image__state__in=staleness.LIVE_STATES,
+        )
+        .filter(pk=Subquery(latest.values("pk")[:1]))
+        .annotate(
+            available_zones=Count(
+                "local_images",
+                filter=Q(
+                    local_images__state=LocalImageState.AVAILABLE,
+                    local_images__zone__enabled=True,
+                ),
+                distinct=True,
+            )
+        )
+        .filter(available_zones__lt=enabled_zones)
+        .select_related("image")
+        .only("id", "name", "arch", "image__label")
+        .order_by("image__label", "arch")
+    )
+
+
+def _missing_zones(versions: list[ImageVersion], enabled: list[str]) -> None:
+    available: dict[int, set[str]] = defaultdict(set)
+    rows = LocalImage.objects.filter(
+        version__in=[v.pk for v in versions], state=LocalImageState.AVAILABLE
+    ).values_list("version_id", "zone__code")
+    for version_id, code in rows:
+        available[version_id].add(code)
+    for version in versions:
+        version.missing_zones = [  # type: ignore[attr-defined]
+            code for code in enabled if code not in available[version.pk]
+        ]
+
+
 def image_requests() -> QuerySet[ImageRequest]:
     """New requests with at least one confirmed requester, the most requested first."""
     return (
@@ -246,7 +299,9 @@ def janitor_findings() -> list[dict[str, Any]]:
 # --- counts in one statement ------------------------------------------------------------------
 
 
-def _querysets(today: dt.date) -> dict[str, QuerySet[Any]]:
+def _querysets(today: dt.date, enabled_zones: int | None = None) -> dict[str, QuerySet[Any]]:
+    if enabled_zones is None:
+        enabled_zones = Zone.objects.filter(enabled=True).count()
     sets: dict[str, QuerySet[Any]] = {
         "builds": failed_builds(),
         "tests": failed_test_runs(list(newest_versions().values_list("pk", flat=True))),
@@ -255,6 +310,7 @@ def _querysets(today: dt.date) -> dict[str, QuerySet[Any]]:
         "eol": eol_proposals(),
         "serials": newer_serials(),
         "requests": image_requests(),
+        "zones": zone_gaps(enabled_zones),
     }
     for extra in _extras:
         sets[extra.key] = extra.queryset(today)
@@ -306,24 +362,25 @@ def _failing_checks(runs: list[TestRun]) -> None:
         run.failing = by_run.get(run.pk, [])  # type: ignore[attr-defined]
 
 
+def _with_notice_progress(images: QuerySet[Image]) -> QuerySet[Image]:
+    """The count of each notice state for the date each image announces, as annotations
+    (on the rows shown only: the section's count does not need them)."""
+    return images.annotate(
+        **{
+            f"notices_{state.value}": Count(
+                "notices",
+                filter=Q(notices__state=state, notices__deprecation_date=F("deprecation_date")),
+            )
+            for state in NOTICE_PROGRESS
+        }
+    )
+
+
 def _notice_progress(images: list[Image]) -> None:
-    progress: dict[int, dict[str, int]] = defaultdict(dict)
-    if images:
-        wanted = Q()
-        for image in images:
-            wanted |= Q(image_id=image.pk, deprecation_date=image.deprecation_date)
-        rows = (
-            Notice.objects.filter(wanted)
-            .values("image_id", "state")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-        for row in rows:
-            progress[row["image_id"]][row["state"]] = row["n"]
     for image in images:
-        counted = progress.get(image.pk, {})
         image.notice_progress = [  # type: ignore[attr-defined]
-            (state.value, state.label, counted.get(state.value, 0)) for state in NOTICE_PROGRESS
+            (state.value, state.label, getattr(image, f"notices_{state.value}"))
+            for state in NOTICE_PROGRESS
         ]
 
 
@@ -343,7 +400,10 @@ def _stale_rows(images: list[Image], today: dt.date) -> None:
 def build(today: dt.date | None = None) -> Home:
     """The home page's sections, in the order a person would take them."""
     today = today or timezone.localdate()
-    sets = _querysets(today)
+    enabled = list(
+        Zone.objects.filter(enabled=True).order_by("code").values_list("code", flat=True)
+    )
+    sets = _querysets(today, len(enabled))
     counted = counts(today, sets)
 
     def rows(key: str) -> list[Any]:
@@ -354,9 +414,11 @@ def build(today: dt.date | None = None) -> Home:
     _failing_checks(test_rows)
     stale_rows = rows("stale")
     _stale_rows(stale_rows, today)
-    deprecation_rows = rows("deprecations")
+    deprecation_rows = list(_with_notice_progress(sets["deprecations"])[:ROWS_SHOWN])
     _notice_progress(deprecation_rows)
     janitor = janitor_findings()
+    gap_rows = rows("zones")
+    _missing_zones(gap_rows, enabled)
     home = Home(
         [
             Section(
@@ -402,6 +464,13 @@ def build(today: dt.date | None = None) -> Home:
                 rows("requests"),
                 counted["requests"],
                 reverse("lifecycle:requests"),
+            ),
+            Section(
+                "zones",
+                "Current versions missing from an enabled zone",
+                gap_rows,
+                counted["zones"],
+                reverse("catalog:zones"),
             ),
         ]
     )

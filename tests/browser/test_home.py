@@ -17,7 +17,17 @@ from tests.lifecycle.home_data import seed_every_kind
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SECTIONS = ["builds", "tests", "eol", "deprecations", "stale", "serials", "janitor", "requests"]
+SECTIONS = [
+    "builds",
+    "tests",
+    "eol",
+    "deprecations",
+    "stale",
+    "serials",
+    "janitor",
+    "requests",
+    "zones",
+]
 
 
 def test_with_nothing_to_do_the_home_page_says_so(
@@ -43,7 +53,7 @@ def test_every_kind_of_item_links_to_where_it_is_acted_on_and_an_eol_is_accepted
     seeded = seed_every_kind()
     login(page, live_server, manager)
 
-    expect(page.get_by_test_id("nav-home")).to_contain_text("8")
+    expect(page.get_by_test_id("nav-home")).to_contain_text("9")
     expect(page.get_by_test_id("home-empty")).to_have_count(0)
     for key in SECTIONS:
         expect(page.get_by_test_id(f"home-{key}")).to_be_visible()
@@ -54,12 +64,13 @@ def test_every_kind_of_item_links_to_where_it_is_acted_on_and_an_eol_is_accepted
     expect(page.get_by_test_id("home-serials")).to_contain_text("20260201-2")
     expect(page.get_by_test_id("home-janitor")).to_contain_text("its test run ended")
     expect(page.get_by_test_id("home-requests")).to_contain_text("FreeBSD 14")
+    expect(page.get_by_test_id("home-zones")).to_contain_text("fr-par-1")
 
     page.get_by_test_id("home-eol").get_by_role("button", name="Accept 2029-04-25").click()
 
     expect(page.locator(".messages")).to_contain_text("ubuntu_noble: EOL is now 2029-04-25")
     expect(page.get_by_test_id("home-eol")).to_have_count(0)
-    expect(page.get_by_test_id("nav-home")).to_contain_text("7")
+    expect(page.get_by_test_id("nav-home")).to_contain_text("8")
     row = UpstreamLifecycle.objects.get(pk=seeded.eol.pk)
     assert row.security_support_end == dt.date(2029, 4, 25)
     assert AuditEntry.objects.filter(action="eol.proposal_accepted", actor=manager).exists()

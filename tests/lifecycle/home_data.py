@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from builds.choices import BuildState, CheckState, TestRunState
 from builds.models import Build, CheckResult, JanitorRun, TestRun
-from catalog.choices import ImageState, VersionState
-from catalog.models import Image, ImageVersion, UpstreamLifecycle, Zone
+from catalog.choices import ImageState, LocalImageState, VersionState
+from catalog.models import Image, ImageVersion, LocalImage, UpstreamLifecycle, Zone
 from lifecycle.models import (
     CheckOutcome,
     Customer,
@@ -38,8 +38,9 @@ class Seeded:
 def _version(
     image: Image, name: str, *, days_ago: int, released: bool, serial: str = ""
 ) -> ImageVersion:
+    """A version; a released one is available in every enabled zone."""
     at = timezone.now() - dt.timedelta(days=days_ago)
-    return ImageVersion.objects.create(
+    version = ImageVersion.objects.create(
         image=image,
         name=name,
         created_at=at,
@@ -47,11 +48,16 @@ def _version(
         state=VersionState.RELEASED if released else VersionState.BUILT,
         upstream_serial=serial,
     )
+    if released:
+        for zone in Zone.objects.filter(enabled=True):
+            LocalImage.objects.create(version=version, zone=zone, state=LocalImageState.AVAILABLE)
+    return version
 
 
 def seed_every_kind(prefix: str = "") -> Seeded:
     """One failed build, one failed test run, one stale image, one deprecation with notices,
-    one EOL proposal, one newer upstream serial, one janitor finding and one image request.
+    one EOL proposal, one newer upstream serial, one janitor finding, one image request and
+    one current version missing from an enabled zone.
 
     `prefix` makes labels unique so that the helper can run more than once (scale tests)."""
     today = timezone.localdate()
@@ -133,6 +139,14 @@ def seed_every_kind(prefix: str = "") -> Seeded:
             },
             {"kind": "server", "where": "fr-par-1", "id": "kept", "orphan": False},
         ],
+    )
+
+    gap = os_image(f"{prefix}debian_gap")
+    ImageVersion.objects.create(  # released, but published nowhere
+        image=gap,
+        name="2026-01-06",
+        released_at=timezone.now(),
+        state=VersionState.RELEASED,
     )
 
     request = ImageRequest.objects.create(

@@ -54,6 +54,7 @@ def test_the_home_page_lists_every_kind_with_a_link_to_where_it_is_acted_on(view
         "eol": 1,
         "serials": 1,
         "requests": 1,
+        "zones": 1,
     }
     assert 'data-testid="home-empty"' not in html
     # failed build, with the stage and its reason, linked to the build
@@ -76,13 +77,15 @@ def test_the_home_page_lists_every_kind_with_a_link_to_where_it_is_acted_on(view
     assert "11111111-2222" in html and "its test run ended" in html
     assert reverse("lifecycle:request_detail", args=[seeded.request.pk]) in html
     # the navigation's count is every item, the janitor's finding included
-    assert home.total() == 8
-    assert '<span class="badge count" data-testid="home-count" title="8 items need you">8' in html
+    section = html.split('data-testid="home-zones"')[1].split("</section>")[0]
+    assert "debian_gap 2026-01-06" in section and "fr-par-1" in section
+    assert home.total() == 9
+    assert '<span class="badge count" data-testid="home-count" title="9 items need you">9' in html
     # every other page loads the count after it is shown, in its own request
     other = client.get("/images/").content.decode()
     assert 'hx-get="/today/count/" hx-trigger="load"' in other
     count = client.get("/today/count/")
-    assert "8 items need you" in count.content.decode()
+    assert "9 items need you" in count.content.decode()
     assert "max-age=60" in count["Cache-Control"] and "private" in count["Cache-Control"]
 
 
