@@ -280,8 +280,9 @@ def guest_diagnostics(vm: Vm, key: Path) -> str:
 
 
 @pytest.mark.vm
+@pytest.mark.extra  # CI's twelve checks boot the ready image with UEFI through localcloud
 @pytest.mark.timeout(VM_TEST_TIMEOUT_S)
-@pytest.mark.parametrize("firmware", [pytest.param("seabios", marks=pytest.mark.extra), "ovmf"])
+@pytest.mark.parametrize("firmware", ["seabios", "ovmf"])
 def test_ready_image_boots_and_uses_the_metadata(
     firmware: str, boot_vm, tmp_path: Path, record_property
 ) -> None:

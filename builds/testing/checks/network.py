@@ -3,7 +3,8 @@
 An interface is up with a global IPv4 address and there is a default route; when the server
 has a public IPv6 address the guest has a global IPv6 address and an IPv6 default route too;
 the metadata service (169.254.42.42) answers and describes this very server (the image's
-provider package depends on it for keys, hostname and user data).
+provider package depends on it for keys, hostname and user data). The log says whether the
+guest booted in UEFI or BIOS mode.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def run(ctx: CheckContext) -> None:
     assert server_id is not None
     server = ctx.get_server(server_id)
     ctx.ssh(server_id, "ip -o link show up")
+    firmware = ctx.output(
+        server_id, "if [ -d /sys/firmware/efi ]; then echo UEFI; else echo BIOS; fi"
+    )
+    ctx.log(f"the guest booted in {firmware} mode")
     if not ctx.output(server_id, "ip -o -4 addr show scope global"):
         raise CheckFailed("no interface has a global IPv4 address")
     if not ctx.output(server_id, "ip -4 route show default"):
