@@ -275,9 +275,9 @@ UPSTREAM_ALLOWED_HOSTS += env_list("UPSTREAM_EXTRA_ALLOWED_HOSTS", [])
 # The distributions' security advisories (OSV exports, advisories/): where the exports are,
 # which to download (empty: those the catalogue's distributions need), their size limits,
 # packages from other repositories that no advisory covers, and the rebuild threshold.
-OSV_BASE_URL = env_str(
-    "OSV_BASE_URL", "https://osv-vulnerabilities.storage.googleapis.com"
-).rstrip("/")
+OSV_BASE_URL = env_str("OSV_BASE_URL", "https://osv-vulnerabilities.storage.googleapis.com").rstrip(
+    "/"
+)
 OSV_TIMEOUT = env_int("OSV_TIMEOUT", 60, minimum=1)
 OSV_ECOSYSTEMS = env_list("OSV_ECOSYSTEMS", [])
 OSV_MAX_DOWNLOAD_BYTES = env_int("OSV_MAX_DOWNLOAD_BYTES", 2 * 1024**3, minimum=1)
