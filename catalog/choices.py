@@ -52,6 +52,23 @@ class VersionState(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class StorageType(models.TextChoices):
+    """The storage a local image boots from, named as the Marketplace names it.
+
+    Local: an Instance image over an l_ssd snapshot; it boots only on types with local
+    storage (DEV1, GP1, ...). Block: an Instance image over a Block Storage (SBS) snapshot;
+    it boots on every type with Block Storage, including those without local storage
+    (PLAY2, PRO2, POP2, COPARM1)."""
+
+    LOCAL = "instance_local", "Local storage"
+    SBS = "instance_sbs", "Block Storage"
+
+
+def all_storage_types() -> list[str]:
+    """The default of an image's storage types: both."""
+    return list(StorageType.values)
+
+
 class LocalImageState(models.TextChoices):
     CREATING = "creating", "Creating"
     AVAILABLE = "available", "Available"

@@ -27,7 +27,9 @@ from catalog.choices import (
     ImageState,
     LocalImageState,
     StepType,
+    StorageType,
     VersionState,
+    all_storage_types,
 )
 from catalog.dates import validate_in_range
 
@@ -45,6 +47,14 @@ def validate_architectures(value: object) -> None:
     unknown = [item for item in value if item not in Arch.values]
     if unknown:
         raise ValidationError(f"Unknown architecture(s): {', '.join(map(str, unknown))}.")
+
+
+def validate_storage_types(value: object) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Choose at least one storage type.")
+    unknown = [item for item in value if item not in StorageType.values]
+    if unknown:
+        raise ValidationError(f"Unknown storage type(s): {', '.join(map(str, unknown))}.")
 
 
 def validate_string_list(value: object) -> None:
@@ -113,6 +123,15 @@ class Image(models.Model):
         blank=True,
         validators=[validate_string_list],
         help_text="Compatible commercial types, e.g. DEV1-S, PRO2-XS.",
+    )
+    storage_types = models.JSONField(
+        default=all_storage_types,
+        validators=[validate_storage_types],
+        help_text=(
+            "The storage types each version is published with in every zone: local storage "
+            "(instance_local) and Block Storage (instance_sbs, the only one PLAY2, PRO2, POP2 "
+            "and COPARM1 types boot from)."
+        ),
     )
     # OS images
     distribution = models.CharField(max_length=32, blank=True)
@@ -421,6 +440,9 @@ class LocalImage(models.Model):
 
     version = models.ForeignKey(ImageVersion, on_delete=models.CASCADE, related_name="local_images")
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="local_images")
+    storage_type = models.CharField(
+        max_length=16, choices=StorageType.choices, default=StorageType.LOCAL
+    )
     provider_image_id = models.CharField(max_length=64, blank=True)
     snapshot_id = models.CharField(max_length=64, blank=True)
     state = models.CharField(
@@ -431,13 +453,16 @@ class LocalImage(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["version", "zone"]
+        ordering = ["version", "zone", "storage_type"]
         constraints = [
-            models.UniqueConstraint(fields=["version", "zone"], name="one_local_image_per_zone")
+            models.UniqueConstraint(
+                fields=["version", "zone", "storage_type"],
+                name="one_local_image_per_zone_and_storage",
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.version} in {self.zone}"
+        return f"{self.version} in {self.zone} ({self.get_storage_type_display()})"
 
     @property
     def arch(self) -> str:
