@@ -1,4 +1,4 @@
-"""Waiting for instance v1 resources to reach a state.
+"""Waiting for instance v1 resources (and Block Storage snapshots) to reach a state.
 
 Instance v1 has no waiters in the Python SDK (and `wait_instance_server` gives up after
 half a second), so these poll get_snapshot / get_image / get_server with a growing interval
@@ -21,6 +21,7 @@ from cloud.retries import CloudError, CloudTimeout, call, sleep
 # Terminal states that mean failure (the rest of the non-target states are transient).
 SNAPSHOT_FAILED = frozenset({"error", "invalid_data"})
 IMAGE_FAILED = frozenset({"error"})
+BLOCK_SNAPSHOT_FAILED = frozenset({"error", "deleted"})
 SERVER_FAILED = frozenset({"locked"})
 # A server whose start failed is stopped again (Scaleway and localcloud alike).
 SERVER_FALLBACK = frozenset({"stopped"})
@@ -108,6 +109,35 @@ def wait_for_snapshot(
         timeout=timeout,
         cancelled=cancelled,
         reason_of=lambda s: getattr(s, "error_reason", None) or "",
+    )
+
+
+def wait_for_block_snapshot(
+    api: Any,
+    zone: str,
+    snapshot_id: str,
+    *,
+    timeout: float,
+    until: Collection[str] = ("available",),
+    cancelled: CancelCheck | None = None,
+) -> Any:
+    """Wait for a Block Storage (SBS) snapshot (an import: creating -> available). `api` is a
+    BlockV1API; its get_snapshot answers the snapshot itself (no wrapper)."""
+    what = f"block snapshot {snapshot_id} in {zone}"
+    return wait_for(
+        lambda: call(
+            api.get_snapshot,
+            snapshot_id=snapshot_id,
+            zone=zone,
+            what=f"get {what}",
+            cancelled=cancelled,
+        ),
+        state_of=lambda s: s.status,
+        until=until,
+        failed=BLOCK_SNAPSHOT_FAILED - set(until),
+        what=what,
+        timeout=timeout,
+        cancelled=cancelled,
     )
 
 
