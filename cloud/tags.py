@@ -119,6 +119,21 @@ def find_images(
     return _tagged(found, build_id)
 
 
+def find_block_snapshots(
+    block_api: Any, zone: str, build_id: int, *, cancelled: CancelCheck | None = None
+) -> list[Any]:
+    """The Block Storage (SBS) snapshots of a build in a zone (the Block list takes its tag
+    filter as a list)."""
+    found = call(
+        block_api.list_snapshots_all,
+        zone=zone,
+        tags=[build_tag(build_id)],
+        what=f"list block snapshots in {zone}",
+        cancelled=cancelled,
+    )
+    return _tagged(found, build_id)
+
+
 def find_one(
     list_all: Callable[..., Iterable[Any]],
     *,
