@@ -123,11 +123,12 @@ def find_block_snapshots(
     block_api: Any, zone: str, build_id: int, *, cancelled: CancelCheck | None = None
 ) -> list[Any]:
     """The Block Storage (SBS) snapshots of a build in a zone (the Block list takes its tag
-    filter as a list)."""
+    filter as a list), deleted ones left out."""
     found = call(
         block_api.list_snapshots_all,
         zone=zone,
         tags=[build_tag(build_id)],
+        include_deleted=False,
         what=f"list block snapshots in {zone}",
         cancelled=cancelled,
     )
