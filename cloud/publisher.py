@@ -5,7 +5,9 @@ business. So the factory talks to the Marketplace through this port, whose backe
 the cloud it is pointed at:
 
 - `LocalcloudPublisher` ("localcloud"): localcloud's operator Marketplace API over HTTP, the
-  full Marketplace: images, versions with their local images per zone and architecture, the
+  full Marketplace: images, versions with their local images per zone, architecture and
+  storage type (`instance_local` or `instance_sbs`, each compatible with the commercial types
+  the zone's product list says boot from that storage: see cloud.products), the
   current version a label resolves to, and `valid_until` (a deprecated image leaves
   `list_images(include_eol=False)` and can no longer start new servers).
 - `FeedOnlyPublisher` ("feed"): a Scaleway account without Marketplace write access. Nothing
@@ -36,7 +38,7 @@ from typing import Any, Protocol
 import requests
 from django.conf import settings
 
-from cloud import clients
+from cloud import clients, products
 from cloud.retries import CloudError, backoff, call, sleep
 
 log = logging.getLogger("cloud")
@@ -61,8 +63,8 @@ class Publisher(Protocol):
 
     def publish_release(self, image: Any, version: Any, local_images: Iterable[Any]) -> str:
         """Publish `version` of `image` with its `local_images` (LocalImage rows: zone,
-        provider_image_id). Returns the Marketplace version id, or "" when the backend keeps
-        none. Idempotent: publishing the same version again reuses what exists."""
+        storage_type, provider_image_id). Returns the Marketplace version id, or "" when the
+        backend keeps none. Idempotent: publishing the same version again reuses what exists."""
         ...
 
     def set_current(self, image: Any, version: Any) -> None:
@@ -90,17 +92,46 @@ def _iso(when: dt.datetime | None) -> str | None:
 def _local_image_entries(
     image: Any, version: Any, local_images: Iterable[Any]
 ) -> list[dict[str, Any]]:
+    """One Marketplace local image per (zone, storage type) of `version` (one architecture),
+    compatible with the commercial types that the zone's own product list says boot from
+    that storage, of that architecture, and allowed by the image (none listed: all).
+
+    The product list is read once per zone, for every zone, before anything is returned:
+    a zone whose list cannot be read raises CloudError and nothing is published. A local
+    image that no type could boot (the image allows only types of the other storage) is
+    left out, with a warning."""
+    published = [local for local in local_images if local.provider_image_id]
+    for local in published:
+        if local.storage_type not in products.STORAGE_TYPES:
+            raise CloudError(
+                f"{version} in {local.zone.code}: unknown storage type "
+                f"{local.storage_type!r} (one of {', '.join(products.STORAGE_TYPES)})."
+            )
+    zones = sorted({local.zone.code for local in published})
+    offered = {zone: products.server_types(zone) for zone in zones}
+    allowed = list(image.commercial_types or [])
     entries = []
-    for local in local_images:
-        if not local.provider_image_id:
+    for local in sorted(published, key=lambda li: (li.zone.code, li.storage_type)):
+        zone = local.zone.code
+        types = products.compatible_types(offered[zone], local.storage_type, version.arch, allowed)
+        if not types:
+            log.warning(
+                "%s in %s on %s: no %s type of %s boots it%s; not published",
+                version,
+                zone,
+                local.storage_type,
+                version.arch,
+                zone,
+                f" among {', '.join(allowed)}" if allowed else "",
+            )
             continue
         entries.append(
             {
                 "instance_image_id": local.provider_image_id,
-                "zone": local.zone.code,
+                "zone": zone,
                 "arch": version.arch,
-                "compatible_commercial_types": list(image.commercial_types or []),
-                "type": "instance_local",
+                "compatible_commercial_types": types,
+                "type": local.storage_type,
             }
         )
     return entries
@@ -121,7 +152,9 @@ class LocalcloudPublisher:
     def describe(self) -> str:
         return (
             "localcloud Marketplace: each release is a Marketplace version with one local "
-            "image per zone and architecture; the image's label resolves to the current "
+            "image per zone, architecture and storage type (instance_local, instance_sbs), "
+            "compatible with the commercial types the zone's product list says boot from "
+            "that storage, within the image's own list; the image's label resolves to the current "
             "version (withdraw moves it back); earlier versions stay launchable by image id; "
             "a deprecation sets valid_until, which hides the image from "
             "list_images(include_eol=False) and refuses new servers from it."
@@ -184,9 +217,14 @@ class LocalcloudPublisher:
     # the port
 
     def publish_release(self, image: Any, version: Any, local_images: Iterable[Any]) -> str:
+        # Every zone's product list is read before the first write: a failure there leaves
+        # the Marketplace as it was.
         entries = _local_image_entries(image, version, local_images)
         if not entries:
-            raise CloudError(f"{version}: no local image to publish.")
+            raise CloudError(
+                f"{version}: no local image to publish (none is available, or no commercial "
+                "type the image allows boots from the storage types it was published with)."
+            )
         view = self._ensure_image(image)
         # A release that failed half-way left its version behind: reuse it, do not duplicate.
         existing = self._version_named(view, version.name)
