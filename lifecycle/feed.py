@@ -1,7 +1,10 @@
 """The read-only JSON catalogue feed, shaped like the Marketplace, for consoles and scripts.
 
 Every image with its lifecycle dates and state, its current version and its earlier released
-versions, each with its local images per zone and the paths of its SBOM downloads. With the
+versions, each with its local images per zone and storage type (`type`, named as the
+Marketplace names it: `instance_local` or `instance_sbs`) and the paths of its SBOM downloads.
+A local image's `compatible_commercial_types` here is the image's own list (the feed reads no
+cloud); the Marketplace publisher narrows it to the types that boot from that storage. With the
 "feed only" publisher (a Scaleway account without Marketplace write access) this feed *is* the
 catalogue.
 
@@ -38,8 +41,10 @@ from lifecycle.models import Release
 FEED_VERSION = 1
 # The document's shape beyond its rows (keys added, renamed or computed differently): part of
 # the ETag, so that an ETag a client holds from an older shape never matches a newer one.
-# Additions that old clients can ignore keep FEED_VERSION. 2: SBOM links per version.
-FEED_SHAPE = 2
+# Additions that old clients can ignore keep FEED_VERSION. 2: SBOM links per version. 3: each
+# local image's storage type (`type`, instance_local or instance_sbs), the image's
+# `storage_types`.
+FEED_SHAPE = 3
 
 
 def _date(value: dt.date | dt.datetime | None) -> str | None:
@@ -49,7 +54,7 @@ def _date(value: dt.date | dt.datetime | None) -> str | None:
 _UPSTREAM = ("rolling", "release_date", "security_support_end", "extended_support_end")
 _IMAGE_COLUMNS = (
     "id", "label", "name", "kind", "description", "logo", "architectures", "commercial_types",
-    "state", "deprecation_date", "deprecated_at", "retired_at", "category__name",
+    "storage_types", "state", "deprecation_date", "deprecated_at", "retired_at", "category__name",
     "base_image__label", "replacement__label", "upstream__id",
     *(f"upstream__{c}" for c in _UPSTREAM),
     "base_image__upstream__id", *(f"base_image__upstream__{c}" for c in _UPSTREAM),
@@ -75,8 +80,8 @@ def _lifecycle(image: dict[str, Any]) -> dict[str, Any]:
 
 def _versions_by_image(image_ids: list[int] | None = None) -> dict[int, list[dict[str, Any]]]:
     """Each image's released versions (of `image_ids`, or all), newest first, each with its
-    releases (newest first) and its available local images (by zone), as plain rows: three
-    queries."""
+    releases (newest first) and its available local images (by zone, then storage type), as
+    plain rows: three queries."""
     versions: dict[int, dict[str, Any]] = {}
     by_image: dict[int, list[dict[str, Any]]] = {}
     released = ImageVersion.objects.filter(pk__in=Release.objects.values("version_id"))
@@ -95,10 +100,11 @@ def _versions_by_image(image_ids: list[int] | None = None) -> dict[int, list[dic
     ):
         versions[release["version_id"]]["releases"].append(release)
     available = LocalImage.objects.filter(state=LocalImageState.AVAILABLE, version__in=released)
-    for version_id, provider_id, zone in available.order_by("zone__code", "id").values_list(
-        "version_id", "provider_image_id", "zone__code"
-    ):
-        versions[version_id]["local_images"].append((provider_id, zone))
+    rows = available.order_by("zone__code", "storage_type", "id").values_list(
+        "version_id", "provider_image_id", "zone__code", "storage_type"
+    )
+    for version_id, provider_id, zone, storage_type in rows:
+        versions[version_id]["local_images"].append((provider_id, zone, storage_type))
     return by_image
 
 
@@ -130,10 +136,10 @@ def _version(version: dict[str, Any], image: dict[str, Any], current_id: int | N
                 "id": provider_id,
                 "zone": zone,
                 "arch": version["arch"],
-                "type": "instance_local",
+                "type": storage_type,
                 "compatible_commercial_types": types,
             }
-            for provider_id, zone in version["local_images"]
+            for provider_id, zone, storage_type in version["local_images"]
         ],
     }
 
@@ -163,6 +169,7 @@ def _image(image: dict[str, Any], versions: list[dict[str, Any]]) -> dict[str, A
         "category": image["category__name"],
         "architectures": list(image["architectures"] or []),
         "commercial_types": list(image["commercial_types"] or []),
+        "storage_types": list(image["storage_types"] or []),
         "base_image": image["base_image__label"],
         "replacement": image["replacement__label"],
         "state": image["state"],
@@ -235,6 +242,7 @@ _FINGERPRINT_COLUMNS: list[tuple[Any, tuple[str, ...]]] = [
             "category_id",
             "architectures",
             "commercial_types",
+            "storage_types",
             "base_image_id",
             "replacement_id",
             "state",
@@ -268,7 +276,7 @@ _FINGERPRINT_COLUMNS: list[tuple[Any, tuple[str, ...]]] = [
             state=LocalImageState.AVAILABLE,
             version__in=Release.objects.values("version_id"),
         ),
-        ("id", "version_id", "zone_id", "provider_image_id"),
+        ("id", "version_id", "zone_id", "storage_type", "provider_image_id"),
     ),
     (Zone.objects.all(), ("id", "code")),
 ]

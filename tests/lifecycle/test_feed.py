@@ -14,7 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from catalog.choices import LocalImageState, VersionState
+from catalog.choices import LocalImageState, StorageType, VersionState
 from catalog.models import Category, Image, ImageVersion, LocalImage, UpstreamLifecycle
 from lifecycle.models import Release
 from tests.catalog.factories import instantapp, os_image
@@ -79,6 +79,41 @@ def test_the_feed_lists_images_with_lifecycle_dates_current_and_earlier_versions
     assert wordpress["base_image"] == "ubuntu_focal"
     assert wordpress["lifecycle"]["upstream_eol"] == "2025-05-31"  # its base image's
     assert wordpress["current_version"] is None and wordpress["versions"] == []
+
+
+def test_each_local_image_shows_its_storage_type_as_the_marketplace_names_it(viewer) -> None:
+    image = os_image("debian_bookworm")
+    image.storage_types = [StorageType.LOCAL, StorageType.SBS]
+    image.save()
+    version = released(image, "2026-08-01", 90)  # an instance_local image per zone
+    sbs = {
+        li.zone.code: LocalImage.objects.create(
+            version=version,
+            zone=li.zone,
+            storage_type=StorageType.SBS,
+            provider_image_id=f"sbs-{li.zone.code}",
+            state=LocalImageState.AVAILABLE,
+        )
+        for li in version.local_images.select_related("zone")
+    }
+    data = logged_in(viewer).get(FEED).json()
+    feed_image = data["images"][0]
+    assert feed_image["storage_types"] == ["instance_local", "instance_sbs"]
+    local_images = feed_image["current_version"]["local_images"]
+    # By zone, then storage type; `type` as the Marketplace has it.
+    assert [(li["zone"], li["type"]) for li in local_images] == [
+        ("fr-par-1", "instance_local"),
+        ("fr-par-1", "instance_sbs"),
+        ("fr-par-2", "instance_local"),
+        ("fr-par-2", "instance_sbs"),
+    ]
+    assert local_images[1]["id"] == sbs["fr-par-1"].provider_image_id
+    assert (
+        local_images[0]["id"]
+        == version.local_images.get(
+            zone__code="fr-par-1", storage_type=StorageType.LOCAL
+        ).provider_image_id
+    )
 
 
 def test_the_feed_answers_304_while_its_etag_matches_and_200_after_a_change(viewer) -> None:
@@ -222,6 +257,8 @@ def test_the_feed_never_reads_a_versions_manifest_or_recipe(viewer) -> None:
         "release_withdrawn",
         "category_renamed",
         "version_state_by_update",
+        "local_image_storage_type_by_update",
+        "image_storage_types_by_update",
     ],
 )
 def test_the_etag_changes_with_every_kind_of_change_the_feed_shows(viewer, change) -> None:
@@ -241,6 +278,10 @@ def test_the_etag_changes_with_every_kind_of_change_the_feed_shows(viewer, chang
         Release.objects.filter(version=version).update(withdrawn_at=version.released_at)
     elif change == "category_renamed":
         Category.objects.filter(pk=image.category_id).update(name="Linux")
+    elif change == "local_image_storage_type_by_update":
+        LocalImage.objects.filter(version=version).update(storage_type=StorageType.SBS)
+    elif change == "image_storage_types_by_update":
+        Image.objects.filter(pk=image.pk).update(storage_types=[StorageType.SBS])
     else:
         ImageVersion.objects.filter(pk=version.pk).update(state=VersionState.WITHDRAWN)
     second = client.get(FEED, HTTP_IF_NONE_MATCH=first["ETag"])
