@@ -9,16 +9,21 @@ region's bucket, and decides for each one:
   running, and an orphan once it has ended or no longer exists (kept-for-debugging
   resources included: they were kept for a person to look at, not for ever);
 - otherwise kept: its build is still running, or (build done) a LocalImage still
-  references it;
+  references it, by its image id or its snapshot id, or through its image (the Instance or
+  Block snapshot behind a referenced image, on either storage type);
 - otherwise orphan: no build tag, its build no longer exists, its build failed or was
   cancelled, or its build is done and no LocalImage references it (a duplicate, a test
-  server left behind, the upload an import has finished with).
+  server left behind, the upload an import has finished with);
+- an orphan snapshot (Instance or Block) behind an image the janitor keeps is kept with it:
+  the image still needs it (and the cloud would refuse to delete it).
 
 An orphan is deleted only when older than the threshold (by its creation date, and for a
 test run's resource also by the run's end: a flexible IP has no creation date), so that
 work in progress is never touched; with `dry_run` nothing is deleted. Orphans are deleted
-servers first (which frees their security groups, IPs and private NICs), private networks
-after them. Every finding, deletion and error is recorded on a JanitorRun row.
+servers first (which frees their security groups, IPs and private NICs), images before the
+snapshots behind them (a Block snapshot is in use until its image's deletion is applied:
+its deletion waits for that), private networks after them. Every finding, deletion and
+error is recorded on a JanitorRun row.
 """
 
 from __future__ import annotations
@@ -73,9 +78,12 @@ def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, dt.datetime) else ""
 
 
-def _list_zone(zone: str, errors: list[str]) -> list[Finding]:
+def _list_zone(
+    zone: str, errors: list[str], backing: dict[str, list[str]] | None = None
+) -> list[Finding]:
     """Everything tagged by the factory in one zone (a listing that fails is an error, not
-    an empty zone)."""
+    an empty zone). `backing` receives, per factory image, the ids of the snapshots (Instance
+    or Block) behind it."""
     instance = clients.instance_api()
     block = clients.block_api()
     found: list[Finding] = []
@@ -90,6 +98,8 @@ def _list_zone(zone: str, errors: list[str]) -> list[Finding]:
             item_tags = getattr(item, "tags", None) or []
             if not tags.is_factory(item_tags):
                 continue
+            if kind == "image" and backing is not None:
+                backing[item.id] = deletion.snapshots_of(item)
             found.append(
                 Finding(
                     kind=kind,
@@ -258,6 +268,22 @@ def _decide(
         finding.reason = f"build #{build.pk} is done and no published image references it"
 
 
+def _keep_behind_kept_images(findings: list[Finding], backing: dict[str, list[str]]) -> None:
+    """An orphan snapshot behind an image that stays (kept, or too recent to delete) stays
+    too: the image needs it, and the cloud would refuse its deletion."""
+    held: dict[str, str] = {}  # snapshot id -> the image that stays
+    for finding in findings:
+        if finding.kind == "image" and (not finding.orphan or finding.action == "too recent"):
+            for snapshot_id in backing.get(finding.id, ()):
+                held.setdefault(snapshot_id, finding.id)
+    for finding in findings:
+        if finding.kind in ("snapshot", "block_snapshot") and finding.orphan:
+            image_id = held.get(finding.id)
+            if image_id is not None and finding.action != "too recent":
+                finding.orphan = False
+                finding.reason += f"; kept: image {image_id}, which stays, is made from it"
+
+
 def _old_enough(finding: Finding, limit: dt.datetime, runs: dict[int, TestRun]) -> bool:
     run = runs.get(finding.test_run) if finding.test_run is not None else None
     if run is not None and run.finished_at and run.finished_at > limit:
@@ -297,7 +323,9 @@ def _delete(finding: Finding) -> None:
         deletion.delete_block_volume(zone, finding.id)
         return
     if finding.kind == "block_snapshot":
-        deletion.delete_block_snapshot(zone, finding.id)
+        # Once its image is deleted (images go first), it stays in use until the cloud has
+        # applied that: the deletion waits.
+        deletion.delete_block_snapshot(zone, finding.id, timeout=timeout)
         return
     instance = clients.instance_api()
     if finding.kind == "server":
@@ -328,8 +356,9 @@ def run_janitor(*, older_than: dt.timedelta, dry_run: bool, user: Any = None) ->
     except CloudError as exc:
         errors.append(str(exc))
         zones = []
+    backing: dict[str, list[str]] = {}  # factory image id -> the snapshots behind it
     for zone in zones:
-        findings.extend(_list_zone(zone, errors))
+        findings.extend(_list_zone(zone, errors, backing))
     for region in sorted({code.rsplit("-", 1)[0] for code in zones}):
         findings.extend(_list_private_networks(region, errors))
         findings.extend(_list_region(region, errors))
@@ -345,11 +374,13 @@ def run_janitor(*, older_than: dt.timedelta, dry_run: bool, user: Any = None) ->
         .values_list("provider_image_id", "snapshot_id")
     ):
         referenced.update(x for x in (image_id, snapshot_id) if x)
+        referenced.update(backing.get(image_id, ()))  # the snapshots behind its image
     limit = timezone.now() - older_than
     for finding in findings:
         _decide(finding, builds, referenced, runs)
         if finding.orphan and not _old_enough(finding, limit, runs):
             finding.action = "too recent"
+    _keep_behind_kept_images(findings, backing)
 
     findings.sort(key=lambda f: (deletion.KIND_ORDER.index(f.kind), f.where, f.id))
     for finding in findings:

@@ -14,7 +14,9 @@ before. State changes are guarded updates (`filter(pk=..., state=...).update(...
 runs of the daily task never apply one twice.
 
 Retirement removes what the image left behind: its QCOW2 artefacts, its versions from the
-Marketplace, and its instance images with their snapshots in every zone. A zone that cannot
+Marketplace, and its instance images with their snapshots in every zone, for both storage
+types (an image on local storage over an Instance snapshot, an image on Block Storage over a
+Block snapshot, deleted through the Block API). A zone that cannot
 be cleaned keeps its LocalImages marked "deletion failed", with the reason, and every daily
 run tries them again until they are gone.
 """
@@ -42,6 +44,7 @@ from catalog.choices import (
     ImageKind,
     ImageState,
     LocalImageState,
+    StorageType,
     VersionState,
 )
 from catalog.models import Image, ImageVersion, LocalImage
@@ -602,23 +605,33 @@ def _zone_unavailable(exc: CloudError) -> bool:
 
 def remove_from_cloud(image: Image) -> CloudRemoval:
     """Delete the instance image and its snapshots of every LocalImage of `image` not yet
-    deleted, zone by zone; mark each LocalImage deleted, or "deletion failed" with the
-    reason. A resource already gone counts as deleted."""
+    deleted (either storage type: Block snapshots through the Block API), zone by zone; mark
+    each LocalImage deleted, or "deletion failed" with the reason. A resource already gone
+    counts as deleted."""
     result = CloudRemoval()
     pending = list(_pending_local_images(image))
     if not pending:
         return result
     api: Any = None
+    block: Any = None
     unconfigured = ""
     try:
         api = clients.instance_api()
+        block = clients.block_api()
     except CloudError as exc:
         unconfigured = str(exc)
     down: dict[str, str] = {}  # zone -> why its API failed in this run
     for local in pending:
         zone = local.zone.code
-        where = f"{zone} {local.version.name} ({local.version.arch})"
-        removal = ImageRemoval(zone, local.provider_image_id, [local.snapshot_id])
+        on_block = local.storage_type == StorageType.SBS
+        where = f"{zone} {local.version.name} ({local.version.arch}"
+        where += ", Block Storage)" if on_block else ")"
+        if on_block:  # its recorded snapshot is a Block snapshot
+            removal = ImageRemoval(
+                zone, local.provider_image_id, block_snapshot_ids=[local.snapshot_id]
+            )
+        else:
+            removal = ImageRemoval(zone, local.provider_image_id, [local.snapshot_id])
         if unconfigured:
             reason = unconfigured
         elif zone in down:
@@ -626,7 +639,7 @@ def remove_from_cloud(image: Image) -> CloudRemoval:
         else:
             reason = ""
             try:
-                removal.run(api)
+                removal.run(api, block=block)
             except CloudError as exc:
                 reason = str(exc)
                 if _zone_unavailable(exc):

@@ -12,7 +12,7 @@ from scaleway.block.v1 import CreateVolumeRequestFromEmpty
 from builds.janitor import janitor_task, run_janitor
 from builds.models import Build, JanitorRun
 from builds.publish import discard
-from catalog.choices import LocalImageState
+from catalog.choices import LocalImageState, StorageType
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, waiters
 from tests.builds.factories import publish_for_real
@@ -22,6 +22,9 @@ from tests.cloud.localcloud import ZONES, Cloud
 
 def _publish(image_label: str, state: str, artefact: Path) -> ImageVersion:
     image = os_image(image_label)
+    # Local storage only (Block Storage images have their own tests, test_janitor_block).
+    image.storage_types = [StorageType.LOCAL]
+    image.save(update_fields=["storage_types"])
     version = ImageVersion.objects.create(
         image=image, arch="x86_64", name="2026-11-26", artefact_path=str(artefact)
     )

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from scaleway_core.api import ScalewayException
 
-from catalog.choices import ImageState, LocalImageState, VersionState
+from catalog.choices import ImageState, LocalImageState, StorageType, VersionState
 from catalog.models import AuditEntry, Image, ImageVersion, LocalImage
 from cloud import clients
 from lifecycle import deprecation, releases
@@ -38,6 +38,9 @@ def _retention(settings) -> None:
 def image() -> Image:
     image = os_image("debian_bookworm")
     image.commercial_types = COMMERCIAL_TYPES
+    # Local storage only: these tests count Instance images and snapshots (Block Storage
+    # images have their own tests, test_retirement_block).
+    image.storage_types = [StorageType.LOCAL]
     image.save()
     enable_zones(*ZONES)
     return image
