@@ -49,7 +49,8 @@ class ZoneAdmin(ReadOnlyAdmin):
 
 @admin.register(Image)
 class ImageAdmin(ReadOnlyAdmin):
-    list_display = ["label", "name", "kind", "state", "deprecation_date"]
+    # Storage types are changed on the image page (audited), not here.
+    list_display = ["label", "name", "kind", "state", "storage_types", "deprecation_date"]
     list_filter = ["kind", "state", "category"]
     search_fields = ["label", "name"]
 
@@ -77,7 +78,8 @@ class ImageVersionAdmin(ReadOnlyAdmin):
 
 @admin.register(LocalImage)
 class LocalImageAdmin(ReadOnlyAdmin):
-    list_display = ["version", "zone", "provider_image_id", "state"]
+    list_display = ["version", "zone", "storage_type", "provider_image_id", "state"]
+    list_filter = ["storage_type", "state"]
 
 
 @admin.register(AuditEntry)

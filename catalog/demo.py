@@ -9,6 +9,8 @@ overwrites what a manager changed afterwards:
 - images, sources: updated to the demo values by natural key (label; image + arch), except
   that signature files and signing keys are only written when the demo gives one, so keys
   filled in later are never wiped;
+- storage types (local storage and Block Storage; both unless an image's dict says
+  `"storage_types": [...]`): set when the image is created, then left to the managers;
 - recipes: written only for an image that has no steps yet;
 - lifecycle dates: written with source "demo" only where the stored source is empty or
   "demo"; a date from endoflife.date or set by a manager is kept.
@@ -54,6 +56,7 @@ from catalog.choices import (
     DateSource,
     DeprecationBasis,
     ImageKind,
+    all_storage_types,
 )
 from catalog.models import Category, Image, RecipeStep, UpstreamLifecycle, UpstreamSource, Zone
 from catalog.recipes import clean_params
@@ -1074,6 +1077,12 @@ def _image_values(data: dict[str, Any], category: Category, base: Image | None) 
     }
 
 
+def _image_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """What a new image gets and a later load leaves to the managers: its storage types
+    (both when the demo names none)."""
+    return {"storage_types": list(data.get("storage_types") or all_storage_types())}
+
+
 def _load_sources(image: Image, data: dict[str, Any], local_channel: str, s: DemoSummary) -> None:
     for arch, source in data.get("sources", {}).items():
         values = {
@@ -1173,14 +1182,28 @@ def load_demo(*, demo_upstream_url: str) -> DemoSummary:
         }
         for data in OS_IMAGES:
             values = _image_values(data, categories[DISTRIBUTIONS_CATEGORY], None)
-            image = _upsert(Image, {"label": data["label"]}, values, "images", summary)
+            image = _upsert(
+                Image,
+                {"label": data["label"]},
+                values,
+                "images",
+                summary,
+                on_create=_image_settings(data),
+            )
             _load_sources(image, data, local_channel, summary)
             _load_lifecycle(image, data["lifecycle"], summary)
             _load_recipe(image, recipes[data["label"]], summary)
         for data in INSTANTAPPS:
             base = Image.objects.get(label=data["base_image"])
             values = _image_values(data, categories[INSTANTAPPS_CATEGORY], base)
-            image = _upsert(Image, {"label": data["label"]}, values, "images", summary)
+            image = _upsert(
+                Image,
+                {"label": data["label"]},
+                values,
+                "images",
+                summary,
+                on_create=_image_settings(data),
+            )
             _load_recipe(image, recipes[data["label"]], summary)
         audit.record("demo.loaded", message=summary.line())
     return summary

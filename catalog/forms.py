@@ -7,8 +7,8 @@ from typing import Any
 from django import forms
 
 from catalog import dates
-from catalog.choices import StepType
-from catalog.models import UpstreamLifecycle
+from catalog.choices import StepType, StorageType
+from catalog.models import UpstreamLifecycle, validate_storage_types
 from catalog.recipes import Param, clean_params, params_of
 
 
@@ -92,4 +92,34 @@ class LifecycleDateForm(forms.Form):
         value = self.cleaned_data["field"]
         if value not in UpstreamLifecycle.DATE_FIELDS:
             raise forms.ValidationError("Unknown date.")
+        return value
+
+
+STORAGE_TYPE_LABELS = {
+    StorageType.LOCAL: (
+        "Local storage (instance_local): an image over a local volume, for the types with "
+        "local storage"
+    ),
+    StorageType.SBS: (
+        "Block Storage (instance_sbs): an image over a Block Storage volume, for every type "
+        "with Block Storage, including those without local storage"
+    ),
+}
+
+
+class StorageTypesForm(forms.Form):
+    """The storage types an image's versions are published with in every zone: one or both."""
+
+    storage_types = forms.MultipleChoiceField(
+        label="Publish each version in every zone as",
+        choices=[(value, STORAGE_TYPE_LABELS[StorageType(value)]) for value in StorageType.values],
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Choose at least one storage type."},
+    )
+
+    def clean_storage_types(self) -> list[str]:
+        chosen = set(self.cleaned_data["storage_types"])
+        # In the catalogue's own order, so that the same choice is always the same value.
+        value = [v for v in StorageType.values if v in chosen]
+        validate_storage_types(value)
         return value

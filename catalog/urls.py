@@ -16,6 +16,11 @@ urlpatterns = [
     path("images/<slug:label>/steps/<int:step_id>/move/", views.step_move, name="step_move"),
     path("images/<slug:label>/dates/", views.set_lifecycle_date, name="set_date"),
     path(
+        "images/<slug:label>/storage-types/",
+        views.set_storage_types,
+        name="set_storage_types",
+    ),
+    path(
         "images/<slug:label>/versions/<str:arch>/<str:name>/",
         views.version_page,
         name="version",

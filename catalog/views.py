@@ -1,4 +1,5 @@
-"""Catalogue pages: overview, image page, recipe editor, upstream dates, zones, audit log.
+"""Catalogue pages: overview, image page, recipe editor, upstream dates, storage types, zones,
+audit log.
 
 Views stay thin: reading goes through catalog.overview, changes through model methods and
 catalog.audit. Every view that changes state requires POST and a permission, checked here
@@ -23,9 +24,9 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from catalog import audit, overview, recipes, roles, sbom
-from catalog.choices import DateSource, ImageKind, StepType
+from catalog.choices import DateSource, ImageKind, StepType, StorageType
 from catalog.current import current_versions
-from catalog.forms import LifecycleDateForm, StepForm
+from catalog.forms import LifecycleDateForm, StepForm, StorageTypesForm
 from catalog.htmx import partial_request
 from catalog.manifests import diff_manifests
 from catalog.models import AuditEntry, Image, ImageVersion, RecipeStep, UpstreamLifecycle, Zone
@@ -84,8 +85,51 @@ def image_page(request: HttpRequest, label: str) -> HttpResponse:
         "audit_entries": image.audit_entries.select_related("actor")[:20],
         "date_form": LifecycleDateForm(),
         "step_types": StepType.choices,
+        "storage_types": _storage_type_labels(image),
+        "storage_form": StorageTypesForm(initial={"storage_types": image.storage_types}),
     }
     return render(request, "catalog/image.html", context)
+
+
+def _storage_type_labels(image: Image) -> list[str]:
+    return [StorageType(v).label for v in image.storage_types or [] if v in StorageType.values]
+
+
+# --- publishing settings ----------------------------------------------------------------------
+
+
+@require_POST
+@permission_required(roles.EDIT_CATALOG, raise_exception=True)
+def set_storage_types(request: HttpRequest, label: str) -> HttpResponse:
+    """Which storage types the image's versions are published with (one or both)."""
+    image = _image_or_404(label)
+    form = StorageTypesForm(request.POST)
+    if not form.is_valid():
+        errors = " ".join(str(e) for e in form.errors.get("storage_types", []))
+        messages.error(request, f"The storage types were not changed: {errors}")
+        return redirect(image.get_absolute_url() + "#storage-types")
+    chosen = form.cleaned_data["storage_types"]
+    with transaction.atomic():
+        locked = Image.objects.select_for_update().get(pk=image.pk)
+        before = audit.snapshot(locked, ["storage_types"])
+        if locked.storage_types == chosen:
+            messages.info(request, "The storage types are unchanged.")
+            return redirect(image.get_absolute_url() + "#storage-types")
+        locked.storage_types = chosen
+        locked.save(update_fields=["storage_types"])
+        audit.record(
+            "image.storage_types_set",
+            actor=request.user,
+            image=locked,
+            target=locked,
+            before=before,
+            after=audit.snapshot(locked, ["storage_types"]),
+        )
+    names = ", ".join(_storage_type_labels(locked))
+    messages.success(
+        request, f"Storage types saved ({names}): versions published from now on use them."
+    )
+    return redirect(image.get_absolute_url() + "#storage-types")
 
 
 # --- recipe editor ---------------------------------------------------------------------------
@@ -370,7 +414,9 @@ def version_page(request: HttpRequest, label: str, arch: str, name: str) -> Http
         if upstream is not None
         else None,
         "recipe_steps": [recipes.in_words(step) for step in version.recipe or []],
-        "local_images": version.local_images.select_related("zone"),
+        "local_images": version.local_images.select_related("zone").order_by(
+            "zone__code", "storage_type"
+        ),
     }
     return render(request, "catalog/version.html", context)
 

@@ -51,6 +51,10 @@ def _actions(image, zone) -> dict[str, tuple[str, dict]]:
             reverse("catalog:set_date", args=[image.label]),
             {"field": "security_support_end", "value": "2026-08-01", "reason": "announced"},
         ),
+        "set storage types": (
+            reverse("catalog:set_storage_types", args=[image.label]),
+            {"storage_types": ["instance_sbs"]},
+        ),
         "import EOL dates": (reverse("catalog:import_eol"), {}),
         "rebuild": (reverse("builds:rebuild", args=[image.label]), {}),
         "retry a build": (reverse("builds:retry", args=[failed.pk]), {}),
@@ -64,6 +68,7 @@ MANAGER_ACTIONS = {
     "move a step",
     "remove a step",
     "set a date",
+    "set storage types",
     "import EOL dates",
     "rebuild",
     "retry a build",
