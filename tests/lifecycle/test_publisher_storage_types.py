@@ -163,13 +163,16 @@ def test_an_unknown_storage_type_is_refused_before_anything_is_published(cloud: 
         products.compatible_types(products.server_types("fr-par-1"), "instance_nvme", "x86_64")
 
 
-def test_the_feed_only_publisher_tags_both_kinds_of_instance_image(
-    cloud: Cloud, qcow2_artefact: Path, monkeypatch
-) -> None:
-    """Real images this time: one over an l_ssd snapshot, one over a Block snapshot."""
-    monkeypatch.setenv("MARKETPLACE_PUBLISHER", "feed")
+@pytest.fixture
+def real_images(cloud: Cloud, qcow2_artefact: Path) -> dict[str, str]:
+    """{storage type: Instance image id} in fr-par-1: one image over an l_ssd snapshot, one
+    over a Block snapshot, both from one QCOW2, as the publish stage makes them."""
     s3 = cloud.s3("fr-par")
-    s3.create_bucket(Bucket="images", CreateBucketConfiguration={"LocationConstraint": "fr-par"})
+    if "images" not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+        # moto keeps buckets (not objects) from one test to the next
+        s3.create_bucket(
+            Bucket="images", CreateBucketConfiguration={"LocationConstraint": "fr-par"}
+        )
     s3.upload_file(str(qcow2_artefact), "images", "base.qcow2")
     api, block = clients.instance_api(), clients.block_api()
     snapshot = api.create_snapshot(
@@ -187,17 +190,50 @@ def test_the_feed_only_publisher_tags_both_kinds_of_instance_image(
         lambda s: s.state == "available",
     )
     block.wait_for_snapshot(zone="fr-par-1", snapshot_id=imported.id)
-    ids = {
+    return {
         LOCAL: api.create_image(zone="fr-par-1", root_volume=snapshot.id, arch="x86_64").image.id,
         SBS: api.create_image(zone="fr-par-1", root_volume=imported.id, arch="x86_64").image.id,
     }
-    image = os_image("debian_bookworm")
-    version = version_on(image, storage=(LOCAL, SBS))
+
+
+def version_of(image, ids: dict[str, str]):
+    version = version_on(image, storage=tuple(ids))
     for storage_type, image_id in ids.items():
         version.local_images.filter(storage_type=storage_type).update(provider_image_id=image_id)
+    return version
 
+
+def test_a_server_made_from_the_label_gets_the_image_its_type_can_boot(
+    cloud: Cloud, real_images: dict[str, str]
+) -> None:
+    """What the customer sees: a DEV1 server boots the local image, a PRO2 server (no local
+    storage) the Block Storage one, with a Block root volume."""
+    image = os_image("debian_bookworm")
+    image.commercial_types = []
+    image.save()
+    version = version_of(image, real_images)
+    port = publisher.get_publisher()
+    publish(image, version)
+    port.set_current(image, version)
+    api = clients.instance_api()
+
+    dev = api.create_server(zone="fr-par-1", commercial_type="DEV1-S", image=image.label).server
+    assert dev.image.id == real_images[LOCAL]
+    assert str(dev.volumes["0"].volume_type) == "l_ssd"
+    pro = api.create_server(zone="fr-par-1", commercial_type="PRO2-XS", image=image.label).server
+    assert pro.image.id == real_images[SBS]
+    assert str(pro.volumes["0"].volume_type) == "sbs_volume"
+
+
+def test_the_feed_only_publisher_tags_both_kinds_of_instance_image(
+    cloud: Cloud, real_images: dict[str, str], monkeypatch
+) -> None:
+    monkeypatch.setenv("MARKETPLACE_PUBLISHER", "feed")
+    image = os_image("debian_bookworm")
+    version = version_of(image, real_images)
     port = publisher.get_publisher()
     assert port.publish_release(image, version, version.local_images.select_related("zone")) == ""
-    for image_id in ids.values():
+    api = clients.instance_api()
+    for image_id in real_images.values():
         tags = api.get_image(zone="fr-par-1", image_id=image_id).image.tags
         assert "factory:released" in tags
