@@ -81,8 +81,11 @@ def requeue_stale_test_runs() -> int:
     return sum(len(runs) for runs in by_version.values())
 
 
-def retry_publish_zone(build_id: int, zone_code: str) -> str:
-    """Publish a build's version in one zone again (the build page's per-zone Retry)."""
+def retry_publish_zone(
+    build_id: int, zone_code: str, storage_types: list[str] | None = None
+) -> str:
+    """Publish a build's version in one zone again (the build page's per-zone Retry), with
+    `storage_types` (default: every storage type of the image)."""
     build = Build.objects.select_related("version", "image").filter(pk=build_id).first()
     zone = Zone.objects.filter(code=zone_code).first()
     if build is None or build.version is None or zone is None:
@@ -93,7 +96,7 @@ def retry_publish_zone(build_id: int, zone_code: str) -> str:
         StageLogLine.objects.create(stage=stage, text=f"[{zone_code}] {text}"[:10000])
 
     try:
-        retry_zone(build.pk, build.version, zone, log=log_line)
+        retry_zone(build.pk, build.version, zone, storage_types=storage_types, log=log_line)
     except PublishError as exc:
         log_line(f"FAILED: {exc}")
         return f"failed: {exc}"

@@ -73,7 +73,13 @@ def describe(exc: ScalewayException, what: str = "") -> CloudError:
         # The modern "invalid_arguments" shape: name each argument and why it was refused.
         parts = []
         for item in details:
-            if isinstance(item, dict):
+            if isinstance(item, dict) and "quota" in item:
+                # quotas_exceeded: which quota, and where it stands.
+                parts.append(
+                    f"{item.get('resource', '?')}: {item.get('current', '?')} of "
+                    f"{item.get('quota', '?')} used"
+                )
+            elif isinstance(item, dict):
                 name = item.get("argument_name", "?")
                 reason = item.get("help_message") or item.get("reason") or ""
                 parts.append(f"{name}: {reason}" if reason else str(name))

@@ -109,7 +109,7 @@ class LocalCloud:
             request.operation = f"{route.method} {route.template}"
             if not route.public and not request.path.startswith(OPERATOR_PREFIX):
                 _authenticate(request)
-            injected = self.faults.apply(request.operation)
+            injected = self.faults.apply(request.operation, params.get("zone"))
             if injected is not None:
                 return injected
             return route.handler(self, request, **params)

@@ -13,7 +13,10 @@ from localcloud.http import ApiError, Response
 
 @dataclass
 class Fault:
-    """One armed fault. `operation` is "METHOD /path/template" as routed, or "*"."""
+    """One armed fault. `operation` is "METHOD /path/template" as routed, or "*"; `zone`, when
+    set, limits it to calls in that zone. `body`, when set, is the whole error answered (the
+    real shape of an error, e.g. `quotas_exceeded` with its details); else the error is made
+    of `status` and `message`."""
 
     operation: str
     count: int = 1
@@ -21,6 +24,8 @@ class Fault:
     retry_after: int | None = None
     delay: float = 0.0
     message: str = "injected fault"
+    zone: str | None = None
+    body: dict[str, Any] | None = None
 
 
 class Faults:
@@ -42,9 +47,11 @@ class Faults:
         with self.lock:
             return [asdict(f) for f in self.armed]
 
-    def take(self, operation: str) -> Fault | None:
+    def take(self, operation: str, zone: str | None = None) -> Fault | None:
         with self.lock:
             for fault in self.armed:
+                if fault.zone is not None and fault.zone != zone:
+                    continue
                 if fault.operation in ("*", operation) and fault.count > 0:
                     fault.count -= 1
                     if fault.count == 0:
@@ -52,17 +59,20 @@ class Faults:
                     return fault
         return None
 
-    def apply(self, operation: str) -> Response | None:
+    def apply(self, operation: str, zone: str | None = None) -> Response | None:
         """Sleep for a slow fault; return the error response of a failing one, else None."""
-        fault = self.take(operation)
+        fault = self.take(operation, zone)
         if fault is None:
             return None
         if fault.delay:
             time.sleep(fault.delay)
         if fault.status < 400:
             return None  # a slow call that then succeeds
-        error = ApiError(fault.status, _type_for(fault.status), fault.message)
-        response = Response(status=error.status, body=error.body)
+        if fault.body is not None:
+            response = Response(status=fault.status, body=dict(fault.body))
+        else:
+            error = ApiError(fault.status, _type_for(fault.status), fault.message)
+            response = Response(status=error.status, body=error.body)
         if fault.retry_after is not None:
             response.headers["Retry-After"] = str(fault.retry_after)
         return response

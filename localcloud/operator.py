@@ -53,7 +53,11 @@ def add_fault(cloud: Any, request: Request) -> Response:
             retry_after=data.get("retry_after"),
             delay=float(data.get("delay", 0)),
             message=str(data.get("message", "injected fault")),
+            zone=str(data["zone"]) if data.get("zone") else None,
+            body=data.get("body"),
         )
+        if fault.body is not None and not isinstance(fault.body, dict):
+            raise ValueError("body must be a JSON object")
     except (TypeError, ValueError) as exc:
         raise invalid_argument("fault", "invalid", str(exc)) from exc
     cloud.faults.arm(fault)

@@ -1,6 +1,6 @@
 """The publish stage: the version finalize created becomes an instance image in every enabled
-zone, and is marked published. The work (uploads, imports, per-zone results) is in
-builds.publish."""
+zone, once per storage type of the image, and is marked published. The work (uploads,
+imports, per-zone results) is in builds.publish."""
 
 from __future__ import annotations
 
@@ -34,13 +34,13 @@ def run(ctx: StageContext) -> dict:
     ImageVersion.objects.filter(pk=version.pk, state=VersionState.BUILT).update(
         state=VersionState.PUBLISHED
     )
-    return {
-        "version_id": version.pk,
-        "zones": {
-            li.zone.code: {"image_id": li.provider_image_id, "snapshot_id": li.snapshot_id}
-            for li in images
-        },
-    }
+    zones: dict[str, dict[str, dict[str, str]]] = {}
+    for li in images:
+        zones.setdefault(li.zone.code, {})[li.storage_type] = {
+            "image_id": li.provider_image_id,
+            "snapshot_id": li.snapshot_id,
+        }
+    return {"version_id": version.pk, "zones": zones}
 
 
 def outputs_exist(outputs: dict) -> bool:

@@ -16,6 +16,7 @@ from builds.choices import BuildState, Trigger
 from builds.models import Build, StageLogLine
 from builds.queue import enqueue, queue_for, request_build
 from catalog import audit, roles
+from catalog.choices import LocalImageState, StorageType
 from catalog.htmx import partial_request
 from catalog.models import Image, LocalImage
 
@@ -180,19 +181,35 @@ def build_retry(request: HttpRequest, build_id: int) -> HttpResponse:
 @require_POST
 @permission_required(roles.RUN_BUILDS, raise_exception=True)
 def retry_zone(request: HttpRequest, build_id: int, zone: str) -> HttpResponse:
-    """Publish the build's version in one zone again, without touching the others."""
+    """Publish the build's version in one zone again (one storage type of it when the form
+    names one), without touching the others."""
     build = get_object_or_404(Build, pk=build_id)
-    local = LocalImage.objects.filter(version_id=build.version_id, zone__code=zone).first()
-    if build.is_active or local is None or local.state != "error":
+    storage_type = request.POST.get("storage_type", "")
+    failed = LocalImage.objects.filter(
+        version_id=build.version_id, zone__code=zone, state=LocalImageState.ERROR
+    )
+    if storage_type:
+        failed = failed.filter(storage_type=storage_type)
+    if build.is_active or (storage_type and storage_type not in StorageType.values):
+        failed = failed.none()
+    kinds = sorted(set(failed.values_list("storage_type", flat=True)))
+    where = f"{zone} ({', '.join(StorageType(k).label for k in kinds)})" if kinds else zone
+    if not kinds:
         messages.error(request, f"Nothing to retry in {zone}.")
         return redirect(build.get_absolute_url())
 
     def send() -> None:
-        async_task("builds.tasks.retry_publish_zone", build.pk, zone, cluster=queue_for(build.arch))
+        async_task(
+            "builds.tasks.retry_publish_zone",
+            build.pk,
+            zone,
+            kinds,
+            cluster=queue_for(build.arch),
+        )
 
     transaction.on_commit(send)
     audit.record(
-        "build.zone_retried", actor=request.user, image=build.image, target=build, message=zone
+        "build.zone_retried", actor=request.user, image=build.image, target=build, message=where
     )
-    messages.success(request, f"Publishing again in {zone}.")
+    messages.success(request, f"Publishing again in {where}.")
     return redirect(build.get_absolute_url())

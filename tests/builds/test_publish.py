@@ -1,6 +1,7 @@
 """Publishing through the real Scaleway SDK and boto3 against a real localcloud subprocess:
-one upload per region, images in three zones of two regions, every class of API error,
-resuming without duplicates, cancel, discard, and no credential in logs or rows."""
+one upload per region, images of both storage types (local and Block Storage) in three zones
+of two regions, every class of API error, resuming without duplicates, cancel, discard, and
+no credential in logs or rows."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.core import serializers
 
 from builds.models import Build
 from builds.publish import PublishError, discard, publish, retry_zone
-from catalog.choices import LocalImageState
+from catalog.choices import LocalImageState, StorageType
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients
 from cloud.cancel import Cancelled
@@ -22,6 +23,10 @@ from tests.catalog.factories import os_image
 from tests.cloud.localcloud import ACCESS_KEY, ZONES, Cloud
 
 SNAPSHOTS_OP = "POST /instance/v1/zones/{zone}/snapshots"
+BLOCK_IMPORT_OP = "POST /block/v1/zones/{zone}/snapshots/import-from-object-storage"
+LOCAL, SBS = StorageType.LOCAL, StorageType.SBS
+# What a (zone, storage type) publish makes: both storage types in each of the three zones.
+EVERY = sorted((zone, kind) for zone in ZONES for kind in (LOCAL, SBS))
 
 
 class Recorder:
@@ -94,6 +99,26 @@ def factory_snapshots(zone: str, build_id: int) -> list:
     return clients.instance_api().list_snapshots_all(zone=zone, tags=f"build:{build_id}")
 
 
+def factory_block_snapshots(zone: str, build_id: int) -> list:
+    return clients.block_api().list_snapshots_all(
+        zone=zone, tags=[f"build:{build_id}"], include_deleted=False
+    )
+
+
+def published(images: list[LocalImage]) -> list[tuple[str, str]]:
+    return sorted((li.zone.code, li.storage_type) for li in images)
+
+
+def assert_one_of_each(build_id: int) -> None:
+    """Every zone holds exactly one image of each storage type and one snapshot of each API."""
+    for zone in ZONES:
+        images = factory_images(zone, build_id)
+        roots = sorted(i.root_volume.volume_type for i in images)
+        assert roots == ["l_ssd", "sbs_snapshot"], zone
+        assert len(factory_snapshots(zone, build_id)) == 1, zone
+        assert len(factory_block_snapshots(zone, build_id)) == 1, zone
+
+
 def test_publish_in_three_zones_of_two_regions(
     cloud: Cloud, version: ImageVersion, qcow2_artefact: Path
 ) -> None:
@@ -101,15 +126,26 @@ def test_publish_in_three_zones_of_two_regions(
     images = run_publish(version, qcow2_artefact, recorder)
 
     build_id = version.build.pk
-    assert sorted(li.zone.code for li in images) == sorted(ZONES)  # pl-waw-1 is disabled
+    assert published(images) == EVERY  # pl-waw-1 is disabled
     for li in images:
         assert li.state == LocalImageState.AVAILABLE
-        found = factory_images(li.zone.code, build_id)
-        assert [i.id for i in found] == [li.provider_image_id]
+        found = [i for i in factory_images(li.zone.code, build_id) if i.id == li.provider_image_id]
+        assert len(found) == 1
         assert found[0].state == "available"
         assert found[0].root_volume.id == li.snapshot_id
         assert set(found[0].tags) == {"image-factory", f"build:{build_id}"}
         assert found[0].name == "debian-bookworm-2026-11-26-x86-64"
+        if li.storage_type == SBS:
+            # The image's root is a Block Storage snapshot, known to the Block API only.
+            assert found[0].root_volume.volume_type == "sbs_snapshot"
+            block = clients.block_api().get_snapshot(zone=li.zone.code, snapshot_id=li.snapshot_id)
+            assert block.status in ("available", "in_use")
+            assert set(block.tags) == {"image-factory", f"build:{build_id}"}
+            assert [s.id for s in factory_snapshots(li.zone.code, build_id)] != [li.snapshot_id]
+        else:
+            assert found[0].root_volume.volume_type == "l_ssd"
+            assert [s.id for s in factory_snapshots(li.zone.code, build_id)] == [li.snapshot_id]
+    assert_one_of_each(build_id)
     assert factory_images("pl-waw-1", build_id) == []
     # One upload per region: one object in each region's part of the bucket.
     keys = cloud.objects("fr-par")  # moto shares one store between the regions' endpoints
@@ -119,24 +155,37 @@ def test_publish_in_three_zones_of_two_regions(
     ]
     size = qcow2_artefact.stat().st_size
     assert recorder.progress[-1] == (2 * size, 2 * size, "bytes")
-    assert any("fr-par-2: image" in line for line in recorder.lines)
+    assert any("fr-par-2 local: image" in line for line in recorder.lines)
+    assert any("fr-par-2 block: image" in line for line in recorder.lines)
+
+
+def test_an_image_published_on_local_storage_only(
+    cloud: Cloud, version: ImageVersion, qcow2_artefact: Path
+) -> None:
+    version.image.storage_types = [LOCAL]
+    version.image.save()
+    images = run_publish(version, qcow2_artefact, Recorder())
+    assert published(images) == sorted((zone, LOCAL) for zone in ZONES)
+    for zone in ZONES:
+        assert factory_block_snapshots(zone, version.build.pk) == []
+        assert len(factory_images(zone, version.build.pk)) == 1
 
 
 def test_publish_again_reuses_everything(
     cloud: Cloud, version: ImageVersion, qcow2_artefact: Path
 ) -> None:
     first = {
-        li.zone.code: li.provider_image_id
+        (li.zone.code, li.storage_type): li.provider_image_id
         for li in run_publish(version, qcow2_artefact, Recorder())
     }
     recorder = Recorder()
     second = {
-        li.zone.code: li.provider_image_id for li in run_publish(version, qcow2_artefact, recorder)
+        (li.zone.code, li.storage_type): li.provider_image_id
+        for li in run_publish(version, qcow2_artefact, recorder)
     }
     assert first == second
-    for zone in ZONES:
-        assert len(factory_images(zone, version.build.pk)) == 1
-        assert len(factory_snapshots(zone, version.build.pk)) == 1
+    assert sorted(first) == EVERY
+    assert_one_of_each(version.build.pk)
     assert any("not uploading" in line for line in recorder.lines)
 
 
@@ -144,10 +193,10 @@ def test_503_on_import_is_retried(
     cloud: Cloud, version: ImageVersion, qcow2_artefact: Path
 ) -> None:
     cloud.fault(operation=SNAPSHOTS_OP, count=2, status=503)
+    cloud.fault(operation=BLOCK_IMPORT_OP, count=2, status=503)
     images = run_publish(version, qcow2_artefact, Recorder())
-    assert len(images) == 3
-    for zone in ZONES:
-        assert len(factory_snapshots(zone, version.build.pk)) == 1
+    assert published(images) == EVERY
+    assert_one_of_each(version.build.pk)
 
 
 def test_429_with_retry_after_is_retried_after_the_delay(
@@ -158,10 +207,9 @@ def test_429_with_retry_after_is_retried_after_the_delay(
     )
     started = time.monotonic()
     images = run_publish(version, qcow2_artefact, Recorder())
-    assert len(images) == 3
+    assert published(images) == EVERY
     assert time.monotonic() - started >= 1.0
-    for zone in ZONES:
-        assert len(factory_images(zone, version.build.pk)) == 1
+    assert_one_of_each(version.build.pk)
 
 
 def test_400_fails_the_zone_with_the_api_message(
@@ -172,22 +220,22 @@ def test_400_fails_the_zone_with_the_api_message(
     with pytest.raises(PublishError) as failure:
         run_publish(version, qcow2_artefact, recorder)
     message = str(failure.value)
-    assert message.startswith("published in 2 of 3 zones; ")
+    assert message.startswith("published 5 of 6 local images (3 zone(s) x 2 storage type(s)); ")
     assert "Quota exceeded for snapshots" in message
     failed = LocalImage.objects.get(version=version, state=LocalImageState.ERROR)
     assert "Quota exceeded for snapshots" in failed.error
-    assert failed.zone.code in message
-    assert LocalImage.objects.filter(version=version, state="available").count() == 2
+    assert failed.storage_type == LOCAL
+    assert f"{failed.zone.code} local: " in message
+    assert LocalImage.objects.filter(version=version, state="available").count() == 5
 
-    # Rerunning after the failure reuses the two published zones and completes the third.
-    before = {z: [i.id for i in factory_images(z, version.build.pk)] for z in ZONES}
+    # Rerunning after the failure reuses the five published images and completes the sixth.
+    before = {z: sorted(i.id for i in factory_images(z, version.build.pk)) for z in ZONES}
     images = run_publish(version, qcow2_artefact, Recorder())
-    assert len(images) == 3
+    assert published(images) == EVERY
+    assert_one_of_each(version.build.pk)
     for zone in ZONES:
-        found = [i.id for i in factory_images(zone, version.build.pk)]
-        assert len(found) == 1
-        if before[zone]:
-            assert found == before[zone]
+        found = sorted(i.id for i in factory_images(zone, version.build.pk))
+        assert set(before[zone]) <= set(found)
 
 
 def test_invalid_qcow2_fails_clearly_and_leaves_nothing(
@@ -196,8 +244,11 @@ def test_invalid_qcow2_fails_clearly_and_leaves_nothing(
     with pytest.raises(PublishError) as failure:
         run_publish(version, raw_artefact, Recorder())
     message = str(failure.value)
-    assert message.startswith("published in 0 of 3 zones; ")
-    assert "not a valid QCOW2" in message
+    assert message.startswith("published 0 of 6 local images")
+    # Both APIs refuse it, each in its own words, per zone and storage type.
+    for zone, kind in EVERY:
+        assert f"{zone} {'block' if kind == SBS else 'local'}: " in message
+    assert message.count("QCOW2") >= 6
     assert cloud.factory_resources() == []
     assert set(LocalImage.objects.values_list("state", flat=True)) == {LocalImageState.ERROR}
 
@@ -209,10 +260,8 @@ def test_slow_create_beyond_the_timeout_is_found_not_duplicated(
     cloud.fault(operation=SNAPSHOTS_OP, count=1, delay=2.0, status=200)
     recorder = Recorder()
     images = run_publish(version, qcow2_artefact, recorder)
-    assert len(images) == 3
-    for zone in ZONES:
-        assert len(factory_snapshots(zone, version.build.pk)) == 1
-        assert len(factory_images(zone, version.build.pk)) == 1
+    assert published(images) == EVERY
+    assert_one_of_each(version.build.pk)
 
 
 def test_waiting_beyond_the_deadline_fails_the_zone(
@@ -230,8 +279,14 @@ def test_waiting_beyond_the_deadline_fails_the_zone(
     )
     with pytest.raises(PublishError) as failure:
         run_publish(version, qcow2_artefact, Recorder())
-    assert "published in 0 of 3 zones" in str(failure.value)
+    # The Instance snapshots' waits fail; the Block imports are polled through another API.
+    assert "published 3 of 6 local images" in str(failure.value)
     assert "no answer from the API within 0.5 s" in str(failure.value)
+    assert set(
+        LocalImage.objects.filter(state=LocalImageState.ERROR).values_list(
+            "storage_type", flat=True
+        )
+    ) == {LOCAL}
 
 
 def test_retry_zone_reuploads_a_missing_object(
@@ -240,7 +295,7 @@ def test_retry_zone_reuploads_a_missing_object(
     run_publish(version, qcow2_artefact, Recorder())
     zone = Zone.objects.get(code="nl-ams-1")
     api = clients.instance_api()
-    local = LocalImage.objects.get(version=version, zone=zone)
+    local = LocalImage.objects.get(version=version, zone=zone, storage_type=LOCAL)
     api.delete_image(zone="nl-ams-1", image_id=local.provider_image_id)
     api.delete_snapshot(zone="nl-ams-1", snapshot_id=local.snapshot_id)
     discard_objects = cloud.s3("nl-ams")
@@ -248,11 +303,74 @@ def test_retry_zone_reuploads_a_missing_object(
         discard_objects.delete_object(Bucket="factory-test-artefacts", Key=key)
 
     recorder = Recorder()
-    again = retry_zone(version.build.pk, version, zone, log=recorder.log)
+    (again,) = retry_zone(version.build.pk, version, zone, storage_types=[LOCAL], log=recorder.log)
     assert again.state == LocalImageState.AVAILABLE
+    assert again.storage_type == LOCAL
     assert again.provider_image_id != local.provider_image_id
-    assert [i.id for i in factory_images("nl-ams-1", version.build.pk)] == [again.provider_image_id]
+    images = factory_images("nl-ams-1", version.build.pk)
+    assert [i.id for i in images if i.root_volume.volume_type == "l_ssd"] == [
+        again.provider_image_id
+    ]
     assert any("uploading" in line for line in recorder.lines)
+    with pytest.raises(PublishError, match="Unknown storage type"):
+        retry_zone(version.build.pk, version, zone, storage_types=["b_ssd"])
+
+
+QUOTA = {
+    "type": "quotas_exceeded",
+    "message": "quota(s) exceeded for this resource",
+    "details": [{"resource": "sbs_snapshots", "quota": 10, "current": 10}],
+}
+
+
+@pytest.mark.parametrize("status", [403, 409])
+def test_a_block_quota_fails_that_zone_and_type_alone_and_leaves_nothing(
+    cloud: Cloud, version: ImageVersion, qcow2_artefact: Path, status: int
+) -> None:
+    cloud.fault(operation=BLOCK_IMPORT_OP, zone="fr-par-2", count=1, status=status, body=QUOTA)
+    with pytest.raises(PublishError) as failure:
+        run_publish(version, qcow2_artefact, Recorder())
+    message = str(failure.value)
+    assert "published 5 of 6 local images" in message
+    assert "fr-par-2 block: " in message
+    assert "sbs_snapshots: 10 of 10 used" in message
+    failed = LocalImage.objects.get(state=LocalImageState.ERROR)
+    assert (failed.zone.code, failed.storage_type) == ("fr-par-2", SBS)
+    assert "quota" in failed.error
+    assert factory_block_snapshots("fr-par-2", version.build.pk) == []
+    assert [i.root_volume.volume_type for i in factory_images("fr-par-2", version.build.pk)] == [
+        "l_ssd"
+    ]
+    # Retry of that zone and type alone, once the quota allows it.
+    (again,) = retry_zone(
+        version.build.pk, version, Zone.objects.get(code="fr-par-2"), storage_types=[SBS]
+    )
+    assert again.state == LocalImageState.AVAILABLE
+    assert_one_of_each(version.build.pk)
+
+
+def test_a_zone_without_block_storage_fails_there_clearly(
+    cloud: Cloud, version: ImageVersion, qcow2_artefact: Path
+) -> None:
+    refusal = {
+        "type": "invalid_arguments",
+        "message": "invalid argument(s)",
+        "details": [
+            {
+                "argument_name": "zone",
+                "reason": "constraint",
+                "help_message": "Block Storage is not available in this zone",
+            }
+        ],
+    }
+    cloud.fault(operation=BLOCK_IMPORT_OP, zone="nl-ams-1", count=20, status=400, body=refusal)
+    with pytest.raises(PublishError) as failure:
+        run_publish(version, qcow2_artefact, Recorder())
+    message = str(failure.value)
+    assert "nl-ams-1 block: " in message
+    assert "Block Storage is not available in this zone" in message
+    assert LocalImage.objects.filter(state=LocalImageState.AVAILABLE).count() == 5
+    assert factory_block_snapshots("nl-ams-1", version.build.pk) == []
 
 
 def test_cancel_stops_promptly_and_discard_cleans_up(
@@ -261,6 +379,7 @@ def test_cancel_stops_promptly_and_discard_cleans_up(
     # The imports hang (a long delay); cancel must not wait for them. The cancel comes a
     # second after the first import was sent (however long the upload took on this machine).
     cloud.fault(operation=SNAPSHOTS_OP, count=3, delay=15.0, status=200)
+    cloud.fault(operation=BLOCK_IMPORT_OP, count=3, delay=15.0, status=200)
     recorder = CancelAfterImport()
     with pytest.raises(Cancelled):
         run_publish(version, qcow2_artefact, recorder)
@@ -288,8 +407,9 @@ def test_discard_leaves_nothing(cloud: Cloud, version: ImageVersion, qcow2_artef
     run_publish(version, qcow2_artefact, Recorder())
     assert cloud.factory_resources()
     removed = discard(version.build.pk)
-    assert len(removed["images"]) == 3
-    assert len(removed["snapshots"]) == 3
+    assert len(removed["images"]) == 6
+    assert len(removed["snapshots"]) == 6
+    assert sum("(block)" in item for item in removed["snapshots"]) == 3
     assert len(removed["objects"]) == 2
     assert cloud.factory_resources() == []
     assert cloud.objects("fr-par") == []
