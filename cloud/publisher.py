@@ -116,13 +116,12 @@ def _local_image_entries(
         types = products.compatible_types(offered[zone], local.storage_type, version.arch, allowed)
         if not types:
             log.warning(
-                "%s in %s on %s: no %s type of %s boots it%s; not published",
+                "%s in %s (%s): no %s type of the zone boots it%s; left out of the Marketplace",
                 version,
                 zone,
                 local.storage_type,
                 version.arch,
-                zone,
-                f" among {', '.join(allowed)}" if allowed else "",
+                f" among the image's {', '.join(allowed)}" if allowed else "",
             )
             continue
         entries.append(
