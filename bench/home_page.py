@@ -17,7 +17,6 @@ Target (issue 19): within 1.5x the 1,000-row admin changelist.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,19 +68,8 @@ def measure(images: int) -> dict[str, Any]:
     }
 
 
-def _run_size(images: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--one", str(images)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        check=True,
-        text=True,
-    )
-    return json.loads(done.stdout)
-
-
 def main(small: int, large: int) -> None:
-    runs = [_run_size(small), _run_size(large)]
+    runs = [pages.run_size(small, __file__), pages.run_size(large, __file__)]
     for run in runs:
         print(f"{run['images']} images, items per section: {run['sections']}")
     print()

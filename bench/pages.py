@@ -298,9 +298,10 @@ def measure(images: int) -> dict[str, Any]:
 # --- reporting ---------------------------------------------------------------------------------
 
 
-def _run_size(images: int) -> dict[str, Any]:
+def run_size(images: int, script: str = __file__) -> dict[str, Any]:
+    """Run `script --one <images>` in a fresh process (its own database) and read its JSON."""
     done = subprocess.run(
-        [sys.executable, __file__, "--one", str(images)],
+        [sys.executable, script, "--one", str(images)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         check=True,
@@ -310,7 +311,7 @@ def _run_size(images: int) -> dict[str, Any]:
 
 
 def main(small: int, large: int) -> None:
-    runs = [_run_size(small), _run_size(large)]
+    runs = [run_size(small), run_size(large)]
     by_page = {row["page"]: row for row in runs[0]["pages"]}
     for run in runs:
         print(
