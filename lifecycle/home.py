@@ -20,15 +20,26 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Value, Window
-from django.db.models.functions import Coalesce, RowNumber
+from django.db.models import (
+    Aggregate,
+    CharField,
+    Count,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    Window,
+)
+from django.db.models.functions import Coalesce, Concat, RowNumber
 from django.urls import reverse
 from django.utils import timezone
 
 from builds.choices import BuildState, CheckState, TestRunState
 from builds.models import Build, CheckResult, JanitorRun, TestRun
 from catalog import dates, staleness
-from catalog.choices import ImageState, LocalImageState, VersionState
+from catalog.choices import ImageState, LocalImageState, StorageType, VersionState
 from catalog.models import (
     Image,
     ImageVersion,
@@ -37,7 +48,14 @@ from catalog.models import (
     UpstreamSource,
     Zone,
 )
-from lifecycle.models import ImageRequest, NoticeState, RequestStatus, UpstreamCheck
+from lifecycle.models import (
+    ImageRequest,
+    NoticeState,
+    ParityProblem,
+    RequestStatus,
+    UpstreamCheck,
+    ZoneParityGap,
+)
 from lifecycle.refresh import refresh_margin_days
 
 ROWS_SHOWN = 50
@@ -226,9 +244,28 @@ def newer_serials() -> QuerySet[UpstreamSource]:
     )
 
 
+class _PairList(Aggregate):
+    """The aggregated values joined by commas: GROUP_CONCAT on SQLite, STRING_AGG elsewhere."""
+
+    function = "STRING_AGG"
+    template = "%(function)s(%(distinct)s%(expressions)s, ',')"
+    allow_distinct = True
+    output_field = CharField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return super().as_sql(compiler, connection, function="GROUP_CONCAT", **extra)
+
+
+def _has_storage(kind: str) -> Q:
+    """The image publishes on `kind` (its storage_types list holds it; two entries at most)."""
+    return Q(image__storage_types__0=kind) | Q(image__storage_types__1=kind)
+
+
 def zone_gaps(enabled_zones: int) -> QuerySet[ImageVersion]:
-    """Current versions (catalog.current's rule) not available in every enabled zone, as the
-    dashboard records them (its local images); `enabled_zones` is how many zones are enabled."""
+    """Current versions (catalog.current's rule) not available in every enabled zone on every
+    storage type of their image, as the dashboard records them (its local images);
+    `enabled_zones` is how many zones are enabled. Each row carries `available_pairs`
+    ("zone|storage_type,..."), from which the page names what is missing."""
     latest = ImageVersion.objects.filter(
         image=OuterRef("image"),
         arch=OuterRef("arch"),
@@ -243,33 +280,76 @@ def zone_gaps(enabled_zones: int) -> QuerySet[ImageVersion]:
         )
         .filter(pk=Subquery(latest.values("pk")[:1]))
         .annotate(
-            available_zones=Count(
-                "local_images",
-                filter=Q(
-                    local_images__state=LocalImageState.AVAILABLE,
-                    local_images__zone__enabled=True,
-                ),
-                distinct=True,
-            )
+            **{
+                f"available_{kind.name.lower()}": Count(
+                    "local_images",
+                    filter=Q(
+                        local_images__state=LocalImageState.AVAILABLE,
+                        local_images__zone__enabled=True,
+                        local_images__storage_type=kind,
+                    ),
+                    distinct=True,
+                )
+                for kind in StorageType
+            }
         )
-        .filter(available_zones__lt=enabled_zones)
+        .filter(
+            Q(_has_storage(StorageType.LOCAL), available_local__lt=enabled_zones)
+            | Q(_has_storage(StorageType.SBS), available_sbs__lt=enabled_zones)
+        )
         .select_related("image")
-        .only("id", "name", "arch", "image__label")
+        .only("id", "name", "arch", "image__label", "image__storage_types")
         .order_by("image__label", "arch")
     )
 
 
+def _with_available_pairs(versions: QuerySet[ImageVersion]) -> QuerySet[ImageVersion]:
+    """The shown rows with their available (zone, storage type) pairs, in the same query."""
+    pairs = (
+        LocalImage.objects.filter(
+            version=OuterRef("pk"), state=LocalImageState.AVAILABLE, zone__enabled=True
+        )
+        .order_by()
+        .values("version")
+        .annotate(pairs=_PairList(Concat("zone__code", Value("|"), "storage_type")))
+        .values("pairs")
+    )
+    return versions.annotate(available_pairs=Subquery(pairs, output_field=CharField()))
+
+
 def _missing_zones(versions: list[ImageVersion], enabled: list[str]) -> None:
-    available: dict[int, set[str]] = defaultdict(set)
-    rows = LocalImage.objects.filter(
-        version__in=[v.pk for v in versions], state=LocalImageState.AVAILABLE
-    ).values_list("version_id", "zone__code")
-    for version_id, code in rows:
-        available[version_id].add(code)
+    """Name, on each row, the enabled (zone, storage type) pairs it is not available in."""
     for version in versions:
+        present = set(filter(None, (version.available_pairs or "").split(",")))  # type: ignore[attr-defined]
+        kinds = [k for k in StorageType if k in (version.image.storage_types or StorageType.values)]
         version.missing_zones = [  # type: ignore[attr-defined]
-            code for code in enabled if code not in available[version.pk]
+            f"{code} ({kind.label})" if len(kinds) > 1 else code
+            for code in enabled
+            for kind in kinds
+            if f"{code}|{kind.value}" not in present
         ]
+
+
+def parity_gaps() -> QuerySet[ZoneParityGap]:
+    """What the last zone parity check found in the cloud (lifecycle.parity): images gone or
+    not available, local images not offered, zones it could not read. What is not published
+    at all is the live "zones" section's."""
+    return (
+        ZoneParityGap.objects.exclude(problem=ParityProblem.NOT_PUBLISHED)
+        .select_related("version__image", "zone")
+        .only(
+            "id",
+            "problem",
+            "detail",
+            "storage_type",
+            "found_at",
+            "zone__code",
+            "version__name",
+            "version__arch",
+            "version__image__label",
+        )
+        .order_by("zone__code", "version__image__label", "storage_type", "id")
+    )
 
 
 def image_requests() -> QuerySet[ImageRequest]:
@@ -311,6 +391,7 @@ def _querysets(today: dt.date, enabled_zones: int | None = None) -> dict[str, Qu
         "serials": newer_serials(),
         "requests": image_requests(),
         "zones": zone_gaps(enabled_zones),
+        "parity": parity_gaps(),
     }
     for extra in _extras:
         sets[extra.key] = extra.queryset(today)
@@ -417,7 +498,7 @@ def build(today: dt.date | None = None) -> Home:
     deprecation_rows = list(_with_notice_progress(sets["deprecations"])[:ROWS_SHOWN])
     _notice_progress(deprecation_rows)
     janitor = janitor_findings()
-    gap_rows = rows("zones")
+    gap_rows = list(_with_available_pairs(sets["zones"])[:ROWS_SHOWN])
     _missing_zones(gap_rows, enabled)
     home = Home(
         [
@@ -470,7 +551,14 @@ def build(today: dt.date | None = None) -> Home:
                 "Current versions missing from an enabled zone",
                 gap_rows,
                 counted["zones"],
-                reverse("catalog:zones"),
+                reverse("lifecycle:parity"),
+            ),
+            Section(
+                "parity",
+                "Zone parity: differences found in the cloud",
+                rows("parity"),
+                counted["parity"],
+                reverse("lifecycle:parity"),
             ),
         ]
     )

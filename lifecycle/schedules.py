@@ -3,6 +3,7 @@
 - notices: a daily usage refresh, and a frequent send of what is due;
 - refresh triggers and deprecation: deprecation transitions, the upstream check and the
   stale-image rebuilds, daily;
+- zone parity: a daily check that every current version is in every enabled zone;
 - team alerts: the daily digest, once managers are about to arrive.
 """
 
@@ -50,6 +51,14 @@ SCHEDULES: list[ScheduleDefinition] = [
         schedule_type=Schedule.DAILY,
         # After the upstream check: an image it just rebuilt is not queued twice.
         first_run_at=dt.time(6, 0),
+    ),
+    # Zone parity
+    ScheduleDefinition(
+        name="lifecycle.zone_parity",
+        func="lifecycle.tasks.zone_parity_task",
+        schedule_type=Schedule.DAILY,
+        # Before the digest, so that what the cloud lost is on the home page in the morning.
+        first_run_at=dt.time(6, 30),
     ),
     # Team alerts
     ScheduleDefinition(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from lifecycle import alerts, deprecation, image_requests, notices, refresh, usage
+from lifecycle import alerts, deprecation, image_requests, notices, parity, refresh, usage
 from lifecycle.models import Requester, RequestStatusChange
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,11 @@ def check_upstreams_task() -> str:
     counts = Counter(check.outcome for check in checks)
     details = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
     return f"upstream checks: {len(checks)} ({details or 'no source'})"
+
+
+def zone_parity_task() -> str:
+    """Check that every current version is available and offered in every enabled zone."""
+    return str(parity.check())
 
 
 def deprecation_transitions_task() -> str:

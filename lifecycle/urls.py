@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from lifecycle.views import customers, notices, releases, requests, timeline, triggers
+from lifecycle.views import customers, notices, parity, releases, requests, timeline, triggers
 
 app_name = "lifecycle"
 urlpatterns = [
@@ -48,6 +48,10 @@ urlpatterns = [
         triggers.version_advisories,
         name="version_advisories",
     ),
+    # Zone parity
+    path("zones/parity/", parity.parity_page, name="parity"),
+    path("zones/parity/check/", parity.parity_check, name="parity_check"),
+    path("zones/parity/fix/", parity.parity_fix, name="parity_fix"),
     # The catalogue's lifecycle at a glance
     path("timeline/", timeline.catalogue_timeline, name="timeline"),
     # Image requests

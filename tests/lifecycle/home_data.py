@@ -50,7 +50,10 @@ def _version(
     )
     if released:
         for zone in Zone.objects.filter(enabled=True):
-            LocalImage.objects.create(version=version, zone=zone, state=LocalImageState.AVAILABLE)
+            for kind in image.storage_types:
+                LocalImage.objects.create(
+                    version=version, zone=zone, storage_type=kind, state=LocalImageState.AVAILABLE
+                )
     return version
 
 

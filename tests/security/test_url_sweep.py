@@ -71,6 +71,8 @@ NEEDS = {
     "lifecycle:notice_decide": roles.RELEASE_MANAGER,
     "lifecycle:notice_send_test": roles.RELEASE_MANAGER,
     "lifecycle:request_status": roles.CATALOGUE_MANAGER,
+    "lifecycle:parity_check": roles.CATALOGUE_MANAGER,
+    "lifecycle:parity_fix": roles.CATALOGUE_MANAGER,
 }
 SAMPLE = {"int": "1", "slug": "x", "str": "x", "path": "x"}
 PARAMETER = re.compile(r"<(?:(\w+):)?\w+>")
