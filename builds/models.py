@@ -29,7 +29,7 @@ from builds.choices import (
     Trigger,
 )
 from builds.leases import Leased, LeaseQuerySet
-from catalog.choices import Arch
+from catalog.choices import Arch, StorageType
 from catalog.models import Image, ImageVersion, Zone
 
 
@@ -276,11 +276,14 @@ class TestRunQuerySet(LeaseQuerySet["TestRun"]):
 
 
 class TestRun(Leased):
-    """The checks of one image version in one zone, on servers booted from its local image.
+    """The checks of one image version in one zone on one storage type, on servers booted
+    from its local image of that type (local storage: an l_ssd root; Block Storage: a Block
+    root volume, on a server type that uses it).
 
-    A build's test stage starts one per enabled zone; Re-run (one cell, one zone, or every
-    failed cell) starts another with only those checks. The matrix on the version page shows,
-    per zone and check, the latest result. A run is claimed with a lease like a build
+    A build's test stage starts one per (enabled zone, storage type the version is published
+    with); Re-run (one cell, one zone and storage type, or every failed cell) starts another
+    with only those checks. The matrix on the version page shows, per zone, storage type and
+    check, the latest result. A run is claimed with a lease like a build
     (see builds.leases); a run whose heartbeat stopped is taken over by its build's
     test stage, or sent again by a schedule (builds.tasks.requeue_stale_test_runs).
     """
@@ -289,6 +292,12 @@ class TestRun(Leased):
 
     version = models.ForeignKey(ImageVersion, on_delete=models.CASCADE, related_name="test_runs")
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="test_runs")
+    storage_type = models.CharField(
+        max_length=16,
+        choices=StorageType.choices,
+        default=StorageType.LOCAL,
+        help_text="The storage of the local image under test (and of its servers' roots).",
+    )
     build = models.ForeignKey(
         Build, on_delete=models.SET_NULL, null=True, blank=True, related_name="test_runs"
     )
@@ -321,7 +330,10 @@ class TestRun(Leased):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"Test run #{self.pk} of {self.version} in {self.zone.code}"
+        return (
+            f"Test run #{self.pk} of {self.version} in {self.zone.code} "
+            f"({self.get_storage_type_display()})"
+        )
 
     @property
     def is_active(self) -> bool:

@@ -347,7 +347,16 @@ if _own := sorted(_FACTORY_CREDENTIALS.intersection(RECIPE_SECRETS)):
 # --- Test runs: the checks on booted servers in every enabled zone (builds/testing/) --------
 BUILD_TEST_STAGE = env_bool("BUILD_TEST_STAGE", True)
 TEST_CHECK_CONCURRENCY = env_int("TEST_CHECK_CONCURRENCY", 3, minimum=1)
-TEST_COMMERCIAL_TYPE = env_str("TEST_COMMERCIAL_TYPE", "DEV1-S")
+# The server types the checks boot, per storage type of the image under test: one with local
+# storage for local images (TEST_COMMERCIAL_TYPE, its former name, still read), and one
+# without (Block Storage only, as PLAY2, PRO2, POP2 and COPARM1 types) for Block images.
+TEST_COMMERCIAL_TYPE_LOCAL = env_str(
+    "TEST_COMMERCIAL_TYPE_LOCAL", env_str("TEST_COMMERCIAL_TYPE", "DEV1-S")
+)
+TEST_COMMERCIAL_TYPE_BLOCK = env_str("TEST_COMMERCIAL_TYPE_BLOCK", "PLAY2-PICO")
+# manage.py scaleway_smoke prices the storage its snapshots and images used at this rate
+# (an estimate: set it from your price list); servers are priced from the product list.
+SMOKE_STORAGE_EUR_PER_GB_MONTH = float(env_str("SMOKE_STORAGE_EUR_PER_GB_MONTH", "0.05"))
 # The user the checks log in as over SSH (with the test run's own key).
 TEST_SSH_USER = env_str("TEST_SSH_USER", "root")
 TEST_BOOT_TIMEOUT_SECONDS = env_int("TEST_BOOT_TIMEOUT_SECONDS", 600, minimum=10)

@@ -1,6 +1,7 @@
 """Releasing a version, withdrawing it, and what changed since the previous release.
 
-- `is_releasable(version)`: published in every enabled zone and every check passed there.
+- `is_releasable(version)`: published in every enabled zone on each storage type it is
+  published with (local storage, Block Storage), and every check passed on each of them.
 - `release(version, user, override_reason="")`: publish it through the Marketplace publisher
   (cloud.publisher) as the image's current version, and record it. Without a green matrix
   it needs a written override reason, kept on the Release row and in the audit log.
@@ -52,16 +53,10 @@ class Readiness:
     overridable: bool
 
 
-def _available_zones(version: ImageVersion) -> set[str]:
-    return {
-        li.zone.code
-        for li in version.local_images.select_related("zone")
-        if li.state == LocalImageState.AVAILABLE and li.provider_image_id
-    }
-
-
 def readiness(version: ImageVersion) -> Readiness:
-    """Assess `version` against the matrix of enabled zones x checks."""
+    """Assess `version` against the matrix of enabled zones x storage types x checks: every
+    storage type the version is published with must be published, and green, in every
+    enabled zone."""
     if version.state == VersionState.RELEASED:
         return Readiness(False, "This version is already released.", False)
     if version.state not in RELEASABLE_FROM:
@@ -73,24 +68,31 @@ def readiness(version: ImageVersion) -> Readiness:
     enabled = list(Zone.objects.filter(enabled=True).values_list("code", flat=True))
     if not enabled:
         return Readiness(False, "No zone is enabled: there is nowhere to release to.", False)
-    available = _available_zones(version)
-    if not available & set(enabled):
+    published = orchestration.published_storage(version)
+    if not any(published.get(code) for code in enabled):
         return Readiness(False, "Not published in any enabled zone yet.", False)
-    missing = [code for code in enabled if code not in available]
-    if missing:
-        return Readiness(
-            False,
-            f"Not published in {', '.join(missing)} (published in "
-            f"{len(enabled) - len(missing)} of {len(enabled)} enabled zones).",
-            True,
-        )
-    # The matrix's verdict: the latest result of every check in every enabled zone.
+    types = orchestration.ordered_storage(t for code in enabled for t in published.get(code, []))
+    gaps = []
+    for storage in types:
+        missing = [code for code in enabled if storage not in published.get(code, [])]
+        if missing:
+            gaps.append(
+                f"Not published on {orchestration.storage_words(storage)} in "
+                f"{', '.join(missing)} (published there in {len(enabled) - len(missing)} of "
+                f"{len(enabled)} enabled zones)."
+            )
+    if gaps:
+        return Readiness(False, " ".join(gaps), True)
+    # The matrix's verdict: the latest result of every check in every enabled zone, on
+    # every storage type.
     result = orchestration.verdict(version)
     if not result.passed:
         return Readiness(False, result.reason, True)
+    words = " and ".join(orchestration.storage_words(t) for t in types)
     return Readiness(
         True,
-        f"Published in every enabled zone ({len(enabled)}) and every check passed.",
+        f"Published in every enabled zone ({len(enabled)}) on {words}, and every check "
+        "passed there.",
         False,
     )
 

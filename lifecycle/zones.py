@@ -14,9 +14,10 @@ a zone created already enabled, or saved again while enabled, queues nothing. Bu
 `QuerySet.update()` sends no signals and is not seen.
 
 Tasks are sent once the transaction commits, so a rolled-back toggle queues nothing.
-Once published there, the version is tested in the new zone (`queue_zone_tests`), and the new
-zone's image is added to the released Marketplace version only when every check passed there
-(`zone_tested`): a release is only offered where it was tested.
+Once published there, the version is tested in the new zone on each storage type it was
+published with there (`queue_zone_tests`), and the new zone's local image of a storage type
+is added to the released Marketplace version only when every check passed there on that
+storage type (`zone_tested`): a release is only offered where, and as, it was tested.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from builds.models import Build
 from builds.publish import retry_zone
 from builds.queue import queue_for
 from catalog import audit
+from catalog.choices import LocalImageState
 from catalog.current import current_versions
 from catalog.models import ImageVersion, LocalImage, Zone
 
@@ -49,7 +51,7 @@ OFFERED_ACTION = "zone.offered"
 _WAS_ENABLED = "_lifecycle_zone_was_enabled"
 
 
-def _build_id(version: ImageVersion) -> int | None:
+def build_id_of(version: ImageVersion) -> int | None:
     try:
         build = version.build
     except Build.DoesNotExist:
@@ -73,7 +75,7 @@ def queue_zone_publishes(zone: Zone) -> list[ImageVersion]:
     """
     queued: list[ImageVersion] = []
     for version in current_versions():
-        build_id = _build_id(version)
+        build_id = build_id_of(version)
         artefact = version.artefact_path
         if build_id is None or not artefact:
             why = "it has no build" if build_id is None else "its artefact is gone"
@@ -100,14 +102,14 @@ def queue_zone_publishes(zone: Zone) -> list[ImageVersion]:
             },
             message=reason,
         )
-        _enqueue_publish(build_id, version, zone)
+        enqueue_publish(build_id, version, zone)
         queued.append(version)
     if queued:
         log.info("zone %s enabled: %d current version(s) queued", zone.code, len(queued))
     return queued
 
 
-def _enqueue_publish(build_id: int, version: ImageVersion, zone: Zone) -> None:
+def enqueue_publish(build_id: int, version: ImageVersion, zone: Zone) -> None:
     """Send the publish task to the version's architecture queue once the transaction commits."""
     from django_q.tasks import async_task
 
@@ -131,38 +133,51 @@ def publish_in_zone(build_id: int, version_id: int, zone_code: str) -> str:
     zone = Zone.objects.get(code=zone_code)
     if not zone.enabled:
         return f"{zone_code} was disabled again: {version} not published there"
-    local: LocalImage = retry_zone(build_id, version, zone, artefact=Path(version.artefact_path))
+    locals_: list[LocalImage] = retry_zone(
+        build_id, version, zone, artefact=Path(version.artefact_path)
+    )
+    images = {local.storage_type: local.provider_image_id for local in locals_}
+    listed = ", ".join(f"{image_id} ({kind})" for kind, image_id in images.items())
     audit.record(
         PUBLISHED_ACTION,
         image=version.image,
         target=version,
-        after={"zone": zone_code, "provider_image_id": local.provider_image_id},
-        message=f"{version} published in {zone_code} (zone enabled): image "
-        f"{local.provider_image_id}.",
+        after={"zone": zone_code, "provider_image_ids": images},
+        message=f"{version} published in {zone_code} (zone enabled): {listed}.",
     )
     queue_zone_tests(version, zone)
-    return f"{version} published in {zone_code}: {local.provider_image_id}"
+    return f"{version} published in {zone_code}: {listed}"
 
 
 def queue_zone_tests(version: ImageVersion, zone: Zone) -> None:
-    """Test `version` in the newly enabled `zone`; `zone_tested` offers it there once every
-    check passed (a release is only offered where it was tested)."""
+    """Test `version` in the newly enabled `zone`, one run per storage type it is published
+    with there; `zone_tested` offers each storage type's image once every check passed on it
+    (a release is only offered where it was tested)."""
     from builds.testing import orchestration
 
     runs = orchestration.create_runs(version, [zone], reason=f"Zone {zone.code} enabled")
     orchestration.enqueue(runs)
+    storage = [str(r.storage_type) for r in runs]
+    words = " and ".join(orchestration.storage_words(t) for t in storage)
     audit.record(
         TESTS_QUEUED_ACTION,
         image=version.image,
         target=version,
-        after={"zone": zone.code, "test_run": runs[0].pk},
-        message=f"{version} is being tested in {zone.code} (zone enabled).",
+        after={
+            "zone": zone.code,
+            "test_run": runs[0].pk,
+            "test_runs": [r.pk for r in runs],
+            "storage_types": storage,
+        },
+        message=f"{version} is being tested in {zone.code} on {words} (zone enabled).",
     )
 
 
 def zone_tested(sender: Any, test_run: Any, **kwargs: Any) -> None:
     """A test run ended: if it was a zone-enabled run of the image's current release and
-    every check passed there, add that zone's local image to the released Marketplace version."""
+    every check passed there on the run's storage type, add that zone's local image of that
+    storage type to the released Marketplace version (each storage type is offered by its
+    own run, once it is green)."""
     from builds.testing import orchestration
     from cloud.publisher import get_publisher
     from lifecycle.releases import current_release
@@ -170,30 +185,44 @@ def zone_tested(sender: Any, test_run: Any, **kwargs: Any) -> None:
     if not test_run.reason.startswith("Zone ") or test_run.state != "finished":
         return
     version, zone = test_run.version, test_run.zone
+    storage = str(test_run.storage_type)
+    words = orchestration.storage_words(storage)
     release = current_release(version.image)
     if release is None or release.version_id != version.pk:
         return
-    cells = [
-        orchestration.matrix(version, [zone]).cell(zone.code, c)
-        for c in orchestration.check_names()
-    ]
-    if not all(c.ok for c in cells):
+    grid = orchestration.matrix(version, [zone])
+    if not grid.green(zone.code, storage):
         audit.record(
             TESTS_FAILED_ACTION,
             image=version.image,
             target=version,
-            after={"zone": zone.code},
-            message=f"{version} did not pass every check in {zone.code}: not offered there.",
+            after={"zone": zone.code, "storage_type": storage},
+            message=f"{version} did not pass every check in {zone.code} on {words}: not "
+            f"offered there on {words}.",
         )
         return
-    local = LocalImage.objects.get(version=version, zone=zone)
+    local = (
+        LocalImage.objects.filter(
+            version=version, zone=zone, storage_type=storage, state=LocalImageState.AVAILABLE
+        )
+        .exclude(provider_image_id="")
+        .first()
+    )
+    if local is None:
+        log.warning("%s passed in %s on %s but has no image there any more", version, zone, words)
+        return
     get_publisher().publish_release(version.image, version, [local])
     audit.record(
         OFFERED_ACTION,
         image=version.image,
         target=version,
-        after={"zone": zone.code, "provider_image_id": local.provider_image_id},
-        message=f"{version} passed every check in {zone.code}: now offered there.",
+        after={
+            "zone": zone.code,
+            "storage_type": storage,
+            "provider_image_id": local.provider_image_id,
+        },
+        message=f"{version} passed every check in {zone.code} on {words}: now offered there "
+        f"on {words}.",
     )
 
 

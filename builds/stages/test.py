@@ -1,5 +1,6 @@
-"""The test stage: the build's version tested in every enabled zone where it is published,
-zones in parallel. A failing check does not fail the build: the verdict goes on the version.
+"""The test stage: the build's version tested in every enabled zone where it is published, on
+each storage type it is published with there (one run per zone and storage type, all in
+parallel). A failing check does not fail the build: the verdict goes on the version.
 Starting, following and judging the runs is builds.testing.orchestration's work."""
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from builds.choices import StageName, TestRunState
 from builds.models import CheckResult, TestRun
 from builds.stages.context import StageContext, StageFailed
 from builds.testing import orchestration
-from catalog.choices import LocalImageState
-from catalog.models import LocalImage
 from cloud.cancel import Cancelled
 
 NAME = StageName.TEST
@@ -30,37 +29,37 @@ def run(ctx: StageContext) -> dict:
         ctx.log("Test runs are switched off on this installation (BUILD_TEST_STAGE=0).")
         return {"skipped": "BUILD_TEST_STAGE=0"}
     # A takeover adopts the runs its build left active (a dead worker's, taken over below once
-    # their heartbeat has stopped): never a second set for the same zones. A zone whose
-    # latest run finished keeps it; a zone whose latest run ended otherwise runs again.
+    # their heartbeat has stopped): never a second set for the same zone and storage type. A
+    # (zone, storage type) whose latest run finished keeps it; one whose latest run ended
+    # otherwise runs again.
     runs = list(build.test_runs.select_related("zone").order_by("-created_at", "-id"))
     adopted = [r for r in runs if r.state in orchestration.ACTIVE]
-    latest: dict[str, TestRun] = {}
+    latest: dict[tuple[str, str], TestRun] = {}
     for run in runs:
-        latest.setdefault(run.zone.code, run)
-    covered = {r.zone.code for r in adopted} | {
-        code for code, run in latest.items() if run.state == TestRunState.FINISHED
+        latest.setdefault((run.zone.code, run.storage_type), run)
+    covered = {(r.zone.code, r.storage_type) for r in adopted} | {
+        key for key, run in latest.items() if run.state == TestRunState.FINISHED
     }
-    available = set(
-        LocalImage.objects.filter(version=version, state=LocalImageState.AVAILABLE).values_list(
-            "zone__code", flat=True
-        )
-    )
-    zones = [z for z in orchestration.enabled_zones() if z.code in available]
-    if not zones and not adopted:
+    published = orchestration.published_storage(version)
+    targets = [
+        (z, storage) for z in orchestration.enabled_zones() for storage in published.get(z.code, [])
+    ]
+    if not targets and not adopted:
         ctx.log("The version is available in no enabled zone: nothing to test.")
         return {"runs": [], "verdict": "nothing to test"}
-    todo = [z for z in zones if z.code not in covered]
-    created = orchestration.create_runs(version, todo, build=build, reason=f"Build #{build.pk}")
+    todo = [(z, storage) for z, storage in targets if (z.code, storage) not in covered]
+    created = orchestration.create_runs_for(version, todo, build=build, reason=f"Build #{build.pk}")
     if adopted:
         ctx.log(
             "Adopting the test run(s) left active by an earlier worker: "
-            + ", ".join(f"#{r.pk} ({r.zone.code})" for r in adopted)
+            + ", ".join(f"#{r.pk} ({_where(r.zone.code, r.storage_type)})" for r in adopted)
             + "; what that worker created is deleted before their unfinished checks run."
         )
     if todo or not adopted:
+        where = ", ".join(_where(z.code, storage) for z, storage in todo) or "no zone"
         ctx.log(
-            f"Testing {version} in {', '.join(z.code for z in todo) or 'no zone'} "
-            f"({len(orchestration.check_names())} checks each, zones in parallel)."
+            f"Testing {version} in {where} ({len(orchestration.check_names())} checks each, "
+            "zones and storage types in parallel)."
         )
     ids = [r.pk for r in adopted + created]
     worker = threading.Thread(
@@ -90,6 +89,10 @@ def run(ctx: StageContext) -> dict:
         "runs": [r.pk for r in build.test_runs.all()],
         "verdict": "passed" if result.passed else "not passed",
     }
+
+
+def _where(zone: str, storage_type: str) -> str:
+    return f"{zone} on {orchestration.storage_words(storage_type)}"
 
 
 def outputs_exist(outputs: dict) -> bool:

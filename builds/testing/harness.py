@@ -1,6 +1,11 @@
 """What a check acts with: servers booted from the image under test, SSH into them, the
 cloud APIs, its own log, and a way to say that this cloud cannot provide an assertion.
 
+A run tests one local image of one storage type. On local storage (`instance_local`) the
+servers' roots are l_ssd volumes of the Instance API; on Block Storage (`instance_sbs`) they
+are Block volumes (`sbs_volume`), visible only through the Block API: their snapshots (and a
+backup's) are Block snapshots, and the ledger records and deletes them there.
+
 One `Harness` per test run holds what the checks share: the run's SSH key, the ledger of
 created resources, the SDK API objects, the cancel flag and the zone's shared server. Each
 check gets a `CheckContext` bound to its name: everything it logs goes to its own result,
@@ -47,6 +52,14 @@ SSH_RETRY_SECONDS = 3.0
 SAME_BOOT_GRACE = 60.0  # how long the old boot may still answer after a restarting action
 
 
+# A run's storage types, as catalog.choices.StorageType names them (the Marketplace's words).
+LOCAL_STORAGE = "instance_local"
+BLOCK_STORAGE = "instance_sbs"
+# How a server's volume of each kind shows in the Instance API's `volumes`.
+LOCAL_VOLUME = "l_ssd"
+BLOCK_VOLUME = "sbs_volume"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything about the run that the checks need, with no database row in it."""
@@ -61,10 +74,20 @@ class RunSpec:
     ssh_timeout: float
     action_timeout: float
     ssh_user: str = "root"
+    storage_type: str = LOCAL_STORAGE
 
     @property
     def region(self) -> str:
         return self.zone.rsplit("-", 1)[0]
+
+    @property
+    def block(self) -> bool:
+        """The image under test boots from Block Storage: its servers have Block roots."""
+        return self.storage_type == BLOCK_STORAGE
+
+    @property
+    def root_volume_type(self) -> str:
+        return BLOCK_VOLUME if self.block else LOCAL_VOLUME
 
     @property
     def run_tag(self) -> str:
@@ -277,9 +300,11 @@ class CheckContext:
         name = self.resource_name(label)
         volumes = None
         if base_snapshot:
+            # A root made from a snapshot of the run's storage: an l_ssd volume from an
+            # Instance snapshot, a Block volume from a Block snapshot.
             volumes = {
                 "0": VolumeServerTemplate(
-                    volume_type="l_ssd",
+                    volume_type=self.spec.root_volume_type,
                     base_snapshot=base_snapshot,
                     name=f"{name}-root",
                     size=None,
@@ -318,13 +343,31 @@ class CheckContext:
         self.harness.names[server.id] = name
         self.record("server", server.id, name=name, owner=owner)
         for volume in (server.volumes or {}).values():
-            if str(getattr(volume, "volume_type", "")) == "l_ssd":
+            volume_type = str(getattr(volume, "volume_type", ""))
+            if volume_type == LOCAL_VOLUME:
                 self.harness.ledger.add(
                     Entry(kind="volume", id=volume.id, owner=owner or self.name, zone=self.zone)
                 )
+            elif volume_type == BLOCK_VOLUME:
+                # A Block root outlives its server (deleting the server detaches it): the
+                # run deletes it after the server, and tags it so the janitor finds it too.
+                self.record("block_volume", volume.id, owner=owner)
+                self._tag_block_volume(volume.id)
         if start:
             self.power_on(server.id)
         return str(server.id)
+
+    def _tag_block_volume(self, volume_id: str) -> None:
+        try:
+            self.call(
+                self.block.update_volume,
+                what=f"tag block volume {volume_id}",
+                zone=self.zone,
+                volume_id=volume_id,
+                tags=self.tags(),
+            )
+        except CloudError as exc:
+            self.log(f"could not tag block volume {volume_id}: {exc}")
 
     def release(self, server_id: str) -> None:
         """Delete a server the check no longer needs now, so that its VM stops using the
@@ -344,11 +387,29 @@ class CheckContext:
         ).server
 
     def root_volume(self, server_id: str) -> Any:
+        """The server's root volume as the Instance API lists it in the server's `volumes`
+        (its `volume_type` says which API holds it: l_ssd, or sbs_volume for Block)."""
         volumes = self.get_server(server_id).volumes or {}
         root = volumes.get("0") or next(iter(volumes.values()), None)
         if root is None:
             raise CheckFailed(f"server {self.label(server_id)} has no root volume")
+        wanted = self.spec.root_volume_type
+        found = str(getattr(root, "volume_type", "") or "")
+        if found and found != wanted:
+            raise CheckFailed(
+                f"server {self.label(server_id)} has a {found} root volume, not {wanted} as a "
+                f"server from a {'Block Storage' if self.spec.block else 'local'} image must"
+            )
         return root
+
+    def block_volume(self, volume_id: str) -> Any:
+        """A volume as the Block API shows it."""
+        return self.call(
+            self.block.get_volume,
+            what=f"get block volume {volume_id}",
+            zone=self.zone,
+            volume_id=volume_id,
+        )
 
     def act(
         self,
@@ -536,6 +597,47 @@ class CheckContext:
         return result.stdout.strip() if result.ok else None
 
     # --- snapshots and images ---------------------------------------------------------------
+    def snapshot_root(self, server_id: str, label: str) -> Any:
+        """A snapshot of the server's root volume through the API its storage needs (an
+        Instance snapshot of an l_ssd root, a Block snapshot of a Block root), waited for
+        until available. Its `id` is what a server's root is made from."""
+        root = self.root_volume(server_id)
+        if self.spec.block:
+            return self.snapshot_block_volume(root.id, label)
+        return self.snapshot_volume(root.id, label)
+
+    def snapshot_block_volume(self, volume_id: str, label: str) -> Any:
+        """A Block snapshot of a Block volume, waited for until available."""
+        name = self.resource_name(label)
+        api = self.block
+        run_tag = self.spec.run_tag
+
+        def recover() -> Any:
+            return tags.find_one(
+                api.list_snapshots_all,
+                what=f"look for block snapshot {name}",
+                carrying=[run_tag],
+                name=name,
+                zone=self.zone,
+                tags=[run_tag],
+                include_deleted=False,
+            )
+
+        snapshot = self.call(
+            api.create_snapshot,
+            what=f"snapshot block volume {volume_id}",
+            recover=recover,
+            zone=self.zone,
+            volume_id=volume_id,
+            public=False,
+            name=name,
+            tags=self.tags(),
+        )
+        self.record("block_snapshot", snapshot.id, name=name)
+        snapshot = self.wait(waiters.wait_for_block_snapshot, api, self.zone, snapshot.id)
+        self.log(f"block snapshot {snapshot.id} is {snapshot.status}")
+        return snapshot
+
     def snapshot_volume(self, volume_id: str, label: str) -> Any:
         """An instance snapshot of a local volume, waited for until available."""
         name = self.resource_name(label)

@@ -9,9 +9,11 @@ answer and that write) before it runs the unfinished checks again.
 
 At the end of the run, whatever happened (pass, failure, error, cancel), the ledger deletes
 what is left: servers first (terminating a running one also frees its local volumes, and
-its private NICs go with it), then images, the snapshots under them, volumes, security
-groups, private networks and IPs. The resources of a failed check are kept instead when the
-run asks for it, so a person can look at them.
+its private NICs go with it), then images, the snapshots under them, volumes, Block volumes
+(a server's Block root outlives the server: deleting the server only detaches it), Block
+snapshots (those of a Block root, and a backup's of a Block-rooted server, after the image
+that holds them), security groups, private networks and IPs. The resources of a failed
+check are kept instead when the run asks for it, so a person can look at them.
 
 A deletion that fails is retried for a while (a volume still detaching, a private network
 whose NICs are still going away), then reported; it never hides the check's own outcome.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from builds.testing.harness import RUNNING, CheckContext
 from builds.testing.outcomes import CheckFailed
@@ -17,15 +17,19 @@ def stop_and_start(
     *,
     what: str,
     new_boot: bool = True,
+    stopped_hook: Callable[[], None] | None = None,
 ) -> None:
     """Write a file, stop with `action`, power on: the file survives and the guest answers
     again; with `new_boot`, the boot id changed too (the guest really went down).
+    `stopped_hook` asserts what must hold while the server is stopped.
 
     Standby (stop in place) keeps the machine's slot: a cloud may resume the same boot or
     boot again, so there only the file and the guest's return are asserted."""
     token = ctx.write_marker(server_id)
     before = ctx.boot_id(server_id)
     ctx.act(server_id, action, stopped)
+    if stopped_hook is not None:
+        stopped_hook()
     ctx.act(server_id, "poweron", RUNNING)
     started = time.monotonic()  # running: the guest boots (or resumes) from here
     if new_boot:

@@ -1,8 +1,10 @@
-"""Running a test run: the checks of one image version in one zone, on booted servers.
+"""Running a test run: the checks of one image version in one zone on one storage type, on
+booted servers.
 
 `run_test_run(test_run_id, worker)` claims the run (a lease: `claimed_by` plus a heartbeat
 that another worker may take over once it goes stale), makes one pending CheckResult per
-check, and runs the checks on the version's image in the run's zone:
+check, and runs the checks on the version's local image of the run's storage type in the
+run's zone, on servers of a type that uses that storage (`commercial_type_for`):
 
 - the checks that leave their server usable (`SHARED`) run one after the other on a single
   long-lived server, in the registry's order (boots are the expensive part); if that server
@@ -27,10 +29,11 @@ cancelled. Who takes it over: the build's test stage for a run of a build (it ad
 runs it finds active), else the task that `builds.tasks.requeue_stale_test_runs` sends again.
 
 Settings (read with their defaults when the project does not set them):
-TEST_CHECK_CONCURRENCY (3), TEST_COMMERCIAL_TYPE ("DEV1-S"), TEST_BOOT_TIMEOUT_SECONDS (600),
-TEST_SSH_TIMEOUT_SECONDS (30, per command), TEST_ACTION_TIMEOUT_SECONDS (300),
-TEST_SSH_USER ("root"), TEST_LEASE_SECONDS (60: a heartbeat older than this may be taken
-over; see `builds.leases`).
+TEST_CHECK_CONCURRENCY (3), TEST_COMMERCIAL_TYPE_LOCAL ("DEV1-S", for local-storage images),
+TEST_COMMERCIAL_TYPE_BLOCK ("PLAY2-PICO", for Block Storage images),
+TEST_BOOT_TIMEOUT_SECONDS (600), TEST_SSH_TIMEOUT_SECONDS (30, per command),
+TEST_ACTION_TIMEOUT_SECONDS (300), TEST_SSH_USER ("root"), TEST_LEASE_SECONDS (60: a
+heartbeat older than this may be taken over; see `builds.leases`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from builds.testing.ledger import Apis, Entry, Journal, Ledger, tagged
 from builds.testing.outcomes import CheckFailed
 from builds.testing.reporting import Event, Reporter
 from builds.testing.source import Source
-from catalog.choices import LocalImageState
+from catalog.choices import LocalImageState, StorageType
 from catalog.models import LocalImage
 from cloud import tags, waiters
 from cloud.cancel import Cancelled
@@ -177,15 +180,23 @@ def _run(test_run_id: int, worker: str) -> str:
     # A check that ended under an earlier worker keeps its result.
     names = [n for n in names if n in registry.CHECKS and n not in done]
     local = _db(
-        LocalImage.objects.filter(version_id=run.version_id, zone_id=run.zone_id)
+        LocalImage.objects.filter(
+            version_id=run.version_id, zone_id=run.zone_id, storage_type=run.storage_type
+        )
         .exclude(provider_image_id="")
         .order_by("-id")
         .first
     )
+    storage = storage_words(run.storage_type)
     if local is None:
-        return _fail(run, f"version {run.version} has no published image in {run.zone.code}")
+        return _fail(
+            run, f"version {run.version} has no published image on {storage} in {run.zone.code}"
+        )
     if local.state != LocalImageState.AVAILABLE:
-        return _fail(run, f"the image of version {run.version} in {run.zone.code} is {local.state}")
+        return _fail(
+            run,
+            f"the image of version {run.version} on {storage} in {run.zone.code} is {local.state}",
+        )
     if not names:
         return _end(run, TestRunState.FINISHED, **_outcome_fields(run, left.kept, left.errors))
     spec = RunSpec(
@@ -194,11 +205,12 @@ def _run(test_run_id: int, worker: str) -> str:
         image_id=local.provider_image_id,
         tags=tuple(tags.tags_for_run(run.pk, run.build_id)),
         keep_on_failure=run.keep_resources_on_failure,
-        commercial_type=settings.TEST_COMMERCIAL_TYPE,
+        commercial_type=commercial_type_for(run.storage_type),
         boot_timeout=float(settings.TEST_BOOT_TIMEOUT_SECONDS),
         ssh_timeout=float(settings.TEST_SSH_TIMEOUT_SECONDS),
         action_timeout=float(settings.TEST_ACTION_TIMEOUT_SECONDS),
         ssh_user=settings.TEST_SSH_USER,
+        storage_type=str(run.storage_type),
     )
     reporter = Reporter()
     stop = threading.Event()
@@ -212,6 +224,21 @@ def _run(test_run_id: int, worker: str) -> str:
     # Kept on failure, or not deleted yet: the end of the run decides again.
     harness.ledger.restore(left.remaining)
     return _execute_run(run, worker, harness, names, earlier_failed)
+
+
+def commercial_type_for(storage_type: str) -> str:
+    """The server type a run boots for a storage type: one with local storage for local
+    images, one that boots from Block Storage (no local storage) for Block images."""
+    if storage_type == StorageType.SBS:
+        return str(settings.TEST_COMMERCIAL_TYPE_BLOCK)
+    return str(settings.TEST_COMMERCIAL_TYPE_LOCAL)
+
+
+def storage_words(storage_type: str) -> str:
+    """ "local storage" / "Block Storage", as messages name a storage type."""
+    if storage_type == StorageType.SBS:
+        return "Block Storage"
+    return "local storage"
 
 
 def _mark_unregistered(run: TestRun, name: str) -> int:
@@ -562,7 +589,10 @@ def _execute(harness: Harness, ctx: CheckContext, prepare: Callable[[], None] | 
     module = registry.get(name)
     reporter.start(name)
     started = timezone.now()
-    reporter.log(name, f"{module.LABEL} in {harness.spec.zone}")
+    storage = storage_words(harness.spec.storage_type)
+    reporter.log(
+        name, f"{module.LABEL} in {harness.spec.zone} on {storage} ({harness.spec.commercial_type})"
+    )
     state, reason = CheckState.PASSED, ""
     try:
         if prepare is not None:

@@ -146,12 +146,14 @@ def boot_copy(
 
 
 def snapshot_root(ctx: CheckContext, server_id: str) -> Any:
-    """A snapshot of the server's root volume (a `capture` for the snapshot checks)."""
-    return ctx.snapshot_volume(ctx.root_volume(server_id).id, f"{_short(ctx)}-snap")
+    """A snapshot of the server's root volume (a `capture` for the snapshot checks): an
+    Instance snapshot of a local root, a Block snapshot of a Block root."""
+    return ctx.snapshot_root(server_id, f"{_short(ctx)}-snap")
 
 
 def boot_from_snapshot(ctx: CheckContext, what: str) -> None:
-    """Boot a server whose root volume is made from this check's snapshot: the file is there."""
+    """Boot a server whose root volume is made from this check's snapshot (a Block volume
+    from a Block snapshot on Block Storage): the file is there."""
     capture = ctx.captured()
     boot_copy(ctx, capture, what, base_snapshot=capture.copy.id)
 

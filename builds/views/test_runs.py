@@ -1,5 +1,5 @@
-"""The test matrix of a version (zones x checks, live while runs are active), one check's
-log, and the Re-run / Cancel actions."""
+"""The test matrix of a version (zones x storage types x checks, live while runs are active),
+one check's log, and the Re-run / Cancel actions."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from django.views.decorators.vary import vary_on_headers
 from builds.models import CheckResult, TestRun
 from builds.testing import orchestration
 from catalog import audit, roles
+from catalog.choices import StorageType
 from catalog.htmx import partial_request
 from catalog.models import ImageVersion, Zone
 
@@ -69,7 +70,8 @@ def check_log(request: HttpRequest, result_id: int) -> HttpResponse:
 @require_POST
 @permission_required(roles.RUN_BUILDS, raise_exception=True)
 def rerun(request: HttpRequest, version_id: int) -> HttpResponse:
-    """Re-run one cell (zone + check), one zone (zone), or every failed cell (failed=1)."""
+    """Re-run one cell (zone + storage + check), one row (zone + storage), one zone (zone: each
+    storage type published there), or every failed cell (failed=1)."""
     version = get_object_or_404(ImageVersion.objects.select_related("image"), pk=version_id)
     zone = None
     if request.POST.get("zone"):
@@ -77,6 +79,13 @@ def rerun(request: HttpRequest, version_id: int) -> HttpResponse:
         if zone is None:
             messages.error(request, f"Zone {request.POST['zone']!r} is not an enabled zone.")
             return redirect(version)
+    storage = request.POST.get("storage") or None
+    if storage and storage not in StorageType.values:
+        messages.error(request, f"There is no storage type {storage!r}.")
+        return redirect(version)
+    if storage and zone is None:
+        messages.error(request, "Re-running one storage type needs its zone.")
+        return redirect(version)
     check = request.POST.get("check") or None
     if check and check not in orchestration.check_names():
         messages.error(request, f"There is no check named {check!r}.")
@@ -91,6 +100,7 @@ def rerun(request: HttpRequest, version_id: int) -> HttpResponse:
     runs = orchestration.rerun(
         version,
         zone=zone,
+        storage_type=storage,
         check=check,
         failed_only=failed_only,
         user=request.user,
@@ -99,17 +109,18 @@ def rerun(request: HttpRequest, version_id: int) -> HttpResponse:
     if not runs:
         messages.info(request, "Nothing to re-run: no check failed.")
         return redirect(version)
+    on = f" on {orchestration.storage_words(storage)}" if storage else ""
     what = (
-        f"{check} in {zone.code}"
+        f"{check} in {zone.code}{on}"
         if check and zone
-        else (f"every check in {zone.code}" if zone else "the failed checks")
+        else (f"every check in {zone.code}{on}" if zone else "the failed checks")
     )
     audit.record(
         "tests.rerun",
         actor=request.user,
         image=version.image,
         target=version,
-        message=f"Re-run of {what} for {version} ({len(runs)} zone(s)).",
+        message=f"Re-run of {what} for {version} ({len(runs)} run(s)).",
     )
     messages.success(request, f"Re-running {what}.")
     return redirect(version)

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -26,7 +27,7 @@ from builds import pipeline, tasks
 from builds.choices import BuildState, CheckState, StageName, StageState, TestRunState
 from builds.models import Build, CheckResult, Stage, TestRun, TestRunResource
 from builds.queue import request_build
-from catalog.choices import LocalImageState, VersionState
+from catalog.choices import LocalImageState, StorageType, VersionState
 from catalog.models import LocalImage, Zone
 from cloud import clients, tags
 from tests.builds import killable_worker
@@ -326,16 +327,24 @@ def test_a_worker_killed_in_the_test_stage_is_taken_over_and_its_runs_adopted(
         _wait_for(ready, worker, "the middle of the test stage")
     finally:
         dead = _kill_and_expire(build, worker)
-    [run] = TestRun.objects.filter(build=build)
-    assert run.state == TestRunState.RUNNING and run.claimed_by == dead
-    ended = {
-        r.check_name: r.finished_at
-        for r in run.results.exclude(state__in=[CheckState.PENDING, CheckState.RUNNING])
-    }
-    left = set(TestRunResource.objects.filter(test_run=run).values_list("resource_id", flat=True))
-    assert ended and left
-    # The run's lease expired with the worker; the schedule leaves it to its build.
-    TestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - dt.timedelta(minutes=5))
+    # One run per storage type the version is published with in the zone.
+    runs = list(TestRun.objects.filter(build=build).order_by("pk"))
+    assert sorted(r.storage_type for r in runs) == sorted(StorageType.values)
+    ended: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        assert run.state == TestRunState.RUNNING and run.claimed_by == dead
+        ended[run.pk] = {
+            r.check_name: r.finished_at
+            for r in run.results.exclude(state__in=[CheckState.PENDING, CheckState.RUNNING])
+        }
+    left = set(
+        TestRunResource.objects.filter(test_run__in=runs).values_list("resource_id", flat=True)
+    )
+    assert any(ended.values()) and left
+    # The runs' leases expired with the worker; the schedule leaves them to their build.
+    TestRun.objects.filter(build=build).update(
+        heartbeat_at=timezone.now() - dt.timedelta(minutes=5)
+    )
     assert tasks.requeue_stale_test_runs() == 0
 
     assert _take_over(build) == BuildState.DONE, build.failure_reason
@@ -345,30 +354,31 @@ def test_a_worker_killed_in_the_test_stage_is_taken_over_and_its_runs_adopted(
     started = _started(build)
     for name in ORDER:
         assert started[name] == [dead] + ([me] if name == "test" else []), (name, started)
-    # The dead worker's run was adopted: no second run for the version and zone.
-    assert list(TestRun.objects.filter(version=build.version).values_list("pk", flat=True)) == [
-        run.pk
-    ]
-    run.refresh_from_db()
-    assert run.state == TestRunState.FINISHED and run.claimed_by == ""
+    # The dead worker's runs were adopted: no second run for the version, zone and storage.
+    assert list(
+        TestRun.objects.filter(version=build.version).order_by("pk").values_list("pk", flat=True)
+    ) == [r.pk for r in runs]
     assert "Adopting the test run(s) left active by an earlier worker: " in "\n".join(
         _stage_log(build, "test")
     )
-    results = {r.check_name: r for r in run.results.all()}
-    for name, finished_at in ended.items():
-        assert results[name].finished_at == finished_at, f"{name} ran again"
-        assert "(taken over by another worker)" not in results[name].log
-    again = [r for name, r in results.items() if name not in ended]
-    assert again and all(r.state in (CheckState.FAILED, CheckState.ERROR) for r in again)
-    assert any(f"taken over from worker {dead}" in r.log for r in again)
-    # What the dead worker created is gone, and nothing of the run is left.
-    assert not TestRunResource.objects.filter(test_run=run).exists()
-    tag = tags.run_tag(run.pk)
-    assert not [
-        item
-        for items in cloud.inventory().values()
-        for item in items
-        if isinstance(item, dict) and tag in (item.get("tags") or [])
-    ]
+    for run in runs:
+        run.refresh_from_db()
+        assert run.state == TestRunState.FINISHED and run.claimed_by == ""
+        results = {r.check_name: r for r in run.results.all()}
+        for name, finished_at in ended[run.pk].items():
+            assert results[name].finished_at == finished_at, f"{name} ran again"
+            assert "(taken over by another worker)" not in results[name].log
+        again = [r for name, r in results.items() if name not in ended[run.pk]]
+        assert again and all(r.state in (CheckState.FAILED, CheckState.ERROR) for r in again)
+        assert any(f"taken over from worker {dead}" in r.log for r in again)
+        # What the dead worker created is gone, and nothing of the run is left.
+        assert not TestRunResource.objects.filter(test_run=run).exists()
+        tag = tags.run_tag(run.pk)
+        assert not [
+            item
+            for items in cloud.inventory().values()
+            for item in items
+            if isinstance(item, dict) and tag in (item.get("tags") or [])
+        ]
     _assert_published_once(build, zones)
     assert build.version.state == VersionState.TEST_FAILED

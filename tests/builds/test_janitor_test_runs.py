@@ -17,6 +17,7 @@ from scaleway_core.api import ScalewayException
 from builds.choices import TestRunState as RunState
 from builds.janitor import run_janitor
 from builds.models import TestRun
+from catalog.choices import StorageType
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, tags
 from tests.builds.testing.published import published_version
@@ -98,7 +99,9 @@ def test_what_an_ended_test_run_left_is_deleted_and_an_active_runs_is_kept(
     # of those before the server would be refused.
     old_group = made.group(ended_tags)
     old_network = made.network(ended_tags)
-    image = LocalImage.objects.get(version=version, zone__code=ZONE).provider_image_id
+    image = LocalImage.objects.get(
+        version=version, zone__code=ZONE, storage_type=StorageType.LOCAL
+    ).provider_image_id
     server = made.instance.create_server(
         zone=ZONE,
         commercial_type="DEV1-S",

@@ -13,7 +13,7 @@ from django_q.models import OrmQ
 from builds.choices import CheckState, TestRunState
 from builds.models import CheckResult, TestRun
 from builds.testing import orchestration
-from catalog.choices import VersionState
+from catalog.choices import StorageType, VersionState
 from catalog.models import AuditEntry, Zone
 from tests.catalog.factories import os_image
 from tests.lifecycle import version_with_images
@@ -184,7 +184,7 @@ def test_rerun_one_cell_one_zone_or_the_failed_cells(
     assert cell.state == TestRunState.QUEUED and cell.results.get().state == CheckState.PENDING
     # The matrix shows the cell queued at once, and keeps polling while it is.
     grid = orchestration.matrix(version)
-    assert grid.cell("fr-par-1", "reboot").state == CheckState.PENDING and grid.active
+    assert grid.cell("fr-par-1", StorageType.LOCAL, "reboot").state == CheckState.PENDING and grid.active
     [queued] = OrmQ.objects.all()
     assert queued.task["func"] == orchestration.RUN_TASK and queued.task["args"] == ([cell.pk],)
     assert AuditEntry.objects.filter(action="tests.rerun").count() == 1

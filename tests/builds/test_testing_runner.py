@@ -93,7 +93,8 @@ def test_a_run_without_a_published_image_in_its_zone_ends_in_error(
     assert run.state == RunState.ERROR
     assert (
         run.error
-        == "version debian_bookworm 2026-11-26 (x86_64) has no published image in nl-ams-1"
+        == "version debian_bookworm 2026-11-26 (x86_64) has no published image on local storage "
+        "in nl-ams-1"
     )
     assert run.finished_at is not None
     results = {r.check_name: r for r in run.results.all()}

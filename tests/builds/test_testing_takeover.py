@@ -28,6 +28,7 @@ from builds.testing.harness import SHARED, Harness, RunSpec
 from builds.testing.ledger import Entry, Journal, Ledger
 from builds.testing.reporting import Reporter
 from builds.testing.runner import ledger_journal, run_test_run
+from catalog.choices import StorageType
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients, tags
 from tests.builds.testing.published import timer_run_version
@@ -73,7 +74,9 @@ def dead_worker(run: TestRun) -> dict[str, str]:
     the shared server with a private NIC, a security group, a private network and a
     flexible IP, all written in the ledger; and one more flexible IP carrying the run's tags
     that it had no time to write down. Returns {label: id}."""
-    image = LocalImage.objects.get(version=run.version, zone__code=ZONE).provider_image_id
+    image = LocalImage.objects.get(
+        version=run.version, zone__code=ZONE, storage_type=StorageType.LOCAL
+    ).provider_image_id
     spec = RunSpec(
         test_run_id=run.pk,
         zone=ZONE,

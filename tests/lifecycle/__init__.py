@@ -21,8 +21,8 @@ from django_q.models import OrmQ
 
 from builds.choices import CheckState, TestRunState
 from builds.models import Build, CheckResult, TestRun
-from builds.testing.orchestration import check_names
-from catalog.choices import LocalImageState, VersionState
+from builds.testing.orchestration import check_names, published_storage
+from catalog.choices import LocalImageState, StorageType, VersionState
 from catalog.models import Image, ImageVersion, LocalImage, Zone
 from lifecycle.models import ImageRequest, RequestStatusChange
 from tests.builds.factories import publish_for_real
@@ -47,24 +47,35 @@ def _version(image: Image, name: str, state: str, days_ago: int, **fields: objec
 
 
 def record_checks(version: ImageVersion, state: str) -> None:
-    """Record a finished test run per enabled zone whose every check ended as the version's
-    state says (tested: all passed; test failed: the first check failed). The release rules
-    read these results, not the version's state."""
+    """Record a finished test run per enabled zone and storage type the version is published
+    with there (local storage where it is not published) whose every check ended as the
+    version's state says (tested: all passed; test failed: the first check failed). The
+    release rules read these results, not the version's state."""
     if state not in (VersionState.TESTED, VersionState.TEST_FAILED):
         return
+    published = published_storage(version)
     for zone in Zone.objects.filter(enabled=True):
-        run = TestRun.objects.create(
-            version=version, zone=zone, checks=check_names(), state=TestRunState.FINISHED
+        for storage in published.get(zone.code) or [StorageType.LOCAL]:
+            _finished_run(version, zone, storage, state)
+
+
+def _finished_run(version: ImageVersion, zone: Zone, storage: str, state: str) -> None:
+    run = TestRun.objects.create(
+        version=version,
+        zone=zone,
+        storage_type=storage,
+        checks=check_names(),
+        state=TestRunState.FINISHED,
+    )
+    for i, name in enumerate(check_names()):
+        failed = state == VersionState.TEST_FAILED and i == 0
+        CheckResult.objects.create(
+            test_run=run,
+            check_name=name,
+            state=CheckState.FAILED if failed else CheckState.PASSED,
+            reason="the guest did not answer" if failed else "",
+            duration=1.0,
         )
-        for i, name in enumerate(check_names()):
-            failed = state == VersionState.TEST_FAILED and i == 0
-            CheckResult.objects.create(
-                test_run=run,
-                check_name=name,
-                state=CheckState.FAILED if failed else CheckState.PASSED,
-                reason="the guest did not answer" if failed else "",
-                duration=1.0,
-            )
 
 
 def version_with_images(
@@ -76,15 +87,18 @@ def version_with_images(
     zones: tuple[str, ...] = ZONE_CODES,
     **fields: object,
 ) -> ImageVersion:
-    """A version with an available LocalImage (made-up image id) in each of `zones`."""
+    """A version with an available LocalImage (made-up image id) in each of `zones`, on each
+    storage type of its image."""
     version = _version(image, name, state, days_ago, **fields)
     for zone in enable_zones(*zones):
-        LocalImage.objects.create(
-            version=version,
-            zone=zone,
-            provider_image_id=str(uuid.uuid4()),
-            state=LocalImageState.AVAILABLE,
-        )
+        for kind in image.storage_types:
+            LocalImage.objects.create(
+                version=version,
+                zone=zone,
+                storage_type=kind,
+                provider_image_id=str(uuid.uuid4()),
+                state=LocalImageState.AVAILABLE,
+            )
     record_checks(version, state)
     return version
 

@@ -17,7 +17,7 @@ from builds.models import TestRun
 from builds.publish import image_name
 from builds.signals import test_run_ended
 from builds.testing import orchestration
-from catalog.choices import LocalImageState, VersionState
+from catalog.choices import LocalImageState, StorageType, VersionState
 from catalog.models import AuditEntry, Zone
 from cloud import clients
 from lifecycle import releases, zones
@@ -80,7 +80,9 @@ def test_enabling_a_zone_publishes_the_current_versions_there(
     # The worker runs the task: the image now exists in the new zone, found through the SDK.
     with django_capture_on_commit_callbacks(execute=True):
         result = zones.publish_in_zone(*task["args"])
-    local = current.local_images.get(zone__code=NEW_ZONE)
+    locals_ = {li.storage_type: li for li in current.local_images.filter(zone__code=NEW_ZONE)}
+    assert set(locals_) == {StorageType.LOCAL, StorageType.SBS}
+    local = locals_[StorageType.LOCAL]
     assert local.state == LocalImageState.AVAILABLE and local.provider_image_id in result
     found = clients.instance_api().get_image(zone=NEW_ZONE, image_id=local.provider_image_id)
     assert found.image.state == "available"
@@ -89,29 +91,46 @@ def test_enabling_a_zone_publishes_the_current_versions_there(
     # Only the current version went there.
     assert not old.local_images.filter(zone__code=NEW_ZONE).exists()
 
-    # Then it is tested there; the label resolves in the new zone only once every check passed.
-    run = TestRun.objects.get(version=current, zone__code=NEW_ZONE)
-    assert run.reason == f"Zone {NEW_ZONE} enabled" and run.state == TestRunState.QUEUED
+    # Then it is tested there, once per storage type; the label resolves in the new zone on a
+    # storage type only once every check passed on it.
+    runs = {r.storage_type: r for r in TestRun.objects.filter(version=current, zone__code=NEW_ZONE)}
+    assert set(runs) == {StorageType.LOCAL, StorageType.SBS}
+    for run in runs.values():
+        assert run.reason == f"Zone {NEW_ZONE} enabled" and run.state == TestRunState.QUEUED
+    queued = AuditEntry.objects.get(action=zones.TESTS_QUEUED_ACTION)
+    assert queued.after["storage_types"] == [StorageType.LOCAL, StorageType.SBS]
+    assert "on local storage and Block Storage" in queued.message
     assert [t["func"] for _, t in _queued()][-1] == orchestration.RUN_TASK
     market = clients.marketplace_api()
 
-    def offered() -> bool:
+    def offered() -> set[str]:
         found = market.list_local_images(image_label="debian_bookworm", zone=NEW_ZONE)
-        return local.provider_image_id in {i.id for i in found.local_images}
+        ids = {i.id for i in found.local_images}
+        return {st for st, li in locals_.items() if li.provider_image_id in ids}
 
-    def end_run(state: str) -> None:
+    def end_run(storage: str, state: str) -> None:
         # What the runner leaves when the checks end (the checks themselves boot VMs: vm tier).
+        run = runs[storage]
         run.results.update(state=state, duration=1.0)
         TestRun.objects.filter(pk=run.pk).update(state=TestRunState.FINISHED)
         run.refresh_from_db()
         test_run_ended.send(sender=TestRun, test_run=run)
 
-    end_run(CheckState.FAILED)
-    assert not offered()
-    assert AuditEntry.objects.filter(action=zones.TESTS_FAILED_ACTION).count() == 1
-    end_run(CheckState.PASSED)
-    assert offered()
-    assert AuditEntry.objects.filter(action=zones.OFFERED_ACTION).count() == 1
+    end_run(StorageType.LOCAL, CheckState.FAILED)
+    assert offered() == set()
+    failed = AuditEntry.objects.get(action=zones.TESTS_FAILED_ACTION)
+    assert failed.after == {"zone": NEW_ZONE, "storage_type": StorageType.LOCAL}
+    assert "on local storage" in failed.message
+    end_run(StorageType.LOCAL, CheckState.PASSED)
+    assert offered() == {StorageType.LOCAL}  # Block Storage is not tested yet: not offered
+    end_run(StorageType.SBS, CheckState.FAILED)
+    assert offered() == {StorageType.LOCAL}
+    assert AuditEntry.objects.filter(action=zones.TESTS_FAILED_ACTION).count() == 2
+    end_run(StorageType.SBS, CheckState.PASSED)
+    assert offered() == {StorageType.LOCAL, StorageType.SBS}
+    offers = AuditEntry.objects.filter(action=zones.OFFERED_ACTION).order_by("id")
+    assert [e.after["storage_type"] for e in offers] == [StorageType.LOCAL, StorageType.SBS]
+    assert "now offered there on Block Storage" in offers[1].message
 
 
 def test_disabling_a_zone_or_saving_an_enabled_one_queues_nothing(

@@ -1,10 +1,13 @@
-"""Rescue: boot type rescue lands in the rescue system with the local disk visible and
-usable, and boot type local brings the server's own system back.
+"""Rescue: boot type rescue lands in the rescue system with the server's root disk visible
+and usable, and boot type local brings the server's own system back.
+
+The root disk is the l_ssd volume of a local image's server, the Block volume of a Block
+Storage image's server: the rescue system must see and mount either.
 
 A new server from the image is started on boot type rescue (a server is switched to rescue
 while powered off, Scaleway's documented way; starting there spares a boot of the image under
 emulation, the expensive part). SSH must land in the rescue system (`/etc/scw-rescue`),
-where the local disk shows in /proc/partitions and its root filesystem can be mounted and
+where the server's disk shows in /proc/partitions and its root filesystem can be mounted and
 written to, as a customer repairing a server does. Back on boot type local, a reboot must land
 in the image again: not the rescue system, and the file written from rescue is there.
 """
@@ -42,7 +45,7 @@ def _in_rescue(ctx: CheckContext, server_id: str) -> bool:
     return "rescue" in found.stdout.split()
 
 
-# Mount each partition of the local disks in turn; the one holding /etc/os-release is the
+# Mount each partition of the disks in turn; the one holding /etc/os-release is the
 # root filesystem: write the token under /root there. Prints the partition.
 PARTITIONS = r"^(vd[a-z]+|sd[a-z]+|xvd[a-z]+)[0-9]+$|^nvme[0-9]+n[0-9]+p[0-9]+$"
 WRITE_FROM_RESCUE = (
@@ -56,6 +59,10 @@ WRITE_FROM_RESCUE = (
 MARKER = "/root/factory-check-rescue"
 
 
+def _disk_kind(ctx: CheckContext) -> str:
+    return "a Block volume" if ctx.spec.block else "a local volume"
+
+
 def run(ctx: CheckContext) -> None:
     server_id = ctx.create_server("rescue", start=False)
     _boot_type(ctx, server_id, "rescue")
@@ -67,12 +74,16 @@ def run(ctx: CheckContext) -> None:
         )
     partitions = ctx.output(server_id, "cat /proc/partitions")
     if not DISK.search(partitions):
-        raise CheckFailed("the local disk is not visible in the rescue system (/proc/partitions)")
+        raise CheckFailed(
+            f"the root disk ({_disk_kind(ctx)}) is not visible in the rescue system "
+            "(/proc/partitions)"
+        )
     token = uuid.uuid4().hex
     written = ctx.ssh(server_id, WRITE_FROM_RESCUE.format(token=token, path=MARKER), check=False)
     if not written.ok:
         raise CheckFailed(
-            "the rescue system could not mount the local disk's root filesystem and write to it"
+            f"the rescue system could not mount the root filesystem of the server's disk "
+            f"({_disk_kind(ctx)}) and write to it"
         )
     rescue_boot = ctx.boot_id(server_id)
     _boot_type(ctx, server_id, "local")
