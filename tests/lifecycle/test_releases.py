@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.db.models import QuerySet
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from catalog.choices import StorageType, VersionState
+from builds.choices import CheckState
+from builds.models import CheckResult, TestRun
+from catalog.choices import LocalImageState, StorageType, VersionState
 from catalog.models import AuditEntry, ImageVersion
 from cloud import clients
 from lifecycle import releases
@@ -67,7 +70,57 @@ def test_a_tested_version_published_in_every_enabled_zone_is_releasable(image) -
     version = version_with_images(image, "2026-11-01")
     ready, reason = releases.is_releasable(version)
     assert ready, reason
-    assert "every check passed" in reason
+    assert reason == (
+        "Published in every enabled zone (2) on local storage and Block Storage, and every "
+        "check passed there."
+    )
+
+
+def _block_runs(version: ImageVersion) -> QuerySet[TestRun]:
+    return TestRun.objects.filter(version=version, storage_type=StorageType.SBS)
+
+
+def test_a_version_untested_on_block_storage_in_a_zone_is_not_releasable(image) -> None:
+    version = version_with_images(image, "2026-11-01")
+    _block_runs(version).filter(zone__code="fr-par-2").delete()
+    verdict = releases.readiness(version)
+    assert not verdict.ready and verdict.overridable
+    assert "not tested on Block Storage in fr-par-2" in verdict.reason
+    assert "local storage" not in verdict.reason  # green there: not what is missing
+
+
+def test_a_version_red_on_block_storage_is_not_releasable(image) -> None:
+    version = version_with_images(image, "2026-11-01")
+    CheckResult.objects.filter(
+        test_run__in=_block_runs(version).filter(zone__code="fr-par-1"), check_name="archive"
+    ).update(state=CheckState.FAILED, reason="the Block root volume is not attached")
+    verdict = releases.readiness(version)
+    assert not verdict.ready and verdict.overridable
+    assert verdict.reason.startswith(
+        "archive failed in fr-par-1 on Block Storage: the Block root volume is not attached"
+    )
+
+
+def test_a_version_missing_its_block_image_in_a_zone_is_not_releasable(image) -> None:
+    version = version_with_images(image, "2026-11-01")
+    version.local_images.filter(zone__code="fr-par-2", storage_type=StorageType.SBS).update(
+        state=LocalImageState.ERROR
+    )
+    verdict = releases.readiness(version)
+    assert not verdict.ready and verdict.overridable
+    assert verdict.reason == (
+        "Not published on Block Storage in fr-par-2 (published there in 1 of 2 enabled zones)."
+    )
+
+
+def test_a_version_published_on_local_storage_only_is_judged_on_it(image) -> None:
+    image.storage_types = [StorageType.LOCAL]
+    image.save()
+    version = version_with_images(image, "2026-11-01")
+    assert not _block_runs(version).exists()
+    ready, reason = releases.is_releasable(version)
+    assert ready, reason
+    assert "on local storage, and every check passed" in reason
 
 
 def test_a_published_but_untested_version_is_not_releasable_and_says_so(image) -> None:
