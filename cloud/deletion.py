@@ -207,8 +207,9 @@ def delete_block_snapshot(
             return False  # another deletion got there first
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            answer = refused.message.removeprefix(f"{what}: ")
             raise CloudTimeout(
-                f"{what}: still {status}{_holders(snapshot)} after {wait:g} s ({refused.message})",
+                f"{what}: still {status}{_holders(snapshot)} after {wait:g} s (the API: {answer})",
                 status=refused.status,
                 type_=refused.type,
             )
