@@ -16,6 +16,7 @@ from builds.models import Build, JanitorRun
 from catalog.choices import LocalImageState, StorageType
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients
+from tests.builds.factories import publish_for_real
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import ZONES, Cloud
 from tests.cloud.sbs import block_snapshot_ids, import_block_snapshot, record, sbs_image
@@ -189,3 +190,36 @@ def test_a_block_api_answering_5xx_is_an_error_then_the_next_run_deletes(
     assert run.errors == []
     assert ("block_snapshot", leftover.id) in removed(run)
     assert block_snapshot_ids(PARIS) == set()
+
+
+def test_a_real_publish_of_every_storage_type_is_kept_then_cleaned_when_its_build_fails(
+    cloud: Cloud, zones: None, qcow2_artefact: Path
+) -> None:
+    # Published by builds.publish with the image's storage types (both by default).
+    image = os_image("debian_bookworm")
+    version = ImageVersion.objects.create(
+        image=image, arch="x86_64", name="2026-11-26", artefact_path=str(qcow2_artefact)
+    )
+    build = publish_for_real(version, qcow2_artefact)
+    Build.objects.filter(pk=build.pk).update(state=BuildState.DONE)
+    locals_ = list(LocalImage.objects.filter(version=version).select_related("zone"))
+    assert locals_ and all(local.state == LocalImageState.AVAILABLE for local in locals_)
+    snapshot_kind = {StorageType.LOCAL: "snapshot", StorageType.SBS: "block_snapshot"}
+    published = {("image", local.provider_image_id) for local in locals_} | {
+        (snapshot_kind[local.storage_type], local.snapshot_id) for local in locals_
+    }
+
+    run = run_janitor(older_than=dt.timedelta(0), dry_run=False)
+
+    assert run.errors == [] and removed(run) == set()  # only the uploads went
+    assert {rid for _kind, rid in cloud.factory_resources()} == {rid for _kind, rid in published}
+
+    Build.objects.filter(pk=build.pk).update(state=BuildState.FAILED)
+    run = run_janitor(older_than=dt.timedelta(0), dry_run=False)
+
+    assert run.errors == []
+    assert removed(run) == published
+    assert cloud.factory_resources() == []
+    assert set(LocalImage.objects.filter(version=version).values_list("state", flat=True)) == {
+        LocalImageState.DELETED
+    }

@@ -219,3 +219,35 @@ def test_the_feed_only_publisher_marks_both_kinds_of_image_deprecated(
         tags = api.get_image(zone=local.zone.code, image_id=local.provider_image_id).image.tags
         assert DEPRECATED_TAG in tags, local
         assert any(tag.startswith("factory:valid-until=") for tag in tags), local
+
+
+def test_retiring_a_real_publish_of_every_storage_type_leaves_nothing_in_the_cloud(
+    cloud: Cloud, image: Image, qcow2_artefact: Path, tmp_path: Path
+) -> None:
+    # Published by builds.publish with the image's storage types (both by default).
+    copy = tmp_path / "2026-11-01.qcow2"
+    shutil.copyfile(qcow2_artefact, copy)
+    published_version(image, "2026-11-01", copy)
+    locals_ = list(LocalImage.objects.filter(version__image=image).select_related("zone"))
+    assert locals_
+    for local in locals_:
+        assert {local.provider_image_id, local.snapshot_id} <= cloud_ids(local.zone.code)
+    deprecate_long_ago(image)
+
+    assert deprecation.retire(image)
+
+    for zone in ZONES:
+        assert cloud_ids(zone) == set(), zone
+    assert set(LocalImage.objects.filter(version__image=image).values_list("state", flat=True)) == {
+        LocalImageState.DELETED
+    }
+    entry = retired_entry(image)
+    assert entry.after["cloud_failed"] == [] and entry.after["cloud_already_gone"] == []
+    snapshot_label = {StorageType.LOCAL: "snapshot", StorageType.SBS: "block snapshot"}
+    assert sorted(entry.after["cloud_removed"]) == sorted(
+        [f"{local.zone.code} image {local.provider_image_id}" for local in locals_]
+        + [
+            f"{local.zone.code} {snapshot_label[local.storage_type]} {local.snapshot_id}"
+            for local in locals_
+        ]
+    )
