@@ -151,6 +151,8 @@ def test_a_missing_run_is_reported_as_gone(db) -> None:
 
 
 def test_the_ledger_deletes_what_holds_before_what_is_held() -> None:
+    # A Block root outlives its server and a Block snapshot may be held by an image (a
+    # backup's) or be the base of a volume: both go after those.
     ledger = Ledger()
     for kind, id_ in [
         ("private_network", "pn"),
@@ -159,6 +161,7 @@ def test_the_ledger_deletes_what_holds_before_what_is_held() -> None:
         ("security_group", "sg"),
         ("image", "img"),
         ("server", "srv-2"),
+        ("block_snapshot", "blk-snap"),
         ("block_volume", "blk"),
         ("volume", "vol"),
         ("snapshot", "snap-2"),
@@ -172,6 +175,7 @@ def test_the_ledger_deletes_what_holds_before_what_is_held() -> None:
         "snap-2",
         "snap-1",
         "blk",
+        "blk-snap",
         "sg",
         "pn",
     ]
