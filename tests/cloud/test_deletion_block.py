@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud import clients, deletion
+from cloud import clients, deletion, tags
 from cloud.retries import CloudError, CloudTimeout
 from tests.cloud.localcloud import Cloud
 from tests.cloud.sbs import (
@@ -146,3 +146,14 @@ def test_a_block_api_answering_5xx_is_retried_then_a_clear_error(
     assert "storage offline" in str(failed.value)
     assert failed.value.status == 500
     assert snapshot.id in block_snapshot_ids(ZONE)
+
+
+def test_find_block_snapshots_lists_one_builds_block_snapshots_of_a_zone(
+    cloud: Cloud, qcow2_artefact: Path
+) -> None:
+    mine = import_block_snapshot(ZONE, qcow2_artefact, 47, wait=False)
+    import_block_snapshot(ZONE, qcow2_artefact, 48, wait=False)
+    import_block_snapshot("fr-par-2", qcow2_artefact, 47, wait=False)
+    block = clients.block_api()
+    assert [s.id for s in tags.find_block_snapshots(block, ZONE, 47)] == [mine.id]
+    assert tags.find_block_snapshots(block, "nl-ams-1", 47) == []
