@@ -4,7 +4,9 @@ SSH into them.
 
 - all twelve checks in one zone pass on servers booted with UEFI (DNS: not applicable for the
   server's own public name, which localcloud does not publish) and nothing the run created is
-  left in the cloud;
+  left in the cloud, on each storage type the version is published with: local storage
+  (DEV1-S, l_ssd roots) and Block Storage (PLAY2-PICO, Block roots, Block snapshots; Archive
+  there cannot see the node's release: localcloud shows no server location);
 - a broken image (sshd masked) with short deadlines: every check gets a result that says why,
   and keep-resources-on-failure leaves the failed checks' servers in place and lists them;
 - a server that cannot start fails its checks at once with the cloud's reason.
@@ -29,7 +31,7 @@ from builds.testing.harness import SHARED
 from builds.testing.ledger import Apis, Entry, delete
 from builds.testing.orchestration import verdict
 from builds.testing.runner import run_test_run
-from catalog.choices import LocalImageState
+from catalog.choices import LocalImageState, StorageType
 from catalog.models import ImageVersion, LocalImage, Zone
 from cloud import clients
 from tests.builds.testing.vmcloud import (
@@ -57,6 +59,9 @@ def vm(settings, monkeypatch: pytest.MonkeyPatch) -> VmCloudProcess:
     return configure(settings, monkeypatch)
 
 
+BOTH = (StorageType.LOCAL, StorageType.SBS)
+
+
 def new_run(version: ImageVersion, zone: str, **fields: object) -> TestRun:
     return TestRun.objects.create(version=version, zone=Zone.objects.get(code=zone), **fields)
 
@@ -67,7 +72,8 @@ def results(run: TestRun) -> dict[str, CheckResult]:
 
 def summary(run: TestRun) -> str:
     """One line per check (state, seconds, reason), for the test's output and failures."""
-    lines = [f"test run #{run.pk} in {run.zone.code}: {run.state} {run.error}".rstrip()]
+    where = f"{run.zone.code} on {run.get_storage_type_display()}"
+    lines = [f"test run #{run.pk} in {where}: {run.state} {run.error}".rstrip()]
     for name, result in results(run).items():
         lines.append(
             f"  {name:<17} {result.state:<15} {result.duration or 0:>6.0f} s  {result.reason}"
@@ -112,18 +118,24 @@ def run_in_threads(runs: list[TestRun]) -> tuple[dict[int, str], float]:
 
 
 @pytest.mark.timeout(3 * 3600)
+@pytest.mark.parametrize("storage", BOTH, ids=["local", "block"])
 def test_all_twelve_checks_pass_in_one_zone(
-    vm: VmCloudProcess, capsys: pytest.CaptureFixture[str]
+    vm: VmCloudProcess, capsys: pytest.CaptureFixture[str], storage: str
 ) -> None:
-    version = version_for("ready", [ZONE])
+    """The version is published with both storage types; each run tests one of them."""
+    version = version_for("ready", [ZONE], BOTH)
+    assert {li.storage_type for li in version.local_images.all()} == set(BOTH)
     # Booted with UEFI, as Scaleway boots instances: the image's `uefi` tag tells localcloud to
     # start its servers on OVMF (servers restored from a snapshot have no image: SeaBIOS).
     api = clients.instance_api()
-    image_id = version.local_images.get().provider_image_id
+    image_id = version.local_images.get(storage_type=storage).provider_image_id
     image = api.get_image(zone=ZONE, image_id=image_id).image
     api.update_image(zone=ZONE, image_id=image_id, tags=[*(image.tags or []), "uefi"])
+    block = storage == StorageType.SBS
+    root_type = "sbs_snapshot" if block else "l_ssd"
+    assert image.root_volume.volume_type == root_type
     before = resource_ids(vm)
-    run = new_run(version, ZONE, reason="all checks")
+    run = new_run(version, ZONE, storage_type=storage, reason="all checks")
 
     states, wall = run_in_threads([run])
 
@@ -141,9 +153,29 @@ def test_all_twelve_checks_pass_in_one_zone(
     assert dns.not_applicable and "public DNS name" in dns.not_applicable[0]
     assert "not applicable on this cloud" in dns.log
     assert "the guest booted in UEFI mode" in found["network"].log
-    for result in found.values():
+    words = "Block Storage (PLAY2-PICO)" if block else "local storage (DEV1-S)"
+    for name, result in found.items():
         assert result.started_at and result.finished_at and result.duration
         assert "$ " in result.log  # every check ran commands in a guest
+        assert f"{registry.label(name)} in {ZONE} on {words}" in result.log
+    if block:
+        # The servers' roots were Block volumes; the copies were Block snapshots.
+        assert "created block volume" in found["rescue"].log
+        for name in ("hot_snapshot", "cold_snapshot"):
+            assert "created block snapshot" in found[name].log, logs(run, [name])
+            assert "created snapshot" not in found[name].log
+        assert "created block snapshot" in found["backup"].log
+        # Archive: the Block root stayed attached and in use while the server was off;
+        # localcloud shows no server location, so the node's release is not proved.
+        archive = found["archive"]
+        assert "block root" in archive.log and "powered off: in_use" in archive.log
+        assert archive.not_applicable == [
+            "the release of the node: this cloud shows no server location, even running"
+        ]
+    else:
+        assert "created block volume" not in found["rescue"].log
+        assert "created snapshot" in found["hot_snapshot"].log
+        assert found["archive"].not_applicable == []
     assert run.kept_resources == [] and run.error == ""
 
 
