@@ -60,6 +60,7 @@ NEEDS = {
     "catalog:step_delete": roles.CATALOGUE_MANAGER,
     "catalog:step_move": roles.CATALOGUE_MANAGER,
     "catalog:set_date": roles.CATALOGUE_MANAGER,
+    "catalog:set_storage_types": roles.CATALOGUE_MANAGER,
     "catalog:import_eol": roles.CATALOGUE_MANAGER,
     "eol_proposal": roles.CATALOGUE_MANAGER,
     "catalog:zone_toggle": roles.ADMINISTRATOR,
