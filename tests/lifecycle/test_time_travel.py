@@ -26,7 +26,7 @@ from django.conf import settings as django_settings
 from scaleway_core.api import ScalewayException
 
 from catalog import eol
-from catalog.choices import ImageState, VersionState
+from catalog.choices import ImageState, StorageType, VersionState
 from catalog.models import AuditEntry, Image, ImageVersion, Zone
 from cloud import clients
 from lifecycle import deprecation, notices, releases, usage
@@ -165,7 +165,9 @@ def _whole_life(
     image.upstream.eol_cycle = "12"
     image.upstream.save()
     version = _released_version(artefact, user)
-    instance_image_id = version.local_images.get(zone__code=ZONE).provider_image_id
+    instance_image_id = version.local_images.get(
+        zone__code=ZONE, storage_type=StorageType.LOCAL
+    ).provider_image_id
 
     api = clients.instance_api()
     servers: dict[str, str] = {}
