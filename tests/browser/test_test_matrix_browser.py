@@ -1,7 +1,9 @@
 """The test matrix of a version page in a real browser: it follows a running test run by
 itself and stops polling once the run has ended; a cell opens its log with the failing
-assertion; Re-run (one cell, one zone, the failed cells) and Cancel work from the buttons;
-a viewer sees the matrix but no button, and the server refuses the viewer's forged posts.
+assertion; Re-run (one cell, one row, the failed cells) and Cancel work from the buttons;
+a viewer sees the matrix but no button, and the server refuses the viewer's forged posts;
+a version with both storage types has a row per zone and storage type, and Re-run of a
+Block Storage cell re-runs it on Block Storage only.
 
 No worker runs: the test writes the rows a worker would write (the live server shares this
 process's in-memory database), and Re-run only queues django-q2 tasks that nothing consumes,
@@ -23,7 +25,7 @@ from builds.choices import CheckState, TestRunState
 from builds.models import CheckResult, TestRun
 from builds.testing import orchestration
 from builds.views import test_runs as test_run_views
-from catalog.choices import VersionState
+from catalog.choices import StorageType, VersionState
 from catalog.models import AuditEntry, ImageVersion, Zone
 from tests.browser.conftest import TIMEOUT_MS, csrf_token, login
 from tests.catalog.factories import os_image
@@ -45,8 +47,11 @@ def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def version(transactional_db: None) -> ImageVersion:
-    """A published version, available in two enabled zones."""
+    """A published version, available in two enabled zones on local storage (one row per
+    zone)."""
     image = os_image("debian_bookworm")
+    image.storage_types = [StorageType.LOCAL]
+    image.save()
     return version_with_images(image, "2026-11-20", state=VersionState.PUBLISHED, zones=ZONES)
 
 
@@ -183,7 +188,9 @@ def test_a_manager_reruns_one_cell_the_failed_cells_and_one_zone(
 
     # One cell: only reboot in fr-par-1 is queued again.
     page.get_by_role("button", name="Re-run reboot in fr-par-1").click()
-    expect(page.locator(".messages")).to_contain_text("Re-running reboot in fr-par-1.")
+    expect(page.locator(".messages")).to_contain_text(
+        "Re-running reboot in fr-par-1 on local storage."
+    )
     expect(cell(page, "fr-par-1", "reboot")).to_have_attribute("data-state", "pending")
     expect(cell(page, "fr-par-1", "rescue")).to_have_attribute("data-state", "failed")
     expect(cell(page, "nl-ams-1", "dns")).to_have_attribute("data-state", "error")
@@ -209,7 +216,9 @@ def test_a_manager_reruns_one_cell_the_failed_cells_and_one_zone(
 
     # One zone: every check of nl-ams-1, and fr-par-1 keeps its cells.
     matrix(page).locator("tr[data-zone='nl-ams-1']").get_by_test_id("rerun-zone").click()
-    expect(page.locator(".messages")).to_contain_text("Re-running every check in nl-ams-1.")
+    expect(page.locator(".messages")).to_contain_text(
+        "Re-running every check in nl-ams-1 on local storage."
+    )
     expect_cells(page, "nl-ams-1", "pending")
     expect_cells(page, "fr-par-1", "passed", others)
     expect(cell(page, "fr-par-1", "reboot")).to_have_attribute("data-state", "pending")
@@ -325,3 +334,41 @@ def test_without_javascript_the_matrix_link_opens_a_whole_page_whose_buttons_wor
         assert (run.zone.code, run.checks) == ("fr-par-1", ["reboot"])
     finally:
         context.close()
+
+
+def test_both_storage_types_have_their_rows_and_a_block_cell_reruns_on_block_storage(
+    page: Page, js_errors: list[str], live_server: Any, manager: User
+) -> None:
+    image = os_image("debian_trixie")
+    both = version_with_images(image, "2026-11-20", state=VersionState.PUBLISHED, zones=ZONES)
+    for run in orchestration.create_runs(both, orchestration.enabled_zones()):
+        failed = (run.zone.code, run.storage_type) == ("fr-par-1", StorageType.SBS)
+        for name in orchestration.check_names():
+            bad = failed and name == "archive"
+            report(run, name, CheckState.FAILED if bad else CheckState.PASSED, "detached")
+        finish(run)
+    login(page, live_server, manager)
+    page.goto(f"{live_server.url}{both.get_absolute_url()}")
+    rows = matrix(page).locator("tr[data-zone]")
+    expect(rows).to_have_count(4)
+    block_row = matrix(page).locator("tr[data-zone='fr-par-1'][data-storage='instance_sbs']")
+    expect(block_row).to_contain_text("Block Storage")
+    expect(block_row.locator("td[data-check='archive']")).to_have_attribute("data-state", "failed")
+    expect(page.get_by_test_id("test-verdict")).to_contain_text(
+        "archive failed in fr-par-1 on Block Storage: detached"
+    )
+
+    page.get_by_role("button", name="Re-run archive in fr-par-1 on Block Storage").click()
+    expect(page.locator(".messages")).to_contain_text(
+        "Re-running archive in fr-par-1 on Block Storage."
+    )
+    expect(block_row.locator("td[data-check='archive']")).to_have_attribute("data-state", "pending")
+    local_row = matrix(page).locator("tr[data-zone='fr-par-1'][data-storage='instance_local']")
+    expect(local_row.locator("td[data-check='archive']")).to_have_attribute("data-state", "passed")
+    run = TestRun.objects.order_by("-id").first()
+    assert (run.zone.code, run.storage_type, run.checks) == (
+        "fr-par-1",
+        StorageType.SBS,
+        ["archive"],
+    )
+    assert js_errors == []
