@@ -216,3 +216,36 @@ def test_a_local_run_snapshots_through_the_instance_api(
     finally:
         kept, errors = harness.close([])
     assert kept == [] and errors == []
+
+
+def test_the_build_test_stage_runs_each_zone_on_each_storage_type_published_there(
+    cloud: Cloud, version: ImageVersion, settings
+) -> None:
+    from builds.choices import StageName
+    from builds.models import Stage, StageLogLine
+    from builds.stages import test as test_stage
+    from builds.stages.context import StageContext
+
+    settings.BUILD_TEST_STAGE = True
+    settings.TEST_CHECK_CONCURRENCY = 6
+    build = version.build
+    stage = Stage.objects.create(build=build, name=StageName.TEST)
+
+    outputs = test_stage.run(StageContext(build=build, stage=stage, worker="worker-1"))
+
+    runs = list(TestRun.objects.filter(build=build).order_by("pk"))
+    assert [(r.zone.code, r.storage_type) for r in runs] == [
+        (ZONE, StorageType.LOCAL),
+        (ZONE, StorageType.SBS),
+    ]
+    assert sorted(outputs["runs"]) == [r.pk for r in runs]
+    assert all(r.state == RunState.FINISHED for r in runs)
+    lines = "\n".join(StageLogLine.objects.filter(stage=stage).values_list("text", flat=True))
+    assert f"in {ZONE} on local storage, {ZONE} on Block Storage (12 checks each" in lines
+    # The timer backend's servers never answer: a red matrix, on both storage types.
+    grid = orchestration.matrix(version)
+    assert grid.storage_types == [StorageType.LOCAL, StorageType.SBS]
+    assert not grid.green(ZONE, StorageType.LOCAL) and not grid.green(ZONE, StorageType.SBS)
+    assert outputs["verdict"] == "not passed"
+    for run in runs:
+        assert tagged_block(tags.run_tag(run.pk)) == ([], [])
