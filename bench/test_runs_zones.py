@@ -18,6 +18,12 @@ T3s / T3p (what running zones in parallel saves), and the absolute times against
     .venv/bin/python bench/test_runs_zones.py network,reboot     # a subset (quicker)
     .venv/bin/python bench/test_runs_zones.py --no-serial        # skip the serial three zones
     .venv/bin/python bench/test_runs_zones.py --three-only       # only the parallel three zones
+    .venv/bin/python bench/test_runs_zones.py --storage-types    # both storage types vs local
+
+With --storage-types it measures instead, in one zone and in three zones in parallel, the
+checks on local storage alone (the baseline, as before Block Storage) and on both storage
+types at once (a run per zone and storage type, as a build now does), and prints each ratio
+against the target (both within 2.0x the local-only time).
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ZONES = ("fr-par-1", "fr-par-2", "nl-ams-1")
 
 
-def main(names: list[str] | None, serial: bool = True, single: bool = True) -> None:
+def main(
+    names: list[str] | None, serial: bool = True, single: bool = True, storage: bool = False
+) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-testruns-"))
     os.environ.update(
         SQLITE_PATH=str(tmp / "bench.sqlite3"),
@@ -66,12 +74,18 @@ def main(names: list[str] | None, serial: bool = True, single: bool = True) -> N
     }.items():
         setattr(settings, name, value)
     print(f"publishing the fixture image in {', '.join(ZONES)}...", flush=True)
-    version = vmcloud.version_for("ready", ZONES)
+    version = vmcloud.version_for("ready", ZONES, ("instance_local", "instance_sbs"))
     checks = names or orchestration.check_names()
 
-    def timed(zones: tuple[str, ...], parallel: bool) -> float:
+    def timed(
+        zones: tuple[str, ...], parallel: bool, storage_types: tuple[str, ...] = ("instance_local",)
+    ) -> float:
         runs = orchestration.create_runs(
-            version, [Zone.objects.get(code=z) for z in zones], names=checks, reason="bench"
+            version,
+            [Zone.objects.get(code=z) for z in zones],
+            storage_types=storage_types,
+            names=checks,
+            reason="bench",
         )
         started = time.monotonic()
         if parallel:
@@ -83,10 +97,20 @@ def main(names: list[str] | None, serial: bool = True, single: bool = True) -> N
         for run in TestRun.objects.filter(pk__in=[r.pk for r in runs]):
             rows = run.results.order_by("id").values_list("check_name", "state", "duration")
             checks_line = ", ".join(f"{n} {s} {d or 0:.0f} s" for n, s, d in rows)
-            print(f"  {run.zone.code}: {run.state}: {checks_line}", flush=True)
+            where = f"{run.zone.code} {run.storage_type}"
+            print(f"  {where}: {run.state}: {checks_line}", flush=True)
         return took
 
     print(f"checks: {', '.join(checks)}", flush=True)
+    if storage:
+        both = ("instance_local", "instance_sbs")
+        for zones in (ZONES[:1], ZONES):
+            local = timed(zones, parallel=True)
+            print(f"{len(zones)} zone(s), local storage: {local:.0f} s", flush=True)
+            two = timed(zones, parallel=True, storage_types=both)
+            print(f"{len(zones)} zone(s), both storage types: {two:.0f} s", flush=True)
+            print(f"  both / local only: {two / local:.2f}x (target <= 2.0x)", flush=True)
+        return
     t1 = timed(ZONES[:1], parallel=True) if single else 0.0
     if single:
         print(f"one zone: {t1:.0f} s", flush=True)
@@ -112,4 +136,5 @@ if __name__ == "__main__":
         args[0].split(",") if args else None,
         serial="--no-serial" not in flags and "--three-only" not in flags,
         single="--three-only" not in flags,
+        storage="--storage-types" in flags,
     )

@@ -160,24 +160,31 @@ def _break(ready: Path, recipe: str, target: Path) -> None:
 # --- publishing --------------------------------------------------------------------------------
 
 
+LOCAL = "instance_local"
+
+
 @dataclass(frozen=True)
 class Published:
-    """One variant's instance image in one zone."""
+    """One variant's instance image in one zone, of one storage type."""
 
     variant: str
     zone: str
+    storage_type: str
     image_id: str
     snapshot_id: str
     build_id: int
 
 
-_PUBLISHED: dict[tuple[str, str], Published] = {}
+_PUBLISHED: dict[tuple[str, str, str], Published] = {}
 _PUBLISH_LOCK = threading.Lock()
 
 
-def publish_variant(variant: str, zones: Iterable[str]) -> dict[str, Published]:
-    """The variant's images in `zones`, published through builds.publish.publish the first
-    time they are asked for (needs the database and the SCW_* environment of the test).
+def publish_variant(
+    variant: str, zones: Iterable[str], storage_types: Iterable[str] = (LOCAL,)
+) -> dict[tuple[str, str], Published]:
+    """The variant's images in `zones`, of `storage_types`, by (zone, storage type), published
+    through builds.publish.publish the first time they are asked for (needs the database and
+    the SCW_* environment of the test).
 
     The rows made to publish are deleted again: only the cloud side is kept."""
     from builds.models import Build
@@ -186,12 +193,17 @@ def publish_variant(variant: str, zones: Iterable[str]) -> dict[str, Published]:
     from tests.catalog.factories import os_image
 
     zones = list(zones)
+    kinds = list(storage_types)
     with _PUBLISH_LOCK:
-        missing = [z for z in zones if (variant, z) not in _PUBLISHED]
+        missing = [z for z in zones if any((variant, z, k) not in _PUBLISHED for k in kinds)]
         if missing:
             artefact = image_file(variant)
             label = f"fixture_{variant.replace('-', '_')}"
             image = os_image(label)
+            image.storage_types = [
+                k for k in kinds if any((variant, z, k) not in _PUBLISHED for z in missing)
+            ]
+            image.save(update_fields=["storage_types"])
             version = ImageVersion.objects.create(
                 image=image, arch="x86_64", name="2026-11-26", artefact_path=str(artefact)
             )
@@ -212,9 +224,10 @@ def publish_variant(variant: str, zones: Iterable[str]) -> dict[str, Published]:
                     cancelled=lambda: False,
                 )
                 for local in published:
-                    _PUBLISHED[(variant, local.zone.code)] = Published(
+                    _PUBLISHED[(variant, local.zone.code, local.storage_type)] = Published(
                         variant=variant,
                         zone=local.zone.code,
+                        storage_type=local.storage_type,
                         image_id=local.provider_image_id,
                         snapshot_id=local.snapshot_id,
                         build_id=build.pk,
@@ -224,26 +237,33 @@ def publish_variant(variant: str, zones: Iterable[str]) -> dict[str, Published]:
                 Build.objects.filter(pk=build.pk).delete()
                 version.delete()
                 image.delete()
-        return {z: _PUBLISHED[(variant, z)] for z in zones}
+        return {(z, k): _PUBLISHED[(variant, z, k)] for z in zones for k in kinds}
 
 
-def version_for(variant: str, zones: Iterable[str]):  # -> ImageVersion
-    """A version with LocalImages pointing at the variant's published images in `zones`."""
+def version_for(
+    variant: str, zones: Iterable[str], storage_types: Iterable[str] = (LOCAL,)
+):  # -> ImageVersion
+    """A version with LocalImages pointing at the variant's published images in `zones`, of
+    `storage_types` (local storage unless asked)."""
     from catalog.choices import LocalImageState
     from catalog.models import ImageVersion, LocalImage, Zone
     from tests.catalog.factories import os_image
 
     zones = list(zones)
-    published = publish_variant(variant, zones)
+    kinds = list(storage_types)
+    published = publish_variant(variant, zones, kinds)
     image = os_image(f"tested_{variant.replace('-', '_')}")
+    image.storage_types = kinds
+    image.save(update_fields=["storage_types"])
     version = ImageVersion.objects.create(image=image, arch="x86_64", name="2026-11-27")
-    for code in zones:
+    for (code, kind), found in published.items():
         zone = Zone.objects.get_or_create(code=code, defaults={"enabled": True})[0]
         LocalImage.objects.create(
             version=version,
             zone=zone,
-            provider_image_id=published[code].image_id,
-            snapshot_id=published[code].snapshot_id,
+            storage_type=kind,
+            provider_image_id=found.image_id,
+            snapshot_id=found.snapshot_id,
             state=LocalImageState.AVAILABLE,
         )
     return version
