@@ -356,7 +356,7 @@ TEST_COMMERCIAL_TYPE_LOCAL = env_str(
 TEST_COMMERCIAL_TYPE_BLOCK = env_str("TEST_COMMERCIAL_TYPE_BLOCK", "PLAY2-PICO")
 # manage.py scaleway_smoke prices the storage its snapshots and images used at this rate
 # (an estimate: set it from your price list); servers are priced from the product list.
-SMOKE_STORAGE_EUR_PER_GB_MONTH = float(env_str("SMOKE_STORAGE_EUR_PER_GB_MONTH", "0.05"))
+SMOKE_STORAGE_EUR_PER_GB_MONTH = env_float("SMOKE_STORAGE_EUR_PER_GB_MONTH", 0.05)
 # The user the checks log in as over SSH (with the test run's own key).
 TEST_SSH_USER = env_str("TEST_SSH_USER", "root")
 TEST_BOOT_TIMEOUT_SECONDS = env_int("TEST_BOOT_TIMEOUT_SECONDS", 600, minimum=10)
