@@ -208,13 +208,21 @@ def _factory_items(zone: str, build_id: int) -> tuple[list[str], list[str]]:
 
 
 def _assert_published_once(build: Build, zones: tuple[str, ...]) -> None:
-    """One image and one snapshot of the build in every zone, the ones its version records."""
+    """In every zone, one image of the build per storage type and one snapshot under each
+    (an Instance snapshot under the local image, a Block snapshot under the Block Storage
+    one), the ones its version records."""
     for code in zones:
         images, snapshots = _factory_items(code, build.pk)
-        local = LocalImage.objects.get(version=build.version, zone__code=code)
-        assert local.state == LocalImageState.AVAILABLE
-        assert images == [local.provider_image_id], (code, images)
-        assert snapshots == [local.snapshot_id], (code, snapshots)
+        found = {
+            li.storage_type: li
+            for li in LocalImage.objects.filter(version=build.version, zone__code=code)
+        }
+        assert set(found) == set(StorageType.values), (code, found)
+        assert all(li.state == LocalImageState.AVAILABLE for li in found.values())
+        assert sorted(images) == sorted(li.provider_image_id for li in found.values()), code
+        assert snapshots == [found[StorageType.LOCAL].snapshot_id], (code, snapshots)
+        block = [s.id for s in tags.find_block_snapshots(clients.block_api(), code, build.pk)]
+        assert block == [found[StorageType.SBS].snapshot_id], (code, block)
 
 
 def _enable(zones: tuple[str, ...]) -> None:
@@ -261,7 +269,7 @@ def test_a_worker_killed_in_a_stage_is_taken_over_at_that_stage(
             return fetch.state == StageState.RUNNING and fetch.progress_total is not None
         if stage == "publish":
             for line in lines:
-                if found := re.match(r"^(\S+): snapshot (\S+) available$", line):
+                if found := re.match(r"^(\S+) local: snapshot (\S+) available$", line):
                     snapshots[found[1]] = found[2]
             return set(snapshots) == set(zones)
         return killable_worker.HANGING in lines
@@ -295,9 +303,10 @@ def test_a_worker_killed_in_a_stage_is_taken_over_at_that_stage(
     if stage == "publish":
         # The snapshots the dead worker imported are the ones published, not imports again.
         for code, snapshot_id in snapshots.items():
-            assert LocalImage.objects.get(version=build.version, zone__code=code).snapshot_id == (
-                snapshot_id
+            local = LocalImage.objects.get(
+                version=build.version, zone__code=code, storage_type=StorageType.LOCAL
             )
+            assert local.snapshot_id == snapshot_id
         publish_log = _stage_log(build, "publish")
         assert sum("already holds this artefact; not uploading" in x for x in publish_log) == 2
 
