@@ -83,9 +83,11 @@ def test_the_feed_lists_images_with_lifecycle_dates_current_and_earlier_versions
 
 def test_each_local_image_shows_its_storage_type_as_the_marketplace_names_it(viewer) -> None:
     image = os_image("debian_bookworm")
-    image.storage_types = [StorageType.LOCAL, StorageType.SBS]
+    image.storage_types = [StorageType.LOCAL]
     image.save()
     version = released(image, "2026-08-01", 90)  # an instance_local image per zone
+    image.storage_types = [StorageType.LOCAL, StorageType.SBS]
+    image.save()
     sbs = {
         li.zone.code: LocalImage.objects.create(
             version=version,
@@ -279,6 +281,9 @@ def test_the_etag_changes_with_every_kind_of_change_the_feed_shows(viewer, chang
     elif change == "category_renamed":
         Category.objects.filter(pk=image.category_id).update(name="Linux")
     elif change == "local_image_storage_type_by_update":
+        # (One storage type per zone is left, so that the update keeps them unique.)
+        LocalImage.objects.filter(version=version, storage_type=StorageType.SBS).delete()
+        first = client.get(FEED)
         LocalImage.objects.filter(version=version).update(storage_type=StorageType.SBS)
     elif change == "image_storage_types_by_update":
         Image.objects.filter(pk=image.pk).update(storage_types=[StorageType.SBS])
