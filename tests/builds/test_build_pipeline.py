@@ -134,15 +134,20 @@ def test_a_build_produces_a_version_and_a_second_one_shows_what_changed(
     first.refresh_from_db()
     version = first.version
     assert version is not None and version.state == VersionState.PUBLISHED
-    # Published as an image in every enabled zone, seen through the real SDK.
+    # Published as an image in every enabled zone on both storage types, seen through the
+    # real SDK (the Block Storage one over a Block snapshot).
     from cloud import clients
 
-    local = {li.zone.code: li for li in LocalImage.objects.filter(version=version)}
-    assert set(local) == set(ZONES)
-    for code, li in local.items():
+    local = {
+        (li.zone.code, li.storage_type): li for li in LocalImage.objects.filter(version=version)
+    }
+    assert set(local) == {(z, t) for z in ZONES for t in ("instance_local", "instance_sbs")}
+    for (code, kind), li in local.items():
         assert li.state == "available"
         image = clients.instance_api().get_image(zone=code, image_id=li.provider_image_id).image
         assert image.state == "available"
+        roots = "sbs_snapshot" if kind == "instance_sbs" else "l_ssd"
+        assert image.root_volume.volume_type == roots
     # One upload per region (moto's endpoints share one store: tell them apart by key).
     keys = cloud.objects("fr-par")
     assert sorted(k.split("/")[2] for k in keys) == ["fr-par", "nl-ams"], keys

@@ -118,32 +118,40 @@ def run_in_threads(runs: list[TestRun]) -> tuple[dict[int, str], float]:
 
 
 @pytest.mark.timeout(3 * 3600)
-@pytest.mark.parametrize("storage", BOTH, ids=["local", "block"])
-def test_all_twelve_checks_pass_in_one_zone(
-    vm: VmCloudProcess, capsys: pytest.CaptureFixture[str], storage: str
+def test_all_twelve_checks_pass_in_one_zone_on_both_storage_types(
+    vm: VmCloudProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The version is published with both storage types; each run tests one of them."""
+    """The version is published with both storage types; a run tests each, both at once, as
+    a build's test stage runs them."""
     version = version_for("ready", [ZONE], BOTH)
     assert {li.storage_type for li in version.local_images.all()} == set(BOTH)
-    # Booted with UEFI, as Scaleway boots instances: the image's `uefi` tag tells localcloud to
-    # start its servers on OVMF (servers restored from a snapshot have no image: SeaBIOS).
     api = clients.instance_api()
-    image_id = version.local_images.get(storage_type=storage).provider_image_id
-    image = api.get_image(zone=ZONE, image_id=image_id).image
-    api.update_image(zone=ZONE, image_id=image_id, tags=[*(image.tags or []), "uefi"])
-    block = storage == StorageType.SBS
-    root_type = "sbs_snapshot" if block else "l_ssd"
-    assert image.root_volume.volume_type == root_type
+    for storage in BOTH:
+        # Booted with UEFI, as Scaleway boots instances: the image's `uefi` tag tells
+        # localcloud to start its servers on OVMF (servers restored from a snapshot have no
+        # image: SeaBIOS).
+        image_id = version.local_images.get(storage_type=storage).provider_image_id
+        image = api.get_image(zone=ZONE, image_id=image_id).image
+        api.update_image(zone=ZONE, image_id=image_id, tags=[*(image.tags or []), "uefi"])
+        root_type = "sbs_snapshot" if storage == StorageType.SBS else "l_ssd"
+        assert image.root_volume.volume_type == root_type
     before = resource_ids(vm)
-    run = new_run(version, ZONE, storage_type=storage, reason="all checks")
+    runs = [new_run(version, ZONE, storage_type=s, reason="all checks") for s in BOTH]
 
-    states, wall = run_in_threads([run])
+    states, wall = run_in_threads(runs)
 
     with capsys.disabled():
-        print(f"\n{summary(run)}\n  wall time: {wall:.0f} s")
-    assert states[run.pk] == TestRunState.FINISHED, summary(run)
-    # Whatever the outcomes, the clean-up is complete.
-    assert_nothing_left(vm, run, before)
+        print("\n" + "\n".join(summary(run) for run in runs) + f"\n  wall time: {wall:.0f} s")
+    for run in runs:
+        assert states[run.pk] == TestRunState.FINISHED, summary(run)
+        # Whatever the outcomes, the clean-up is complete.
+        assert_nothing_left(vm, run, before)
+    for run in runs:
+        _assert_twelve_passed(run)
+
+
+def _assert_twelve_passed(run: TestRun) -> None:
+    block = run.storage_type == StorageType.SBS
     found = results(run)
     assert list(found) == registry.names()
     not_passed = {name: (r.state, r.reason) for name, r in found.items() if r.state != "passed"}
