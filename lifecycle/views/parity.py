@@ -66,5 +66,3 @@ def parity_fix(request: HttpRequest) -> HttpResponse:
         if fix.skipped:
             messages.warning(request, f"{fix.version} in {fix.zone.code}: {fix.skipped}.")
     return redirect("lifecycle:parity")
-
-
