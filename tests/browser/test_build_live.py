@@ -64,9 +64,12 @@ def test_a_manager_rebuilds_and_follows_the_build_to_its_new_version(
     worker.join(timeout=30)
     expect(page.locator("tr[data-stage=fetch] .progress")).to_be_visible()
     expect(page.get_by_test_id("log")).to_contain_text("Version")
-    expect(page.get_by_test_id("zones").locator("tr[data-zone=fr-par-1]")).to_contain_text(
-        "Available"
-    )
+    # One row per storage type of the image in each zone, each available.
+    for storage in ("instance_local", "instance_sbs"):
+        row = page.get_by_test_id("zones").locator(
+            f"tr[data-zone=fr-par-1][data-storage={storage}]"
+        )
+        expect(row).to_contain_text("Available")
 
     page.get_by_test_id("version").get_by_role("link").click()
     expect(page).to_have_url(re.compile(r"/versions/x86_64/\d{4}-\d\d-\d\d/"))
