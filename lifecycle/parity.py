@@ -30,6 +30,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from builds.publish import storage_types_of
 from catalog import audit
 from catalog.choices import LocalImageState, StorageType
 from catalog.current import current_versions
@@ -64,11 +65,6 @@ class Report:
     def __str__(self) -> str:
         text = f"zone parity: {self.gaps} difference(s) in the cloud, {self.zones} zone(s)"
         return text + (f"; {len(self.errors)} zone(s) not checked" if self.errors else "")
-
-
-def storage_types_of(version: ImageVersion) -> list[str]:
-    chosen = set(version.image.storage_types or StorageType.values)
-    return [kind for kind in StorageType.values if kind in chosen]
 
 
 def expected() -> dict[str, list[Expected]]:
