@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from catalog.models import Image, ImageVersion
 
-__all__ = ["Release", "ReleaseQuerySet"]
+__all__ = ["FeedChange", "Release", "ReleaseQuerySet"]
 
 
 class ReleaseQuerySet(models.QuerySet["Release"]):
@@ -95,3 +95,20 @@ class Release(models.Model):
         self.withdraw_reason = reason
         self.save(update_fields=["withdrawn_at", "withdrawn_by", "withdraw_reason"])
         return True
+
+
+class FeedChange(models.Model):
+    """A change to rows the catalogue feed is built from, recorded by the database itself.
+
+    Triggers on every table the feed reads (lifecycle.feed_stamp, installed after each
+    migrate) add a row on each insert, delete and update of a column the feed shows, so that
+    no writer can skip it: not `QuerySet.update()`, a raw SQL statement or another program.
+    The feed's ETag is the sum of `changes` with the newest row's random `token`: one query.
+    Rows are folded into one (their sum kept) as they pile up.
+    """
+
+    changes = models.PositiveBigIntegerField(default=1)
+    token = models.CharField(max_length=32)
+
+    def __str__(self) -> str:
+        return f"{self.changes} change(s), {self.token}"
