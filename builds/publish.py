@@ -668,33 +668,62 @@ def _existing_image(api: Any, target: _Target, say: Log, stop: CancelCheck) -> A
 
 def _existing_snapshot(api: Any, target: _Target, say: Log, stop: CancelCheck) -> Any:
     """The build's usable snapshot in the zone, after deleting failed ones and duplicates."""
-    snapshots = tags.find_snapshots(api, target.zone, target.build_id, cancelled=stop)
-    usable = [s for s in snapshots if s.state in SNAPSHOT_USABLE]
-    usable.sort(key=lambda s: s.state != "available")
-    keep = usable[0] if usable else None
-    for snapshot in snapshots:
-        if snapshot is not keep:
-            say(f"{target.where}: deleting {snapshot.state} snapshot {snapshot.id}")
-            _delete_snapshot(api, target.zone, snapshot.id, stop)
-    if keep is not None:
-        say(f"{target.where}: reusing snapshot {keep.id} ({keep.state})")
-    return keep
+    return _keep_one_snapshot(
+        tags.find_snapshots(api, target.zone, target.build_id, cancelled=stop),
+        kind="snapshot",
+        state_of=lambda s: s.state,
+        usable=SNAPSHOT_USABLE,
+        prefer=("available",),
+        delete=lambda snapshot_id: _delete_snapshot(api, target.zone, snapshot_id, stop),
+        target=target,
+        say=say,
+    )
 
 
 def _existing_block_snapshot(block_api: Any, target: _Target, say: Log, stop: CancelCheck) -> Any:
     """The build's usable Block snapshot in the zone, after deleting failed ones and
     duplicates (a duplicate still held by an image is left to the janitor)."""
-    snapshots = tags.find_block_snapshots(block_api, target.zone, target.build_id, cancelled=stop)
-    usable = [s for s in snapshots if s.status in BLOCK_SNAPSHOT_USABLE]
-    usable.sort(key=lambda s: (s.status != "available", s.status != "in_use"))
-    keep = usable[0] if usable else None
+    return _keep_one_snapshot(
+        tags.find_block_snapshots(block_api, target.zone, target.build_id, cancelled=stop),
+        kind="block snapshot",
+        state_of=lambda s: s.status,
+        usable=BLOCK_SNAPSHOT_USABLE,
+        prefer=("available", "in_use"),
+        leave=("in_use", "deleting", "deleted"),
+        delete=lambda snapshot_id: _delete_block_snapshot(target.zone, snapshot_id),
+        target=target,
+        say=say,
+    )
+
+
+def _keep_one_snapshot(
+    snapshots: list[Any],
+    *,
+    kind: str,
+    state_of: Callable[[Any], Any],
+    usable: tuple[str, ...],
+    prefer: tuple[str, ...],
+    delete: Callable[[str], object],
+    target: _Target,
+    say: Log,
+    leave: tuple[str, ...] = (),
+) -> Any:
+    """Of a build's snapshots of one kind in a zone, the one to reuse: the first in the
+    earliest state of `prefer`, else the first `usable` one; None when none is usable. Every
+    other one is deleted, except those in a state of `leave`."""
+
+    def rank(snapshot: Any) -> int:
+        state = state_of(snapshot)
+        return prefer.index(state) if state in prefer else len(prefer)
+
+    keep = min((s for s in snapshots if state_of(s) in usable), key=rank, default=None)
     for snapshot in snapshots:
-        if snapshot is keep or snapshot.status in ("in_use", "deleting", "deleted"):
+        if snapshot is keep or state_of(snapshot) in leave:
             continue
-        say(f"{target.where}: deleting {snapshot.status} block snapshot {snapshot.id}")
-        _delete_block_snapshot(target.zone, snapshot.id)
+        say(f"{target.where}: deleting {state_of(snapshot)} {kind} {snapshot.id}")
+        delete(snapshot.id)
     if keep is not None:
-        say(f"{target.where}: reusing block snapshot {keep.id} ({keep.status})")
+        say(f"{target.where}: reusing {kind} {keep.id} ({state_of(keep)})")
     return keep
 
 

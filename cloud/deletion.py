@@ -17,7 +17,6 @@ to end) up to a timeout.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from django.conf import settings
 
 from cloud import clients, waiters
 from cloud.cancel import CancelCheck
-from cloud.retries import CloudError, CloudTimeout, call, sleep
+from cloud.retries import CloudError, CloudTimeout, call
 
 # States of an instance snapshot that refuse deletion (409 transient_state) but end by
 # themselves; a delete waits for one of SNAPSHOT_SETTLED, then tries again.
@@ -154,6 +153,16 @@ def _holders(snapshot: Any) -> str:
     return f" (used by {', '.join(held)})" if held else ""
 
 
+@dataclass(frozen=True)
+class _BlockDeletion:
+    """One try at deleting a Block snapshot: "deleted", "gone" (already, or by another
+    deletion), or the status of the snapshot that refused it, with the refusal."""
+
+    state: str
+    snapshot: Any = None
+    refused: CloudError | None = None
+
+
 def delete_block_snapshot(
     zone: str,
     snapshot_id: str,
@@ -171,10 +180,8 @@ def delete_block_snapshot(
     api = api if api is not None else clients.block_api()
     what = f"delete block snapshot {snapshot_id} in {zone}"
     wait = _wait_seconds(timeout)
-    deadline = time.monotonic() + wait
-    interval = max(0.01, float(settings.CLOUD_POLL_SECONDS))
-    ceiling = max(interval, float(settings.CLOUD_POLL_MAX_SECONDS))
-    while True:
+
+    def attempt() -> _BlockDeletion:
         try:
             call(
                 api.delete_snapshot,
@@ -183,10 +190,10 @@ def delete_block_snapshot(
                 what=what,
                 cancelled=cancelled,
             )
-            return True
+            return _BlockDeletion("deleted")
         except CloudError as exc:
             if exc.not_found:
-                return False
+                return _BlockDeletion("gone")
             if exc.status not in BLOCK_SNAPSHOT_REFUSALS:
                 raise
             refused = exc
@@ -200,21 +207,33 @@ def delete_block_snapshot(
             )
         except CloudError as exc:
             if exc.not_found:
-                return False
+                return _BlockDeletion("gone")
             raise
         status = str(snapshot.status)
         if status in BLOCK_SNAPSHOT_GONE:
-            return False  # another deletion got there first
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            answer = refused.message.removeprefix(f"{what}: ")
-            raise CloudTimeout(
-                f"{what}: still {status}{_holders(snapshot)} after {wait:g} s (the API: {answer})",
-                status=refused.status,
-                type_=refused.type,
-            )
-        sleep(min(interval, remaining), cancelled)
-        interval = min(ceiling, interval * 1.5)
+            return _BlockDeletion("gone")  # another deletion got there first
+        return _BlockDeletion(status, snapshot, refused)
+
+    def stuck(last: _BlockDeletion) -> CloudTimeout:
+        assert last.refused is not None
+        answer = last.refused.message.removeprefix(f"{what}: ")
+        return CloudTimeout(
+            f"{what}: still {last.state}{_holders(last.snapshot)} after {wait:g} s "
+            f"(the API: {answer})",
+            status=last.refused.status,
+            type_=last.refused.type,
+        )
+
+    outcome = waiters.wait_for(
+        attempt,
+        state_of=lambda a: a.state,
+        until=("deleted", "gone"),
+        what=what,
+        timeout=wait,
+        cancelled=cancelled,
+        timeout_error=stuck,
+    )
+    return bool(outcome.state == "deleted")
 
 
 def delete_server(api: Any, zone: str, server_id: str, *, timeout: float | None = None) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +39,7 @@ def wait_for(
     cancelled: CancelCheck | None = None,
     reason_of: Callable[[Any], str] | None = None,
     fallback: Collection[str] = (),
+    timeout_error: Callable[[Any], CloudError] | None = None,
 ) -> Any:
     """Poll `fetch()` until `state_of(result)` is in `until`; return that result.
 
@@ -48,6 +50,8 @@ def wait_for(
     failed is `stopped` again). Such a state ends the wait as a failure once the resource was
     seen in another state during the wait, at once when the API gave a reason, and otherwise
     after CLOUD_FALLBACK_GRACE_SECONDS (the action may not have been applied yet).
+
+    `timeout_error(last result)`, when given, makes the error raised past the deadline.
     """
     interval = max(0.01, float(settings.CLOUD_POLL_SECONDS))
     ceiling = max(interval, float(settings.CLOUD_POLL_MAX_SECONDS))
@@ -76,9 +80,63 @@ def wait_for(
             moved, fell_back_at = True, None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            if timeout_error is not None:
+                raise timeout_error(resource)
             raise CloudTimeout(f"{what}: still {state} after {timeout:g} s")
         sleep(min(interval, remaining), cancelled)
         interval = min(ceiling, interval * 1.5)
+
+
+@dataclass(frozen=True)
+class _SnapshotKind:
+    """How one API answers for its snapshots."""
+
+    name: str
+    failed: frozenset[str]  # its terminal states that mean failure
+    state_of: Callable[[Any], str]
+    unwrap: Callable[[Any], Any]  # the snapshot out of get_snapshot's answer
+
+
+_INSTANCE_SNAPSHOT = _SnapshotKind(
+    "snapshot", SNAPSHOT_FAILED, lambda s: s.state, lambda answer: answer.snapshot
+)
+# BlockV1API.get_snapshot answers the snapshot itself, which names its state `status`.
+_BLOCK_SNAPSHOT = _SnapshotKind(
+    "block snapshot", BLOCK_SNAPSHOT_FAILED, lambda s: s.status, lambda answer: answer
+)
+
+
+def _wait_for_a_snapshot(
+    kind: _SnapshotKind,
+    api: Any,
+    zone: str,
+    snapshot_id: str,
+    *,
+    timeout: float,
+    until: Collection[str],
+    cancelled: CancelCheck | None,
+) -> Any:
+    """Poll a snapshot of either API through `call` until it is in a state of `until`; the
+    kind's failed states end the wait."""
+    what = f"{kind.name} {snapshot_id} in {zone}"
+    return wait_for(
+        lambda: kind.unwrap(
+            call(
+                api.get_snapshot,
+                snapshot_id=snapshot_id,
+                zone=zone,
+                what=f"get {what}",
+                cancelled=cancelled,
+            )
+        ),
+        state_of=kind.state_of,
+        until=until,
+        failed=kind.failed - set(until),
+        what=what,
+        timeout=timeout,
+        cancelled=cancelled,
+        reason_of=lambda s: getattr(s, "error_reason", None) or "",
+    )
 
 
 def wait_for_snapshot(
@@ -91,24 +149,14 @@ def wait_for_snapshot(
     cancelled: CancelCheck | None = None,
 ) -> Any:
     """Wait for an instance snapshot (an import: importing -> available)."""
-    what = f"snapshot {snapshot_id} in {zone}"
-    return wait_for(
-        lambda: (
-            call(
-                api.get_snapshot,
-                snapshot_id=snapshot_id,
-                zone=zone,
-                what=f"get {what}",
-                cancelled=cancelled,
-            ).snapshot
-        ),
-        state_of=lambda s: s.state,
-        until=until,
-        failed=SNAPSHOT_FAILED - set(until),
-        what=what,
+    return _wait_for_a_snapshot(
+        _INSTANCE_SNAPSHOT,
+        api,
+        zone,
+        snapshot_id,
         timeout=timeout,
+        until=until,
         cancelled=cancelled,
-        reason_of=lambda s: getattr(s, "error_reason", None) or "",
     )
 
 
@@ -121,23 +169,10 @@ def wait_for_block_snapshot(
     until: Collection[str] = ("available",),
     cancelled: CancelCheck | None = None,
 ) -> Any:
-    """Wait for a Block Storage (SBS) snapshot (an import: creating -> available). `api` is a
-    BlockV1API; its get_snapshot answers the snapshot itself (no wrapper)."""
-    what = f"block snapshot {snapshot_id} in {zone}"
-    return wait_for(
-        lambda: call(
-            api.get_snapshot,
-            snapshot_id=snapshot_id,
-            zone=zone,
-            what=f"get {what}",
-            cancelled=cancelled,
-        ),
-        state_of=lambda s: s.status,
-        until=until,
-        failed=BLOCK_SNAPSHOT_FAILED - set(until),
-        what=what,
-        timeout=timeout,
-        cancelled=cancelled,
+    """Wait for a Block Storage (SBS) snapshot (an import: creating -> available); `api` is
+    a BlockV1API."""
+    return _wait_for_a_snapshot(
+        _BLOCK_SNAPSHOT, api, zone, snapshot_id, timeout=timeout, until=until, cancelled=cancelled
     )
 
 
