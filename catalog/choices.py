@@ -52,6 +52,23 @@ class VersionState(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class Origin(models.TextChoices):
+    """Where a version (and its local images) came from: a build of this factory, or the
+    cloud's Marketplace as it stood before the factory (`lifecycle.adoption`). An adopted
+    version has no artefact, no manifest and no test runs: it takes part in usage,
+    deprecation, notices, retirement and the feed, but is never tested or released again."""
+
+    BUILT = "built", "Built here"
+    ADOPTED = "adopted", "Adopted (not built here)"
+
+
+# Why an adopted version is never tested or released again (the release panel, the matrix).
+NOT_BUILT_HERE = (
+    "Adopted from the Marketplace (not built here): it has no artefact and no test runs, so "
+    "it cannot be tested or released again. Build a new version instead."
+)
+
+
 class StorageType(models.TextChoices):
     """The storage a local image boots from, named as the Marketplace names it.
 

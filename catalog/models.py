@@ -26,6 +26,7 @@ from catalog.choices import (
     ImageKind,
     ImageState,
     LocalImageState,
+    Origin,
     StepType,
     StorageType,
     VersionState,
@@ -391,6 +392,7 @@ class ImageVersion(models.Model):
     artefact_sha256 = models.CharField(max_length=64, blank=True)
     manifest = models.JSONField(default=list, blank=True, help_text="Installed packages.")
     recipe = models.JSONField(default=list, blank=True, help_text="The recipe as executed.")
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.BUILT)
 
     class Meta:
         ordering = ["image", "-created_at", "-id"]
@@ -422,6 +424,11 @@ class ImageVersion(models.Model):
             n += 1
         return f"{base}-{n}"
 
+    @property
+    def is_adopted(self) -> bool:
+        """Adopted from the Marketplace: not built here, so never tested or released again."""
+        return self.origin == Origin.ADOPTED
+
     def package_map(self) -> dict[str, str]:
         return {pkg["name"]: pkg.get("version", "") for pkg in self.manifest or []}
 
@@ -449,6 +456,7 @@ class LocalImage(models.Model):
         max_length=16, choices=LocalImageState.choices, default=LocalImageState.CREATING
     )
     error = models.TextField(blank=True)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.BUILT)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

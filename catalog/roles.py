@@ -31,6 +31,7 @@ MANAGE_DEPRECATION = "catalog.manage_deprecation"
 CONTACT_CUSTOMERS = "catalog.contact_customers"
 MANAGE_ZONES = "catalog.manage_zones"
 RUN_JANITOR = "builds.run_janitor"
+ADOPT_MARKETPLACE = "lifecycle.adopt_marketplace"
 
 _VIEW = [
     "catalog.view_zone",
@@ -64,7 +65,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     VIEWER: _VIEW,
     CATALOGUE_MANAGER: _MANAGE,
     RELEASE_MANAGER: _RELEASE,
-    ADMINISTRATOR: [*_RELEASE, MANAGE_ZONES, RUN_JANITOR, *_MANAGE_USERS],
+    ADMINISTRATOR: [*_RELEASE, MANAGE_ZONES, RUN_JANITOR, ADOPT_MARKETPLACE, *_MANAGE_USERS],
 }
 ROLES = (ADMINISTRATOR, RELEASE_MANAGER, CATALOGUE_MANAGER, VIEWER)  # highest first
 

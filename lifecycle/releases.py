@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from builds.testing import orchestration
 from catalog import audit
-from catalog.choices import LocalImageState, VersionState
+from catalog.choices import NOT_BUILT_HERE, LocalImageState, VersionState
 from catalog.manifests import ManifestDiff, diff_manifests
 from catalog.models import Image, ImageVersion, LocalImage, Zone
 from catalog.recipes import summarize
@@ -57,6 +57,9 @@ def readiness(version: ImageVersion) -> Readiness:
     """Assess `version` against the matrix of enabled zones x storage types x checks: every
     storage type the version is published with must be published, and green, in every
     enabled zone."""
+    if version.is_adopted:
+        # No artefact and no test run: neither a matrix nor an override can vouch for it.
+        return Readiness(False, NOT_BUILT_HERE, False)
     if version.state == VersionState.RELEASED:
         return Readiness(False, "This version is already released.", False)
     if version.state not in RELEASABLE_FROM:

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from django.urls import path
 
-from lifecycle.views import customers, notices, parity, releases, requests, timeline, triggers
+from lifecycle.views import (
+    adoption,
+    customers,
+    notices,
+    parity,
+    releases,
+    requests,
+    timeline,
+    triggers,
+)
 
 app_name = "lifecycle"
 urlpatterns = [
@@ -52,6 +61,10 @@ urlpatterns = [
     path("zones/parity/", parity.parity_page, name="parity"),
     path("zones/parity/check/", parity.parity_check, name="parity_check"),
     path("zones/parity/fix/", parity.parity_fix, name="parity_fix"),
+    # Adopting the Marketplace that exists already
+    path("adoption/", adoption.adoption_page, name="adoption"),
+    path("adoption/run/", adoption.adoption_run, name="adoption_run"),
+    path("adoption/labels/<int:pk>/", adoption.label_decide, name="adoption_label"),
     # The catalogue's lifecycle at a glance
     path("timeline/", timeline.catalogue_timeline, name="timeline"),
     # Image requests

@@ -240,7 +240,10 @@ def rerun(
     """Re-run one cell (zone + storage type + check), one row (zone + storage type), one
     zone (each storage type published there), or every failed cell (failed_only).
 
-    Returns the runs queued (none when there is nothing to re-run)."""
+    Returns the runs queued (none when there is nothing to re-run, or for a version adopted
+    from the Marketplace: not built here, it is never tested)."""
+    if version.is_adopted:
+        return []
     zones = [zone] if zone else enabled_zones()
     grid = matrix(version)
     published = published_storage(version)

@@ -13,7 +13,7 @@ from django.views.decorators.vary import vary_on_headers
 from builds.models import CheckResult, TestRun
 from builds.testing import orchestration
 from catalog import audit, roles
-from catalog.choices import StorageType
+from catalog.choices import NOT_BUILT_HERE, StorageType
 from catalog.htmx import partial_request
 from catalog.models import ImageVersion, Zone
 
@@ -40,7 +40,9 @@ def matrix_panel(request: HttpRequest, version_id: int) -> HttpResponse:
         "verdict": orchestration.verdict(version, grid),
         "poll": POLL_SECONDS if grid.active else None,
         "cancelling": cancelling,
-        "can_run": request.user.has_perm(roles.RUN_BUILDS),
+        # An adopted version is never tested: no Re-run buttons (the view refuses them too).
+        "can_run": request.user.has_perm(roles.RUN_BUILDS) and not version.is_adopted,
+        "not_built_here": NOT_BUILT_HERE,
     }
     partial = partial_request(request)
     template = "builds/test_matrix.html#matrix" if partial else "builds/test_matrix.html"
@@ -73,6 +75,9 @@ def rerun(request: HttpRequest, version_id: int) -> HttpResponse:
     """Re-run one cell (zone + storage + check), one row (zone + storage), one zone (zone: each
     storage type published there), or every failed cell (failed=1)."""
     version = get_object_or_404(ImageVersion.objects.select_related("image"), pk=version_id)
+    if version.is_adopted:
+        messages.error(request, NOT_BUILT_HERE)
+        return redirect(version)
     zone = None
     if request.POST.get("zone"):
         zone = Zone.objects.filter(code=request.POST["zone"], enabled=True).first()

@@ -6,10 +6,12 @@
 - alerts: AlertSent (the ledger of team alerts and request status emails)
 - requests: ImageRequest, Requester, RequestSubmission, RequestStatusChange
 - parity: ZoneParityGap (what the daily zone parity check found)
+- adoption: MarketplaceLabel (Marketplace labels adoption could not match to an image)
 """
 
 from __future__ import annotations
 
+from lifecycle.models.adoption import *  # noqa: F403
 from lifecycle.models.alerts import *  # noqa: F403
 from lifecycle.models.notices import *  # noqa: F403
 from lifecycle.models.parity import *  # noqa: F403

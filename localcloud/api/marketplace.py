@@ -50,6 +50,9 @@ VERSION = "marketplace_version"
 LOCAL_IMAGE = "marketplace_local_image"
 CATEGORY = "marketplace_category"
 LOCAL_IMAGE_TYPES = ("instance_local", "instance_sbs")
+# The contract's enum also has "unknown_type": an operator may publish it, as real Scaleway may
+# answer it, so that clients can be tested against it; a label never resolves to it.
+PUBLISHABLE_TYPES = (*LOCAL_IMAGE_TYPES, "unknown_type")
 ARCHES = ("x86_64", "arm64")
 # Category ids are derived from their names, so a category is the same everywhere.
 CATEGORY_NAMESPACE = uuid.UUID("5c0d8a8e-7e2a-4a39-9d6a-6d61726b6574")
@@ -397,8 +400,8 @@ def _local_image(cloud: Any, version: dict[str, Any], item: Any, now: str) -> di
     if arch not in ARCHES:
         raise invalid_argument("arch", "invalid_value", f"one of {ARCHES}")
     type_ = item.get("type") or "instance_local"
-    if type_ not in LOCAL_IMAGE_TYPES:
-        raise invalid_argument("type", "invalid_value", f"one of {LOCAL_IMAGE_TYPES}")
+    if type_ not in PUBLISHABLE_TYPES:
+        raise invalid_argument("type", "invalid_value", f"one of {PUBLISHABLE_TYPES}")
     types = item.get("compatible_commercial_types") or []
     if not isinstance(types, list):
         raise invalid_argument("compatible_commercial_types", "invalid_type", "a list")
@@ -513,7 +516,11 @@ def resolve(cloud: Any, zone: str, image: str, commercial_type: str | None) -> s
     if version is None:
         return None
     candidates = sorted(
-        (li for li in _local_images_of(cloud, version["id"]) if li["zone"] == zone),
+        (
+            li
+            for li in _local_images_of(cloud, version["id"])
+            if li["zone"] == zone and li["type"] in LOCAL_IMAGE_TYPES
+        ),
         key=lambda li: (li["type"], li["_created_at"]),
     )
     for candidate in candidates:

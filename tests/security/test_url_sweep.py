@@ -74,6 +74,8 @@ NEEDS = {
     "lifecycle:request_status": roles.CATALOGUE_MANAGER,
     "lifecycle:parity_check": roles.CATALOGUE_MANAGER,
     "lifecycle:parity_fix": roles.CATALOGUE_MANAGER,
+    "lifecycle:adoption_run": roles.ADMINISTRATOR,
+    "lifecycle:adoption_label": roles.CATALOGUE_MANAGER,
 }
 SAMPLE = {"int": "1", "slug": "x", "str": "x", "path": "x"}
 PARAMETER = re.compile(r"<(?:(\w+):)?\w+>")
