@@ -35,7 +35,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from catalog import audit, dates
@@ -229,14 +229,50 @@ def _newest_first(images: list[Image]) -> list[Image]:
     return sorted(images, key=key, reverse=True)
 
 
-def _newer_os_images(image: Image) -> list[Image]:
+def _newer_candidates(image: Image) -> QuerySet[Image]:
+    """The offered OS images of the same distribution that may be newer (see _newer)."""
     candidates = (
         Image.objects.os_images()
         .filter(state__in=OFFERED, distribution__iexact=image.distribution)
         .exclude(pk=image.pk)
         .select_related("upstream")
     )
-    return _newest_first([c for c in candidates if image.distribution and _newer(c, image)])
+    mine = getattr(getattr(image, "upstream", None), "release_date", None)
+    if mine is not None:
+        # What _newer keeps, narrowed by the database: a later release date, or none (then
+        # the versions are compared). The others are every older release of the distribution.
+        candidates = candidates.filter(
+            Q(upstream__release_date__gt=mine) | Q(upstream__release_date__isnull=True)
+        )
+    return candidates
+
+
+def _newer_os_images(image: Image) -> list[Image]:
+    if not image.distribution:
+        return []
+    return _newest_first([c for c in _newer_candidates(image) if _newer(c, image)])
+
+
+def _newest_os_image(image: Image) -> Image | None:
+    """_newer_os_images(image)[0] without loading every newer release: when the image has a
+    release date, every candidate with a date is newer and ranks above those without one, so
+    the newest is among those of the latest date."""
+    if not image.distribution:
+        return None
+    if getattr(getattr(image, "upstream", None), "release_date", None) is None:
+        newer = _newer_os_images(image)
+        return newer[0] if newer else None
+    candidates = _newer_candidates(image)
+    latest = list(
+        candidates.filter(upstream__release_date__isnull=False)
+        .order_by("-upstream__release_date")
+        .values_list("upstream__release_date", flat=True)[:1]
+    )
+    if latest:
+        pool = list(candidates.filter(upstream__release_date=latest[0]))
+    else:
+        pool = [c for c in candidates if _newer(c, image)]
+    return _newest_first(pool)[0] if pool else None
 
 
 def _app_key(app: Image) -> str:
@@ -257,8 +293,7 @@ def default_replacement(image: Image) -> Image | None:
     """The newest offered OS image of the same distribution; for an InstantApp, the same app
     on a newer base image when such an InstantApp exists."""
     if image.is_os:
-        newer = _newer_os_images(image)
-        return newer[0] if newer else None
+        return _newest_os_image(image)
     base = image.base_image
     if base is None:
         return None
