@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.db.models import Func, TextField, Value
+from django.db.models import Exists, Func, OuterRef, TextField, Value
 from django.db.models.functions import Cast, Coalesce
 from django.urls import reverse
 from django.utils.http import RFC3986_SUBDELIMS
@@ -91,15 +91,21 @@ def _versions_by_image(image_ids: list[int] | None = None) -> dict[int, list[dic
     plain rows: three queries."""
     versions: dict[int, dict[str, Any]] = {}
     by_image: dict[int, list[dict[str, Any]]] = {}
-    released = ImageVersion.objects.filter(pk__in=Release.objects.values("version_id"))
+    released: Any = ImageVersion.objects.filter(pk__in=Release.objects.values("version_id"))
     if image_ids is not None:
-        released = released.filter(image_id__in=image_ids)
+        # A page: its images' versions through the image index, each checked for a release
+        # (SQLite scanned every release and version for the IN form: 0.5 s at 1,000 images).
+        released = ImageVersion.objects.filter(
+            Exists(Release.objects.filter(version_id=OuterRef("pk"))), image_id__in=image_ids
+        )
     for row in released.order_by("-released_at", "-created_at", "-id").values(
         "id", "image_id", "name", "arch", "state", "released_at", "upstream_serial"
     ):
         version: dict[str, Any] = {**row, "releases": [], "local_images": []}
         versions[version["id"]] = version
         by_image.setdefault(version["image_id"], []).append(version)
+    if image_ids is not None:
+        released = list(versions)  # at most a page's versions
     for release in (
         Release.objects.filter(version__in=released)
         .order_by("-released_at", "-id")

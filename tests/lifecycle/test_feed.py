@@ -361,22 +361,31 @@ def test_the_feed_pages_as_the_marketplace_api_does_with_an_etag_per_page(
     client = logged_in(viewer)
     for n in range(5):
         released(os_image(f"distro_{n}"), "2026-08-01", 90)
+    released(os_image("distro_0_withdrawn"), "2026-11-01", 1, withdrawn=True)
+    version_with_images(os_image("distro_0_tested"), "2026-11-02", state=VersionState.TESTED)
     labels: list[str] = []
+    paged: list[dict] = []
     etags = set()
-    for page in (1, 2, 3):
+    for page in (1, 2, 3, 4):
         with django_assert_max_num_queries(19):
             response = client.get(FEED, {"page": page, "per_page": 2})
         data = response.json()
-        assert data["total_count"] == 5
+        assert data["total_count"] == 7
         labels += [image["label"] for image in data["images"]]
-        assert all(image["current_version"] for image in data["images"])
+        paged += data["images"]
         etags.add(response["ETag"])
         again = client.get(FEED, {"page": page, "per_page": 2}, HTTP_IF_NONE_MATCH=response["ETag"])
         assert again.status_code == 304
-    assert labels == [f"distro_{n}" for n in range(5)]
-    assert len(etags) == 3
+    assert labels == sorted(
+        [f"distro_{n}" for n in range(5)] + ["distro_0_tested", "distro_0_withdrawn"]
+    )
+    assert len(etags) == 4
     whole = client.get(FEED).json()
-    assert [image["label"] for image in whole["images"]] == labels
+    # Page by page, the same images as the whole document, down to every version's release
+    # and local images (pages read their versions another way).
+    assert paged == whole["images"]
+    assert sum(bool(image["current_version"]) for image in paged) == 5
+    assert sum(bool(image["versions"]) for image in paged) == 1  # the withdrawn one
 
 
 def test_a_page_costs_the_same_queries_whatever_the_number_of_images(viewer) -> None:
