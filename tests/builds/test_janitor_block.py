@@ -15,11 +15,16 @@ from builds.janitor import run_janitor
 from builds.models import Build, JanitorRun
 from catalog.choices import LocalImageState, StorageType
 from catalog.models import ImageVersion, LocalImage, Zone
-from cloud import clients
 from tests.builds.factories import publish_for_real
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import ZONES, Cloud
-from tests.cloud.sbs import block_snapshot_ids, import_block_snapshot, record, sbs_image
+from tests.cloud.sbs import (
+    block_snapshot_ids,
+    import_block_snapshot,
+    instance_image_ids,
+    record,
+    sbs_image,
+)
 
 DELETE_BLOCK_SNAPSHOT = "DELETE /block/v1/zones/{zone}/snapshots/{snapshot_id}"
 PARIS = "fr-par-1"
@@ -42,10 +47,6 @@ def removed(run: JanitorRun) -> set[tuple[str, str]]:
     """(kind, id) of what a run deleted, the uploads left out (they go once a build is done,
     see test_janitor)."""
     return {(r["kind"], r["id"]) for r in run.removed if r["kind"] != "object"}
-
-
-def image_ids(zone: str) -> set[str]:
-    return {i.id for i in clients.instance_api().list_images_all(zone=zone, public=False)}
 
 
 def test_janitor_deletes_leftover_block_snapshots_and_sbs_images_and_keeps_what_is_published(
@@ -103,7 +104,7 @@ def test_janitor_deletes_leftover_block_snapshots_and_sbs_images_and_keeps_what_
         ("block_snapshot", leftover.id),
         ("block_snapshot", stray.id),
     }
-    assert image_ids(PARIS) == {published.image_id, holder.image_id}
+    assert instance_image_ids(PARIS) == {published.image_id, holder.image_id}
     assert block_snapshot_ids(PARIS) == {published.snapshot_id, held.id}
     assert block_snapshot_ids("fr-par-2") == {by_image.snapshot_id}
     assert block_snapshot_ids("nl-ams-1") == set()

@@ -62,6 +62,12 @@ class Cloud:
     def inventory(self) -> dict[str, list[dict]]:
         return self.process.operator("GET", "inventory")
 
+    def counts(self, *kinds: str) -> dict[str, int]:
+        """How many resources of each kind (inventory names: instance_server, block_snapshot,
+        ...) localcloud holds."""
+        inventory = self.inventory()
+        return {kind: len(inventory.get(kind, [])) for kind in kinds}
+
     def factory_resources(self) -> list[tuple[str, str]]:
         """(kind, id) of every resource in localcloud tagged by the factory."""
         return [

@@ -87,6 +87,17 @@ def record(version: ImageVersion, made: SbsImage) -> LocalImage:
     )
 
 
+def instance_image_ids(zone: str) -> set[str]:
+    """Every Instance image id in a zone (of either storage type)."""
+    return {i.id for i in clients.instance_api().list_images_all(zone=zone, public=False)}
+
+
+def instance_ids(zone: str) -> set[str]:
+    """Every Instance image and Instance snapshot id in a zone."""
+    snapshots = clients.instance_api().list_snapshots_all(zone=zone)
+    return instance_image_ids(zone) | {s.id for s in snapshots}
+
+
 def block_snapshot_ids(zone: str) -> set[str]:
     """Every Block snapshot id in a zone, listed through the SDK."""
     return {s.id for s in clients.block_api().list_snapshots_all(zone=zone, include_deleted=False)}

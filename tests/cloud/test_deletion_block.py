@@ -16,16 +16,13 @@ from tests.cloud.sbs import (
     block_snapshot_ids,
     block_snapshot_status,
     import_block_snapshot,
+    instance_image_ids,
     sbs_image,
 )
 
 ZONE = "fr-par-1"
 DELETE_BLOCK_SNAPSHOT = "DELETE /block/v1/zones/{zone}/snapshots/{snapshot_id}"
 DELETE_INSTANCE_SNAPSHOT = "DELETE /instance/v1/zones/{zone}/snapshots/{snapshot_id}"
-
-
-def instance_image_ids(zone: str) -> set[str]:
-    return {i.id for i in clients.instance_api().list_images_all(zone=zone, public=False)}
 
 
 def test_removing_an_sbs_image_deletes_the_image_then_its_block_snapshot(

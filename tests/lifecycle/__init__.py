@@ -22,13 +22,24 @@ from django_q.models import OrmQ
 from builds.choices import CheckState, TestRunState
 from builds.models import Build, CheckResult, TestRun
 from builds.testing.orchestration import check_names, published_storage
-from catalog.choices import LocalImageState, StorageType, VersionState
+from catalog.choices import ImageState, LocalImageState, StorageType, VersionState
 from catalog.models import Image, ImageVersion, LocalImage, Zone
+from lifecycle import deprecation
 from lifecycle.models import ImageRequest, RequestStatusChange
 from tests.builds.factories import publish_for_real
 
 ZONE_CODES = ("fr-par-1", "fr-par-2")
 COMMERCIAL_TYPES = ["DEV1-S", "DEV1-M"]
+
+
+def deprecate_long_ago(image: Image, days: int = 200) -> None:
+    """Deprecate the image for real (the Marketplace is told), `days` ago."""
+    then = timezone.now() - dt.timedelta(days=days)
+    Image.objects.filter(pk=image.pk).update(
+        state=ImageState.DEPRECATION_SCHEDULED, deprecation_date=timezone.localdate(then)
+    )
+    image.refresh_from_db()
+    assert deprecation.deprecate(image, then)
 
 
 def enable_zones(*codes: str) -> list[Zone]:

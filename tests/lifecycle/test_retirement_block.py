@@ -7,22 +7,26 @@ backend) through the real SDK; the SBS images are made as the publish makes them
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
-from catalog.choices import ImageState, LocalImageState, StorageType
+from catalog.choices import LocalImageState, StorageType
 from catalog.models import AuditEntry, Image, ImageVersion, LocalImage
 from cloud import clients
 from cloud.publisher import DEPRECATED_TAG
 from lifecycle import deprecation
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import ZONES, Cloud
-from tests.cloud.sbs import block_snapshot_ids, block_snapshot_status, record, sbs_image
-from tests.lifecycle import COMMERCIAL_TYPES, enable_zones, published_version
+from tests.cloud.sbs import (
+    block_snapshot_ids,
+    block_snapshot_status,
+    instance_ids,
+    record,
+    sbs_image,
+)
+from tests.lifecycle import COMMERCIAL_TYPES, deprecate_long_ago, enable_zones, published_version
 
 pytestmark = pytest.mark.django_db
 
@@ -57,21 +61,6 @@ def version_on_both(image: Image, artefact: Path, tmp_path: Path, name: str) -> 
     for zone in ZONES:
         record(version, sbs_image(zone, artefact, version.build.pk, name=f"{name}-sbs"))
     return version
-
-
-def deprecate_long_ago(image: Image, days: int = 200) -> None:
-    then = timezone.now() - dt.timedelta(days=days)
-    Image.objects.filter(pk=image.pk).update(
-        state=ImageState.DEPRECATION_SCHEDULED, deprecation_date=timezone.localdate(then)
-    )
-    image.refresh_from_db()
-    assert deprecation.deprecate(image, then)
-
-
-def instance_ids(zone: str) -> set[str]:
-    api = clients.instance_api()
-    images = api.list_images_all(zone=zone, public=False)
-    return {i.id for i in images} | {s.id for s in api.list_snapshots_all(zone=zone)}
 
 
 def cloud_ids(zone: str) -> set[str]:

@@ -5,13 +5,11 @@ localcloud through the real Scaleway SDK."""
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 from scaleway_core.api import ScalewayException
 
 from catalog.choices import ImageState, LocalImageState, StorageType, VersionState
@@ -20,7 +18,14 @@ from cloud import clients
 from lifecycle import deprecation, releases
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import ZONES, Cloud
-from tests.lifecycle import COMMERCIAL_TYPES, enable_zones, published_version, version_with_images
+from tests.cloud.sbs import instance_ids
+from tests.lifecycle import (
+    COMMERCIAL_TYPES,
+    deprecate_long_ago,
+    enable_zones,
+    published_version,
+    version_with_images,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -57,24 +62,6 @@ def publish_versions(image: Image, artefact: Path, tmp_path: Path, *names: str) 
     return versions
 
 
-def deprecate_long_ago(image: Image, days: int = 200) -> None:
-    """Deprecate the image for real (the Marketplace is told), `days` ago."""
-    then = timezone.now() - dt.timedelta(days=days)
-    Image.objects.filter(pk=image.pk).update(
-        state=ImageState.DEPRECATION_SCHEDULED, deprecation_date=timezone.localdate(then)
-    )
-    image.refresh_from_db()
-    assert deprecation.deprecate(image, then)
-
-
-def cloud_ids(zone: str) -> set[str]:
-    """Every instance image and snapshot id in a zone, listed through the SDK."""
-    api = clients.instance_api()
-    images = api.list_images_all(zone=zone, public=False)
-    snapshots = api.list_snapshots_all(zone=zone)
-    return {i.id for i in images} | {s.id for s in snapshots}
-
-
 def ids_of(local: LocalImage) -> set[str]:
     return {local.provider_image_id, local.snapshot_id}
 
@@ -99,7 +86,7 @@ def test_retiring_removes_the_images_and_snapshots_in_every_zone_and_the_marketp
     locals_ = list(LocalImage.objects.filter(version__image=image).select_related("zone"))
     assert len(locals_) == 2 * len(ZONES)
     for local in locals_:
-        assert ids_of(local) <= cloud_ids(local.zone.code)
+        assert ids_of(local) <= instance_ids(local.zone.code)
     deprecate_long_ago(image)
 
     assert deprecation.retire(image)
@@ -107,7 +94,7 @@ def test_retiring_removes_the_images_and_snapshots_in_every_zone_and_the_marketp
     image.refresh_from_db()
     assert image.state == ImageState.RETIRED
     for zone in ZONES:
-        assert cloud_ids(zone) == set(), zone
+        assert instance_ids(zone) == set(), zone
     for local in LocalImage.objects.filter(version__image=image):
         assert (local.state, local.error) == (LocalImageState.DELETED, "")
     for version in (first, second):
@@ -167,8 +154,8 @@ def test_a_failing_zone_stays_marked_with_its_reason_until_the_next_daily_run_fi
     image.refresh_from_db()
     assert image.state == ImageState.RETIRED
     assert armed_faults(cloud) == []
-    assert cloud_ids("fr-par-1") == left_in_paris
-    assert cloud_ids("fr-par-2") == set() and cloud_ids("nl-ams-1") == set()
+    assert instance_ids("fr-par-1") == left_in_paris
+    assert instance_ids("fr-par-2") == set() and instance_ids("nl-ams-1") == set()
     errors = []
     for local in LocalImage.objects.filter(version__image=image).select_related("zone"):
         if local.zone.code == "fr-par-1":
@@ -199,7 +186,7 @@ def test_a_failing_zone_stays_marked_with_its_reason_until_the_next_daily_run_fi
 
     assert summary.retired == [] and summary.cloud_retried == [image.label]
     assert summary.cloud_left == []
-    assert cloud_ids("fr-par-1") == set()
+    assert instance_ids("fr-par-1") == set()
     assert set(LocalImage.objects.filter(version__image=image).values_list("state", flat=True)) == {
         LocalImageState.DELETED
     }
@@ -230,7 +217,7 @@ def test_a_snapshot_left_after_its_image_was_deleted_is_found_again_by_the_next_
 
     first.refresh_from_db()
     assert first.state == LocalImageState.DELETE_FAILED and "disk array offline" in first.error
-    assert cloud_ids(first.zone.code) == {first.snapshot_id}  # the image went, its snapshot not
+    assert instance_ids(first.zone.code) == {first.snapshot_id}  # the image went, its snapshot not
     entry = retired_entry(image)
     assert f"{first.zone.code} image {first.provider_image_id}" in entry.after["cloud_removed"]
 
@@ -239,7 +226,7 @@ def test_a_snapshot_left_after_its_image_was_deleted_is_found_again_by_the_next_
     assert summary.cloud_retried == [image.label]
     first.refresh_from_db()
     assert first.state == LocalImageState.DELETED
-    assert cloud_ids(first.zone.code) == set()
+    assert instance_ids(first.zone.code) == set()
     retried = AuditEntry.objects.get(image=image, action="deprecation.cloud_removal_retried")
     assert retried.after["cloud_already_gone"] == [
         f"{first.zone.code} image {first.provider_image_id}"
