@@ -15,7 +15,9 @@ answer) raises CloudError and the caller has nothing to record half-way.
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from scaleway import Client
 from scaleway.marketplace.v2 import MarketplaceV2API
@@ -24,6 +26,7 @@ from cloud import clients
 from cloud.retries import CloudError, call
 
 PAGE_SIZE = 100
+READ_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -68,61 +71,72 @@ def marketplace_api() -> MarketplaceV2API:
     return MarketplaceV2API(scw, bypass_validation=anonymous)
 
 
+def _local_image(local: Any) -> MarketLocalImage:
+    return MarketLocalImage(
+        id=local.id,
+        zone=str(local.zone or ""),
+        arch=str(local.arch or ""),
+        type=str(local.type_ or ""),
+        compatible_commercial_types=tuple(local.compatible_commercial_types or ()),
+    )
+
+
 def read_catalogue(labels: set[str] | None = None) -> list[MarketImage]:
     """Every Marketplace image (of `labels`, when given) with its versions and their local
-    images, sorted by label. Raises CloudError when any part cannot be read."""
+    images, sorted by label. Raises CloudError when any part cannot be read.
+
+    A Marketplace of a hundred images with a few versions each takes hundreds of calls: the
+    versions of the images, then the local images of the versions, are read
+    READ_CONCURRENCY at a time."""
     api = marketplace_api()
-    images = call(
+    listed = call(
         api.list_images_all,
         include_eol=True,
         page_size=PAGE_SIZE,
         what="list Marketplace images",
     )
-    found = []
-    for image in sorted(images, key=lambda i: (i.label or "", i.id)):
-        if labels is not None and image.label not in labels:
-            continue
-        versions = call(
+    images = sorted(
+        (i for i in listed if labels is None or i.label in labels),
+        key=lambda i: (i.label or "", i.id),
+    )
+
+    def versions_of(image: Any) -> list[Any]:
+        return call(
             api.list_versions_all,
             image_id=image.id,
             page_size=PAGE_SIZE,
             what=f"list the Marketplace versions of {image.label}",
         )
-        read = []
-        for version in versions:
-            locals_ = call(
-                api.list_local_images_all,
-                version_id=version.id,
-                page_size=PAGE_SIZE,
-                what=f"list the local images of Marketplace version {version.id}",
-            )
-            read.append(
+
+    def local_images_of(version: Any) -> list[Any]:
+        return call(
+            api.list_local_images_all,
+            version_id=version.id,
+            page_size=PAGE_SIZE,
+            what=f"list the local images of Marketplace version {version.id}",
+        )
+
+    with ThreadPoolExecutor(max_workers=READ_CONCURRENCY) as pool:
+        # map() hands back the first failure when its result is reached: nothing is returned.
+        versions = list(pool.map(versions_of, images))
+        flat = [version for found in versions for version in found]
+        locals_ = dict(zip([v.id for v in flat], pool.map(local_images_of, flat), strict=True))
+    return [
+        MarketImage(
+            id=image.id,
+            label=image.label or "",
+            name=image.name or "",
+            valid_until=image.valid_until,
+            versions=tuple(
                 MarketVersion(
                     id=version.id,
                     name=version.name or "",
                     created_at=version.created_at,
                     published_at=version.published_at,
-                    local_images=tuple(
-                        MarketLocalImage(
-                            id=local.id,
-                            zone=str(local.zone or ""),
-                            arch=str(local.arch or ""),
-                            type=str(local.type_ or ""),
-                            compatible_commercial_types=tuple(
-                                local.compatible_commercial_types or ()
-                            ),
-                        )
-                        for local in locals_
-                    ),
+                    local_images=tuple(_local_image(li) for li in locals_[version.id]),
                 )
-            )
-        found.append(
-            MarketImage(
-                id=image.id,
-                label=image.label or "",
-                name=image.name or "",
-                valid_until=image.valid_until,
-                versions=tuple(read),
-            )
+                for version in found
+            ),
         )
-    return found
+        for image, found in zip(images, versions, strict=True)
+    ]

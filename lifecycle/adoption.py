@@ -149,6 +149,8 @@ class _Run:
                 )
                 return None
         if image.state == ImageState.RETIRED:
+            if not market.versions:
+                return None  # what retirement leaves in the Marketplace: nothing to say
             when = f" on {image.retired_at:%Y-%m-%d}" if image.retired_at else ""
             self.report.problems.append(
                 f"{market.label}: the catalogue image {image.label} was retired{when}; its "
