@@ -135,7 +135,12 @@ class _Run:
 
     def image_for(self, market: MarketImage) -> Image | None:
         image = Image.objects.filter(label=market.label).first()
-        if image is None:
+        if image is not None:
+            # An image of that label was added since the label was listed: nothing to decide.
+            MarketplaceLabel.objects.filter(
+                label=market.label, decision=LabelDecision.PENDING
+            ).delete()
+        else:
             listed = MarketplaceLabel.objects.filter(label=market.label).first()
             if listed is None or listed.decision == LabelDecision.PENDING:
                 self.list_label(market, listed)

@@ -197,6 +197,15 @@ def test_a_label_with_no_image_is_listed_then_mapped_or_ignored(
     (adopted,) = ImageVersion.objects.filter(image=jammy)
     assert adopted.name == "2023-04-01" and adopted.is_adopted
 
+    # A label whose image was added meanwhile leaves the list and is adopted.
+    seed(cloud, "rocky_9", {"2024-02-02": [local("fr-par-1")]})
+    adoption.adopt(admin_user)
+    assert MarketplaceLabel.objects.filter(label="rocky_9").exists()
+    rocky = os_image("rocky_9")
+    assert adoption.adopt(admin_user).adopted == ["rocky_9 2024-02-02 (x86_64)"]
+    assert not MarketplaceLabel.objects.filter(label="rocky_9").exists()
+    assert rocky.versions.get().is_adopted
+
     centos = MarketplaceLabel.objects.get(label="centos_7")
     client.post(reverse("lifecycle:adoption_label", args=[centos.pk]), {"action": "ignore"})
     centos.refresh_from_db()
