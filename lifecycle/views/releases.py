@@ -49,6 +49,13 @@ def _version_or_404(version_id: int) -> ImageVersion:
 def _panel_context(version: ImageVersion, **extra: object) -> dict:
     verdict = releases.readiness(version)
     current = releases.current_release(version.image)
+    notes = releases.release_notes(version)
+    # Both are versions of this image: their links and the previous release need no query
+    # for it.
+    if current is not None:
+        current.version.image = version.image
+    if notes["previous"] is not None:
+        notes["previous"].image = version.image
     is_current = current is not None and current.version_id == version.pk
     can_withdraw = False
     if is_current:
@@ -61,7 +68,7 @@ def _panel_context(version: ImageVersion, **extra: object) -> dict:
         "current": current,
         "is_current": is_current,
         "can_withdraw": can_withdraw,
-        "notes": releases.release_notes(version),
+        "notes": notes,
         "version_releases": version.releases.select_related("released_by", "withdrawn_by"),
         "release_form": extra.pop("release_form", None) or ReleaseForm(),
         "withdraw_form": extra.pop("withdraw_form", None) or WithdrawForm(),
