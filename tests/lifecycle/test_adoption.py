@@ -18,13 +18,17 @@ from django.urls import reverse
 
 from catalog.choices import ImageState, LocalImageState, Origin, VersionState
 from catalog.models import AuditEntry, ImageVersion, LocalImage, Zone
+from cloud import clients
 from cloud.retries import CloudError
 from lifecycle import adoption, deprecation, releases
+from lifecycle.customers import import_customers
 from lifecycle.feed import build_feed
-from lifecycle.models import LabelDecision, MarketplaceLabel, Release
+from lifecycle.models import LabelDecision, MarketplaceLabel, Release, Usage
+from lifecycle.usage import refresh_usage
 from tests.catalog.factories import os_image
 from tests.cloud.localcloud import Cloud
 from tests.lifecycle import enable_zones
+from tests.lifecycle.test_customers import GOOD, P1, _cloud_image
 
 pytestmark = pytest.mark.django_db
 
@@ -327,6 +331,33 @@ def test_adopted_versions_retire_with_their_image(focal, admin_user, settings) -
     again = adoption.adopt(admin_user)
     assert not again.changed and again.problems == []
     assert rows() == before
+
+
+def test_customers_servers_from_an_adopted_image_count_as_its_usage(
+    cloud: Cloud, admin_user
+) -> None:
+    # An Instance image in localcloud, offered in the Marketplace before the factory existed,
+    # and a customer's server from it.
+    enable_zones("fr-par-1")
+    image = os_image("debian_bookworm")
+    provider_image = _cloud_image()
+    seed(
+        cloud,
+        "debian_bookworm",
+        {"2023-07-01": [{**local("fr-par-1"), "instance_image_id": provider_image}]},
+    )
+    import_customers(GOOD)
+    server = (
+        clients.instance_api()
+        .create_server(zone="fr-par-1", commercial_type="DEV1-S", image=provider_image, project=P1)
+        .server
+    )
+    adoption.adopt(admin_user)
+    refresh = refresh_usage()
+    assert refresh.ok, refresh.message
+    (usage,) = Usage.objects.all()
+    adopted = ImageVersion.objects.get(image=image, name="2023-07-01")
+    assert (usage.server_id, usage.image, usage.version) == (server.id, image, adopted)
 
 
 def closed_port_url() -> str:
