@@ -7,7 +7,8 @@ class AdvisoriesConfig(AppConfig):
     """The distributions' own security advisories (OSV exports): import, exposure per
     version, and the security rebuilds they call for.
 
-    Its recurring task is listed in advisories/schedules.py.
+    Its recurring task is listed in advisories/schedules.py. A version a build records is
+    matched at once (builds' `version_recorded` queues advisories.tasks.match_version_task).
     """
 
     name = "advisories"
@@ -22,3 +23,8 @@ class AdvisoriesConfig(AppConfig):
         from advisories import home
 
         home.register()
+
+        from advisories import tasks
+        from builds.signals import version_recorded
+
+        version_recorded.connect(tasks.version_recorded, dispatch_uid="advisories.match_version")

@@ -92,12 +92,10 @@ def import_export(export: str, wanted: dict[str, set[str]], *, base_url: str | N
     Raises DownloadError or ExportError with nothing stored changed."""
     row, _ = EcosystemImport.objects.get_or_create(ecosystem=export)
     final = archive_path(export)
-    scanned = {eco: set(names) for eco, names in (row.scanned_packages or {}).items()}
     have_archive = final.exists()
     downloaded = _download(export, row if have_archive else None, base_url)
     if downloaded is None:
-        new_names = {eco: names - scanned.get(eco, set()) for eco, names in wanted.items()}
-        if not any(new_names.values()):
+        if not _brings_new_names(row, wanted):
             message = "export unchanged since the last import; nothing new to look for"
             _succeeded(row, message)
             return message
@@ -114,6 +112,39 @@ def import_export(export: str, wanted: dict[str, set[str]], *, base_url: str | N
         summary = "export unchanged, scanned again for new packages: " + summary
     _succeeded(row, summary)
     return summary
+
+
+def _brings_new_names(row: EcosystemImport, wanted: dict[str, set[str]]) -> bool:
+    """Whether `wanted` names a package the export's last scan did not look for."""
+    scanned = row.scanned_packages or {}
+    return any(names - set(scanned.get(eco, ())) for eco, names in wanted.items())
+
+
+def rescan_for_new_packages(image: Image) -> list[str]:
+    """Scan the kept archive of each export `image` is matched in again, without a download,
+    when its versions' manifests name packages that archive's last scan did not look for (a
+    new version brought them): an import by `modified` date would never fetch their records
+    again. What is looked for is every version's names, as the daily import does. An export
+    never imported (no archive kept) is left to the daily run. Returns one message per export
+    scanned; raises as the scan does (an ExportError for a broken archive)."""
+    mine = wanted_packages([image])
+    everyone: dict[str, set[str]] | None = None
+    messages = []
+    for export in sorted({export_of(eco) for eco in mine}):
+        row = EcosystemImport.objects.filter(ecosystem=export).first()
+        final = archive_path(export)
+        own = {eco: names for eco, names in mine.items() if export_of(eco) == export}
+        if row is None or not final.exists() or not _brings_new_names(row, own):
+            continue
+        everyone = wanted_packages() if everyone is None else everyone
+        wanted = {eco: names for eco, names in everyone.items() if export_of(eco) == export}
+        summary = _scan(export, final, wanted)
+        row.scanned_packages = {eco: sorted(names) for eco, names in wanted.items()}
+        row.save(update_fields=["scanned_packages"])
+        message = f"{export}: kept export scanned again for new packages: {summary}"
+        logger.info("OSV import of %s", message)
+        messages.append(message)
+    return messages
 
 
 def _succeeded(row: EcosystemImport, message: str) -> None:

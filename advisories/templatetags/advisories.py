@@ -39,10 +39,9 @@ def version_exposures(
     """A version's exposures, and against the previous version which are gone or remain."""
     state = coverage(version.image, version.manifest or [])
     if state.status == COVERED and not VersionCoverage.objects.filter(version=version).exists():
-        # Built since the last matching: not "no exposure" until it has been matched.
-        state = Coverage(
-            UNKNOWN, "not matched against the advisories yet (the daily import does it)"
-        )
+        # Not matched yet (its matching, queued when its build recorded it, has not run, or
+        # failed and waits for the daily run): not "no exposure" until it has been matched.
+        state = Coverage(UNKNOWN, "not matched against the advisories yet")
     rows = _sorted(_exposures(version.pk)) if state.status == COVERED else []
     gone: list[Exposure] = []
     remaining_unfixed = [e for e in rows if not e.fixed_version]

@@ -4,6 +4,7 @@ builds.finalize."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from django.db import IntegrityError, transaction
 from builds import finalize
 from builds.choices import StageName
 from builds.models import Build
+from builds.signals import version_recorded
 from builds.stages import files
 from builds.stages.context import StageContext, StageFailed
 from builds.store import key_for_artefact
@@ -22,6 +24,8 @@ NAME = StageName.FINALIZE
 # Finalize converts customize's disk, a copy-on-write overlay on the fetched file: it reads
 # both.
 NEEDS: tuple[str, ...] = (StageName.FETCH, StageName.CUSTOMIZE)
+
+log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> dict:
@@ -42,6 +46,10 @@ def run(ctx: StageContext) -> dict:
     version = _create_version(build, fetched, customized, dest, result.size, result.sha256)
     shutil.rmtree(files.work_dir(build), ignore_errors=True)
     ctx.log(f"Version {version.name} created ({result.size} bytes, sha256 {result.sha256})")
+    try:  # the advisories app matches the manifest; its failure never fails the build
+        version_recorded.send(sender=ImageVersion, version=version)
+    except Exception:
+        log.exception("build %s: a listener of version_recorded failed", build.pk)
     return {
         "path": str(dest),
         "size": result.size,
