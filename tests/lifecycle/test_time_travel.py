@@ -23,6 +23,7 @@ import pytest
 import requests
 import time_machine
 from django.conf import settings as django_settings
+from django.utils import timezone
 from scaleway_core.api import ScalewayException
 
 from catalog import eol
@@ -186,7 +187,7 @@ def _whole_life(
         servers[address] = server.id
 
     # --- tomorrow: the EOL import brings the date, the policy schedules the deprecation -----
-    start = dt.date.today() + dt.timedelta(days=1)
+    start = timezone.localdate() + dt.timedelta(days=1)
     upstream_eol = start + dt.timedelta(days=90)
     date = upstream_eol + dt.timedelta(days=GRACE_DAYS)
     eol_server.reply_json("/api/v1/products/debian", _eol_reply(upstream_eol))

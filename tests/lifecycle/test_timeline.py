@@ -7,6 +7,7 @@ import datetime as dt
 import re
 
 import pytest
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -44,26 +45,36 @@ def mark_date(html: str, row_label: str, title: str) -> str:
 def test_focal_past_its_eol_shows_the_deprecation_panels_date(client, manager) -> None:
     """Ubuntu 20.04, past its EOL and not yet scheduled: the policy date (EOL + grace) is
     behind today, so the plan moves it to a week from today; the timeline shows that same
-    date, on the image page and on the catalogue's timeline, not EOL + grace."""
-    focal = ubuntu("ubuntu_focal", dt.date(2020, 4, 23), dt.date(2025, 5, 31))
-    today = timezone.localdate()
-    plan = deprecation.plan_for(focal, today)
-    assert plan.date == today + dt.timedelta(days=7)
-    client.force_login(manager)
-
-    panel = client.get(reverse("lifecycle:deprecation_panel", args=[focal.label])).content
-    assert f"{plan.date:%Y-%m-%d}" in panel.decode()
-    image_page = client.get(focal.get_absolute_url()).content.decode()
-    assert mark_date(image_page, focal.label, "Deprecation on this platform") == (
-        f"{plan.date:%Y-%m-%d}"
+    date, on the image page and on the catalogue's timeline, not EOL + grace. At noon of one
+    day: "today" is the same day for the test and for the pages (a run across midnight would
+    give the pages the next day)."""
+    noon = dt.datetime.combine(
+        timezone.localdate(), dt.time(12), tzinfo=timezone.get_current_timezone()
     )
-    assert "2025-08-29" not in image_page.split('data-testid="timeline"')[1].split("</section>")[0]
-    page = client.get(URL).content.decode()
-    assert mark_date(page, focal.label, "Deprecation on this platform") == f"{plan.date:%Y-%m-%d}"
-    row = re.search(r'<tr data-image="ubuntu_focal">(.*?)</tr>', page, re.S)
-    assert row and f'<td data-col="deprecation">{plan.date:%Y-%m-%d}</td>' in row.group(1)
-    retired = plan.date + dt.timedelta(days=180)
-    assert f'<td data-col="retirement">{retired:%Y-%m-%d}</td>' in row.group(1)
+    with time_machine.travel(noon, tick=False):
+        focal = ubuntu("ubuntu_focal", dt.date(2020, 4, 23), dt.date(2025, 5, 31))
+        today = timezone.localdate()
+        plan = deprecation.plan_for(focal, today)
+        assert plan.date == today + dt.timedelta(days=7)
+        client.force_login(manager)
+
+        panel = client.get(reverse("lifecycle:deprecation_panel", args=[focal.label])).content
+        assert f"{plan.date:%Y-%m-%d}" in panel.decode()
+        image_page = client.get(focal.get_absolute_url()).content.decode()
+        assert mark_date(image_page, focal.label, "Deprecation on this platform") == (
+            f"{plan.date:%Y-%m-%d}"
+        )
+        assert (
+            "2025-08-29" not in image_page.split('data-testid="timeline"')[1].split("</section>")[0]
+        )
+        page = client.get(URL).content.decode()
+        assert (
+            mark_date(page, focal.label, "Deprecation on this platform") == f"{plan.date:%Y-%m-%d}"
+        )
+        row = re.search(r'<tr data-image="ubuntu_focal">(.*?)</tr>', page, re.S)
+        assert row and f'<td data-col="deprecation">{plan.date:%Y-%m-%d}</td>' in row.group(1)
+        retired = plan.date + dt.timedelta(days=180)
+        assert f'<td data-col="retirement">{retired:%Y-%m-%d}</td>' in row.group(1)
 
 
 def test_a_row_has_bars_for_upstream_support_and_marks_for_the_platform() -> None:
