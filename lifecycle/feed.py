@@ -24,13 +24,15 @@ the FEED_TOKENS setting (none: only logged-in users). Tokens never reach a log.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import gc
 import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -377,9 +379,24 @@ def document(etag: str) -> bytes:
     last = _last_built
     if last is not None and last[0] == etag:
         return last[1]
-    body = render(build_feed())
+    with _collector_paused():
+        body = render(build_feed())
     _last_built = (etag, body)
     return body
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused: the whole document is 35,000 small dicts and
+    lists at 1,000 images, none in a cycle, and the collections their creation set off were a
+    quarter of the build's time. Back to how it was after, whatever happens."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def token_allowed(given: str) -> bool:

@@ -126,3 +126,35 @@ def test_sbom_links_are_the_paths_reverse_gives(name: str) -> None:
         "spdx": reverse("catalog:version_spdx", args=["debian_bookworm", "x86_64", name]),
         "cyclonedx": reverse("catalog:version_cyclonedx", args=["debian_bookworm", "x86_64", name]),
     }
+
+
+def test_building_the_feed_leaves_the_garbage_collector_as_it_was(monkeypatch) -> None:
+    import gc
+
+    released(os_image("debian_bookworm"), "2026-08-01", 90)
+    paused: list[bool] = []
+    build = feed.build_feed
+
+    def watched_build(*args, **kwargs):
+        paused.append(not gc.isenabled())
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(feed, "build_feed", watched_build)
+    monkeypatch.setattr(feed, "_last_built", None)
+    assert gc.isenabled()
+    assert feed.document("etag-1")
+    assert paused == [True] and gc.isenabled()
+    gc.disable()
+    try:
+        feed.document("etag-2")
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+
+    def failing_build(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(feed, "build_feed", failing_build)
+    with pytest.raises(RuntimeError):
+        feed.document("etag-3")
+    assert gc.isenabled()
