@@ -358,40 +358,51 @@ def map_label(listed: MarketplaceLabel, image: Image, user: Any) -> None:
     into that image."""
     if image.state == ImageState.RETIRED:
         raise DecisionError(f"{image.label} is retired: map the label to a live image.")
+    _decide(
+        listed,
+        LabelDecision.MAPPED,
+        image,
+        user,
+        LABEL_MAPPED_ACTION,
+        f"Marketplace label {listed.label} mapped to {image.label}.",
+    )
+
+
+def ignore_label(listed: MarketplaceLabel, user: Any) -> None:
+    """Leave a Marketplace label alone: adoption no longer lists it as waiting."""
+    _decide(
+        listed,
+        LabelDecision.IGNORED,
+        None,
+        user,
+        LABEL_IGNORED_ACTION,
+        f"Marketplace label {listed.label} ignored: adoption leaves it alone.",
+    )
+
+
+def _decide(
+    listed: MarketplaceLabel,
+    decision: str,
+    image: Image | None,
+    user: Any,
+    action: str,
+    message: str,
+) -> None:
+    """Record a manager's decision on a listed label, audited, under the label's row lock."""
     with transaction.atomic():
         locked = MarketplaceLabel.objects.select_for_update().get(pk=listed.pk)
         before = audit.snapshot(locked, ["decision", "image"])
-        locked.decision, locked.image = LabelDecision.MAPPED, image
+        locked.decision, locked.image = decision, image
         locked.decided_by = user if getattr(user, "is_authenticated", False) else None
         locked.decided_at = timezone.now()
         locked.save(update_fields=["decision", "image", "decided_by", "decided_at"])
         audit.record(
-            LABEL_MAPPED_ACTION,
+            action,
             actor=user,
             image=image,
             target=locked,
             before=before,
             after=audit.snapshot(locked, ["decision", "image"]),
-            message=f"Marketplace label {locked.label} mapped to {image.label}.",
-        )
-    listed.refresh_from_db()
-
-
-def ignore_label(listed: MarketplaceLabel, user: Any) -> None:
-    """Leave a Marketplace label alone: adoption no longer lists it as waiting."""
-    with transaction.atomic():
-        locked = MarketplaceLabel.objects.select_for_update().get(pk=listed.pk)
-        before = audit.snapshot(locked, ["decision", "image"])
-        locked.decision, locked.image = LabelDecision.IGNORED, None
-        locked.decided_by = user if getattr(user, "is_authenticated", False) else None
-        locked.decided_at = timezone.now()
-        locked.save(update_fields=["decision", "image", "decided_by", "decided_at"])
-        audit.record(
-            LABEL_IGNORED_ACTION,
-            actor=user,
-            target=locked,
-            before=before,
-            after=audit.snapshot(locked, ["decision", "image"]),
-            message=f"Marketplace label {locked.label} ignored: adoption leaves it alone.",
+            message=message,
         )
     listed.refresh_from_db()
